@@ -1,0 +1,274 @@
+"""Decode the sampled frames of one video: decord first, PyAV when decord cannot.
+
+decord seeks to the sampled frames only and resizes while decoding (``width``/``height``),
+which is why it is the primary decoder. Its bundled FFmpeg has no AV1 and it refuses some
+WebM files without a duration; for those, and for any decord failure, PyAV (which ships
+its own, newer FFmpeg) decodes the same indices. The result records which decoder ran.
+
+Output frames are uint8 ``(clips, frames, crop, crop, 3)``: normalisation happens on the
+model replica, so the object store carries 4x fewer bytes than float32 would.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import VideoError
+from pipeline.sampling import clip_indices, segment_frames
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeSpec:
+    clips: int
+    frames: int
+    stride: int | None
+    short_side: int
+    crop_size: int
+    threads: int = 1
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return (self.clips, self.frames, self.crop_size, self.crop_size, 3)
+
+
+@dataclass
+class DecodedVideo:
+    frames: np.ndarray
+    decoder: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    note: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else float("nan")
+
+
+def resized_dims(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) with the short side scaled to ``short_side``, aspect kept."""
+    if height <= width:
+        return short_side, max(short_side, round(width * short_side / height))
+    return max(short_side, round(height * short_side / width)), short_side
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Crop the last-but-one two axes (H, W) of ``(..., H, W, C)`` to ``size``."""
+    h, w = frames.shape[-3], frames.shape[-2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return frames[..., top:top + size, left:left + size, :]
+
+
+def _plan(num_frames: int, fps: float, spec: DecodeSpec, start_s: float | None,
+          end_s: float | None, timestamps=None) -> np.ndarray:
+    first, last = segment_frames(num_frames, fps, start_s, end_s, timestamps)
+    return clip_indices(first, last, spec.clips, spec.frames, spec.stride)
+
+
+def _source(path: str):
+    """A local path for decord/PyAV, or an in-memory file for remote URIs."""
+    if "://" not in path or path.startswith("file://"):
+        local = path.removeprefix("file://")
+        if not os.path.exists(local):
+            raise VideoError("read", f"file not found: {local}. Check the manifest's path "
+                             "column.")
+        if os.path.getsize(local) == 0:
+            raise VideoError("read", f"file is empty (0 bytes): {local}")
+        return local
+    import pyarrow.fs as pafs
+
+    try:
+        fs, inner = pafs.FileSystem.from_uri(path)
+        with fs.open_input_stream(inner) as f:
+            data = f.read()
+    except Exception as e:  # any filesystem error becomes the row's reason
+        raise VideoError("read", f"cannot read {path}: {e}") from e
+    if not data:
+        raise VideoError("read", f"file is empty (0 bytes): {path}")
+    return data
+
+
+def _reader_input(src):
+    return io.BytesIO(src) if isinstance(src, bytes) else src
+
+
+def decode_with_decord(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
+    import decord
+
+    probe = decord.VideoReader(_reader_input(src), ctx=decord.cpu(0), num_threads=spec.threads)
+    n, fps = len(probe), float(probe.get_avg_fps())
+    ts = None
+    if start_s is not None or end_s is not None:
+        ts = probe.get_frame_timestamp(range(n))[:, 0] if n else None
+    idx = _plan(n, fps, spec, start_s, end_s, ts)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    # decord reports no frame size before decoding, and its width/height are the output
+    # size after rotation, so decode one frame at full size to learn the aspect ratio.
+    first = probe.get_batch([int(uniq[0])]).asnumpy()
+    height, width = first.shape[1], first.shape[2]
+    th, tw = resized_dims(height, width, spec.short_side)
+    reader = probe
+    if (th, tw) != (height, width):
+        del probe
+        reader = decord.VideoReader(_reader_input(src), ctx=decord.cpu(0), width=tw, height=th,
+                                    num_threads=spec.threads)
+    frames = reader.get_batch([int(i) for i in uniq]).asnumpy()
+    frames = center_crop(frames, spec.crop_size)[inverse.reshape(idx.shape)]
+    return DecodedVideo(np.ascontiguousarray(frames), "decord", n, fps, width, height)
+
+
+def _av_open(src):
+    import av
+
+    return av.open(_reader_input(src), mode="r")
+
+
+def _pyav_frames(src, wanted: set[int], spec: DecodeSpec):
+    """Decode packet by packet, so that one corrupt packet costs one frame, not the rest.
+
+    Returns ``(frames by index, (height, width), frames decoded, corrupt packets)``.
+    """
+    import av
+
+    got: dict[int, np.ndarray] = {}
+    size, decoded, bad = None, 0, 0
+    with _av_open(src) as container:
+        stream = container.streams.best("video")
+        stream.thread_count = max(1, spec.threads)
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                bad += 1
+                continue
+            for frame in frames:
+                i, decoded = decoded, decoded + 1
+                if i not in wanted:
+                    continue
+                turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
+                fh, fw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+                size = size or (fh, fw)
+                th, tw = resized_dims(fh, fw, spec.short_side)
+                rw, rh = (th, tw) if turns % 2 else (tw, th)
+                arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
+                got[i] = np.rot90(arr, k=turns) if turns else arr
+            if len(got) == len(wanted):
+                break
+    return got, size, decoded, bad
+
+
+def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
+    """Two passes: demux only, to count frames and read timestamps; then decode."""
+    with _av_open(src) as container:
+        stream = container.streams.best("video")
+        if stream is None:
+            raise VideoError("decode", "no video stream in the file")
+        pts = [p.pts for p in container.demux(stream) if p.size > 0]
+    n = len(pts)
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    rate = stream.average_rate or stream.guessed_rate
+    fps = float(rate) if rate else (n / (float(stream.duration) * tb) if stream.duration else 0.0)
+    ts = None
+    if (start_s is not None or end_s is not None) and tb and all(p is not None for p in pts):
+        ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
+    idx = _plan(n, fps, spec, start_s, end_s, ts)
+    wanted = set(int(i) for i in np.unique(idx))
+    got, size, decoded, bad_packets = _pyav_frames(src, wanted, spec)
+    if len(got) < len(wanted):
+        raise VideoError("decode", f"only {decoded} of {n} frames are decodable "
+                         f"({bad_packets} corrupt packets); sampled frames are missing")
+    note = f"{bad_packets} corrupt packets skipped" if bad_packets else None
+    frames = np.stack([center_crop(got[int(i)], spec.crop_size) for i in idx.reshape(-1)])
+    frames = frames.reshape(spec.shape)
+    return DecodedVideo(frames, "pyav", n, fps, size[1], size[0], note)
+
+
+def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
+                 end_s: float | None = None) -> DecodedVideo:
+    """Decode the sampled clips of one video. Raises :class:`VideoError` with the reason.
+
+    A :class:`VideoError` raised by the sampler (e.g. a segment past the end) is final:
+    another decoder would see the same video. Any other decord failure falls back to PyAV.
+    """
+    src = _source(path)
+    try:
+        return decode_with_decord(src, spec, start_s, end_s)
+    except VideoError:
+        raise
+    except Exception as decord_error:  # decord raises DECORDError, RuntimeError, ...
+        reason = _short(decord_error)
+    try:
+        video = decode_with_pyav(src, spec, start_s, end_s)
+    except VideoError as e:
+        raise VideoError(e.stage, f"{e.message} (decord also failed: {reason})") from None
+    except Exception as e:
+        raise VideoError("decode", f"not a decodable video: decord: {reason}; "
+                         f"PyAV: {_short(e)}") from None
+    video.note = f"decord failed ({reason}); " + (video.note or "decoded by PyAV")
+    return video
+
+
+# decord prefixes messages with "[12:00:00] /path/file.cc:123: " once per stack level.
+_NATIVE_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h|cpp):\d+: ")
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    """A native-library error without its source-location noise, trimmed."""
+    text = " ".join((str(e).strip() or type(e).__name__).split())
+    return _NATIVE_PREFIX.sub("", text)[:limit]
+
+
+def timed_decode(path: str, spec: DecodeSpec, start_s=None, end_s=None):
+    """``(DecodedVideo | None, error | None, seconds)``; never raises for a bad video."""
+    t0 = time.perf_counter()
+    try:
+        return decode_video(path, spec, start_s, end_s), None, time.perf_counter() - t0
+    except VideoError as e:
+        return None, str(e), time.perf_counter() - t0
+    except Exception as e:  # a bug or a native-library surprise: still one error row
+        return None, f"decode: unexpected {type(e).__name__}: {_short(e)}", \
+            time.perf_counter() - t0
+
+
+def _float_or_none(v) -> float | None:
+    return None if v is None or v != v else float(v)
+
+
+def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np.ndarray]:
+    """The decode stage: manifest rows in, the same rows with frames and metadata out.
+
+    Never raises for a bad video: its row gets ``status="error"`` and the reason, and
+    all-zero frames so that the batch stays one dense tensor.
+    """
+    n = len(batch["video_id"])
+    frames = np.zeros((n, *spec.shape), dtype=np.uint8)
+    status = np.full(n, "ok", dtype=object)
+    error = np.full(n, None, dtype=object)
+    decoder = np.full(n, None, dtype=object)
+    note = np.full(n, None, dtype=object)
+    meta = {k: np.full(n, np.nan) for k in ("num_frames", "fps", "width", "height")}
+    decode_s = np.zeros(n)
+    for i in range(n):
+        path = batch["path"][i]
+        if path is None or path != path or not str(path).strip():
+            video, err, dt = None, "read: the manifest row has an empty path", 0.0
+        else:
+            video, err, dt = timed_decode(str(path), spec, _float_or_none(batch["start_s"][i]),
+                                          _float_or_none(batch["end_s"][i]))
+        decode_s[i] = dt
+        if video is None:
+            status[i], error[i] = "error", err
+            continue
+        frames[i] = video.frames
+        decoder[i], note[i] = video.decoder, video.note
+        for k in meta:
+            meta[k][i] = getattr(video, k)
+    return {**batch, "frames": frames, "status": status, "error": error, "decoder": decoder,
+            "decode_note": note, "decode_s": decode_s, **meta}

@@ -1,0 +1,123 @@
+"""The model replica: turns batches of decoded clips into predictions and embeddings.
+
+:class:`Predictor` is a plain callable class over ``dict[str, np.ndarray]`` batches; Ray
+Data runs one per actor (``pipeline.run``), tests call it directly. It loads the model once
+in ``__init__`` and runs it under ``torch.inference_mode``. Rows whose decode failed pass
+through untouched, so every input row leaves as exactly one output row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.models import ModelCard, build_network, split_head
+from pipeline.sink import Batch, output_table
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferSpec:
+    card: ModelCard
+    precision: str = "fp32"
+    device: str = "auto"
+    channels_last: bool = True
+    top_k: int = 5
+    embeddings: bool = True
+    threads: int = 1
+    job: str = ""
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("inference.device is cuda but this replica sees no GPU; use auto")
+    return requested
+
+
+class Predictor:
+    """Runs one model replica. Ray constructs it once per actor."""
+
+    def __init__(self, spec: InferSpec):
+        import torch
+
+        self.spec = spec
+        if spec.threads > 0:
+            torch.set_num_threads(spec.threads)
+        self.device = torch.device(pick_device(spec.device))
+        body, head = split_head(build_network(spec.card))
+        self.clip_model = spec.card.kind == "clip"
+        self.memory_format = None
+        if spec.channels_last:
+            self.memory_format = torch.channels_last_3d if self.clip_model else \
+                torch.channels_last
+        body = body.to(self.device).eval()
+        if self.memory_format is not None:
+            body = body.to(memory_format=self.memory_format)
+        self.body, self.head = body, head.to(self.device).eval()
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            spec.precision]
+        shape = (1, 3, 1, 1, 1) if self.clip_model else (1, 3, 1, 1)
+        self.mean = torch.tensor(spec.card.mean, device=self.device).view(shape) * 255.0
+        self.std = torch.tensor(spec.card.std, device=self.device).view(shape) * 255.0
+        self.class_names = np.array(spec.card.class_names, dtype=object)
+
+    def _prepare(self, frames):
+        """uint8 ``(n, T, H, W, 3)`` -> normalised float ``(n, 3, T, H, W)`` or, for frame
+        models, ``(n * T, 3, H, W)``."""
+        import torch
+
+        x = torch.from_numpy(frames).to(self.device, non_blocking=True)
+        x = x.permute(0, 4, 1, 2, 3) if self.clip_model else x.flatten(0, 1).permute(0, 3, 1, 2)
+        x = (x.float() - self.mean) / self.std
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        return x
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Per-video embeddings for uint8 frames ``(videos, clips, T, H, W, 3)``, in one
+        forward pass (the batch size is set in videos by the caller)."""
+        import torch
+
+        videos, clips, t = frames.shape[:3]
+        flat = frames.reshape(videos * clips, *frames.shape[2:])
+        with torch.inference_mode(), torch.autocast(
+                self.device.type, dtype=self.dtype or torch.float32,
+                enabled=self.dtype is not None):
+            f = self.body(self._prepare(flat)).float()
+        per_video = clips if self.clip_model else clips * t
+        return f.view(videos, per_video, -1).mean(dim=1).cpu().numpy()
+
+    def classify(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (indices, softmax scores) for each embedding."""
+        import torch
+
+        with torch.inference_mode():
+            logits = self.head(torch.from_numpy(embeddings).to(self.device)).float()
+            k = min(self.spec.top_k, logits.shape[1])
+            scores, idx = torch.softmax(logits, dim=1).topk(k, dim=1)
+        return idx.cpu().numpy(), scores.cpu().numpy()
+
+    def __call__(self, batch: Batch):
+        ok = batch["status"] == "ok"
+        n_ok = int(ok.sum())
+        emb = topi = tops = None
+        infer_s = np.full(len(ok), np.nan)
+        if n_ok:
+            t0 = time.perf_counter()
+            try:
+                emb = self.embed(batch["frames"][ok])
+                topi, tops = self.classify(emb)
+            except Exception as e:  # one bad batch must not end the job: its rows say why
+                batch = dict(batch)
+                batch["error"] = np.where(ok, f"inference: {type(e).__name__}: {e}"[:500],
+                                          batch["error"])
+                batch["status"] = np.where(ok, "error", batch["status"])
+                ok, emb = np.zeros_like(ok), None
+            infer_s[ok] = (time.perf_counter() - t0) / max(1, n_ok)
+        return output_table(batch, ok, emb if self.spec.embeddings else None, topi, tops,
+                            self.class_names, infer_s, self.spec)

@@ -1,0 +1,183 @@
+"""Job specs: YAML -> frozen, validated pydantic models.
+
+Relative paths in a spec are resolved against the directory of the spec file, so that
+``vidbatch submit jobs/classify.yaml`` means the same thing from any working directory.
+Validation errors are turned into ``ConfigError`` messages of the form
+``field.path: problem`` (see :func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "r3d_18", "mc3_18", "r2plus1d_18")
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ManifestSpec(Spec):
+    """Where the videos are listed. ``path`` is a CSV, Parquet or JSONL file, or a
+    directory of Parquet files; local or any URI pyarrow's filesystems read."""
+
+    path: str
+    path_column: str = "path"
+    id_column: str = "video_id"
+    label_column: str = "label"
+
+
+class SamplingSpec(Spec):
+    """Which frames to decode. See ``pipeline.sampling`` for worked examples."""
+
+    clips_per_video: int = Field(1, ge=1, le=64)
+    frames_per_clip: int = Field(16, ge=1, le=512)
+    frame_stride: int | None = Field(
+        None, ge=1, description="consecutive frames this far apart; null spreads the clip's "
+        "frames uniformly over its share of the video")
+    short_side: int | None = Field(None, ge=8, le=4096, description="decode-time resize; "
+                                   "null takes the model's default")
+    crop_size: int | None = Field(None, ge=8, le=4096, description="center crop; null takes "
+                                  "the model's default")
+
+
+class ModelSpec(Spec):
+    arch: Literal[ARCHITECTURES]  # type: ignore[valid-type]
+    weights: str = Field("none", description="'none', a torchvision weights name "
+                         "(KINETICS400_V1, IMAGENET1K_V1, DEFAULT), or a checkpoint path")
+    labels: str | None = Field(None, description="text file with one class name per line")
+    num_classes: int | None = Field(None, ge=1, description="only with weights: none and no "
+                                    "labels file")
+
+
+class InferenceSpec(Spec):
+    batch_size: int = Field(8, ge=1, le=4096, description="videos per forward pass (all "
+                            "their clips, or frames for 2D models, go through together)")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = True
+
+
+class ResourcesSpec(Spec):
+    replicas: int = Field(1, ge=1, description="model actors")
+    gpus_per_replica: float | Literal["auto"] = "auto"
+    cpus_per_replica: float = Field(1, gt=0)
+    cpus_per_decode_task: float = Field(1, gt=0)
+    decode_parallelism: int | None = Field(None, ge=1, description="max concurrent decode "
+                                           "tasks; null lets Ray Data choose")
+    decode_threads: int = Field(1, ge=0, description="decoder threads per task (0 = auto)")
+    videos_per_decode_task: int = Field(4, ge=1, le=4096)
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started "
+                                 "when no --address is given; null uses all")
+    object_store_mb: int | None = Field(None, ge=75)
+
+    @field_validator("gpus_per_replica")
+    @classmethod
+    def _non_negative(cls, v: float | str) -> float | str:
+        if v != "auto" and v < 0:
+            raise ValueError("must be 'auto' or a number >= 0")
+        return v
+
+
+class OutputSpec(Spec):
+    path: str
+    embeddings: bool = True
+    top_k: int = Field(5, ge=1, le=1000)
+    rows_per_file: int = Field(1000, ge=1, description="Parquet rows per file (at least)")
+    if_exists: Literal["error", "resume", "overwrite"] = "error"
+
+
+class JobSpec(Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    manifest: ManifestSpec
+    sampling: SamplingSpec = SamplingSpec()
+    model: ModelSpec
+    inference: InferenceSpec = InferenceSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    output: OutputSpec
+    max_error_fraction: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("manifest", mode="before")
+    @classmethod
+    def _manifest_shorthand(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else v
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: ``field.path: message``."""
+    lines = [f"invalid job spec {source}:"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling (see README, 'Job spec')"
+        elif e["type"] == "missing":
+            msg = "required; add it to the spec"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _resolve(base: Path, value: str) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested dict in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. model.weights=none")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {assignment!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def parse_jobspec(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
+    """Validate a parsed spec; resolve relative paths against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid job spec {source}: expected a mapping at the top level")
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+    if base_dir is None:
+        return spec
+    weights = spec.model.weights
+    if weights.endswith((".pt", ".pth", ".ckpt")) or "/" in weights:
+        weights = _resolve(base_dir, weights)
+    return spec.model_copy(update={
+        "manifest": spec.manifest.model_copy(
+            update={"path": _resolve(base_dir, spec.manifest.path)}),
+        "output": spec.output.model_copy(update={"path": _resolve(base_dir, spec.output.path)}),
+        "model": spec.model.model_copy(update={
+            "weights": weights,
+            "labels": _resolve(base_dir, spec.model.labels) if spec.model.labels else None,
+        }),
+    })
+
+
+def load_jobspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    """Read, override and validate a YAML job spec (safe loader only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"job spec {path} not found. Pass the path of a YAML file, "
+                          "e.g. jobs/classify.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"job spec {path} is not valid YAML: {e}") from None
+    if isinstance(data, dict):
+        for assignment in overrides:
+            apply_override(data, assignment)
+    return parse_jobspec(data, str(path), path.resolve().parent)

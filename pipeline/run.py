@@ -1,0 +1,264 @@
+"""Plan and run an inference job on Ray Data. The only module that wires Ray Data together.
+
+``plan_job`` does everything that can fail for a configuration reason (spec, weights,
+manifest, output policy) without starting Ray or writing anything. ``execute`` then
+streams: manifest blocks -> decode tasks (CPU) -> model actors (GPU when present) ->
+``write_parquet``. Nothing is collected on the driver; the summary is read back from the
+written files, which also proves that every manifest row produced exactly one row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.decode import DecodeSpec, decode_batch
+from pipeline.errors import ConfigError, JobFailed, ManifestError
+from pipeline.infer import InferSpec, Predictor
+from pipeline.jobspec import JobSpec
+from pipeline.manifest import read_manifest
+from pipeline.models import ModelCard, ensure_weights_available, model_card
+from pipeline.sink import (
+    count_statuses,
+    done_ids,
+    prepare_output,
+    write_job_record,
+)
+
+# Enough blocks for every core of a large cluster, few enough that a million-row manifest
+# does not become a million objects.
+MAX_BLOCKS = 10_000
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    spec: JobSpec
+    card: ModelCard
+    decode: DecodeSpec
+    infer: InferSpec
+    todo: pa.Table  # manifest rows still to process
+    total_rows: int
+    already_done: int
+    output: Path
+    policy: str
+
+
+def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
+    s = spec.sampling
+    short, crop = s.short_side or card.short_side, s.crop_size or card.crop_size
+    if crop > short:
+        raise ConfigError(f"sampling.crop_size ({crop}) is larger than sampling.short_side "
+                          f"({short}); raise short_side or lower crop_size")
+    return DecodeSpec(clips=s.clips_per_video, frames=s.frames_per_clip, stride=s.frame_stride,
+                      short_side=short, crop_size=crop, threads=spec.resources.decode_threads)
+
+
+def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
+    """Validate everything that does not need a cluster. Writes nothing."""
+    policy = policy or spec.output.if_exists
+    card = model_card(spec.model)
+    decode = _decode_spec(spec, card)
+    inf = spec.inference
+    if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
+        raise ConfigError("inference.precision: fp16 needs a GPU; use bf16 (or fp32) on CPU")
+    infer = InferSpec(card=card, precision=inf.precision, device=inf.device,
+                      channels_last=inf.channels_last, top_k=spec.output.top_k,
+                      embeddings=spec.output.embeddings,
+                      threads=max(1, int(spec.resources.cpus_per_replica)), job=spec.name)
+    manifest = read_manifest(spec.manifest)
+    if manifest.num_rows == 0:
+        raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
+    output = Path(spec.output.path)
+    prepare_output(output, policy, spec.model_dump(mode="json"), apply=False)
+    todo, done = manifest, 0
+    if policy == "resume" and output.exists():
+        finished = done_ids(output)
+        if finished:
+            keep = [vid not in finished for vid in manifest["video_id"].to_pylist()]
+            todo = manifest.filter(pa.array(keep))
+            done = manifest.num_rows - todo.num_rows
+    return JobPlan(spec, card, decode, infer, todo, manifest.num_rows, done, output, policy)
+
+
+def describe(plan: JobPlan, gpus: float | str | None = None) -> str:
+    s, c, d = plan.spec, plan.card, plan.decode
+    res = s.resources
+    lines = [
+        f"job {s.name}: {plan.total_rows} videos in {s.manifest.path}"
+        + (f" ({plan.already_done} already done, {plan.todo.num_rows} to go)"
+           if plan.already_done else ""),
+        f"  decode : decord (PyAV fallback), {d.clips} clip(s) x {d.frames} frames"
+        f" ({'stride ' + str(d.stride) if d.stride else 'uniform spread'}), short side "
+        f"{d.short_side}, crop {d.crop_size}; {res.videos_per_decode_task} videos/task, "
+        f"{res.cpus_per_decode_task:g} CPU/task, parallelism "
+        f"{res.decode_parallelism or 'auto'}",
+        f"  model  : {c.arch} ({c.kind} model), weights {c.weights}, {len(c.class_names)} "
+        f"classes, {res.replicas} replica(s) x {res.cpus_per_replica:g} CPU, GPUs/replica "
+        f"{gpus if gpus is not None else res.gpus_per_replica}, {s.inference.precision}, "
+        f"{s.inference.batch_size} videos/batch",
+        f"  output : {plan.output} (if it exists: {plan.policy}), top-{s.output.top_k}"
+        f"{', embeddings' if s.output.embeddings else ''}",
+    ]
+    if not c.meaningful:
+        lines.append("  note   : weights: none means random weights; predictions are "
+                     "meaningless (embeddings only show the pipeline works)")
+    return "\n".join(lines)
+
+
+def check_paths(plan: JobPlan, sample: int = 20) -> tuple[int, list[str]]:
+    """Check that a deterministic sample of local paths exists: (checked, missing)."""
+    paths = [p for p in plan.todo["path"].to_pylist() if p]
+    chosen = random.Random(0).sample(paths, min(sample, len(paths)))
+    local = [p for p in chosen if "://" not in p]
+    return len(chosen), [p for p in local if not os.path.exists(p)]
+
+
+# ---------------------------------------------------------------- execution (Ray)
+
+
+@dataclass
+class RayHandle:
+    started_here: bool
+    dashboard_url: str | None
+
+
+def connect(spec: JobSpec, address: str | None, log: Callable[[str], None]) -> RayHandle:
+    import ray
+
+    if ray.is_initialized():
+        return RayHandle(False, None)
+    if address:
+        ctx = ray.init(address=address, log_to_driver=True)
+        return RayHandle(True, _dashboard(ctx))
+    res = spec.resources
+    ctx = ray.init(num_cpus=res.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                   object_store_memory=res.object_store_mb * 2**20 if res.object_store_mb
+                   else None)
+    url = _dashboard(ctx)
+    log(f"started a local Ray; dashboard: {url or 'not available'}")
+    return RayHandle(True, url)
+
+
+def _dashboard(ctx) -> str | None:
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and "://" not in url else url
+
+
+def _gpus_per_replica(spec: JobSpec) -> float:
+    import ray
+
+    want = spec.resources.gpus_per_replica
+    have = ray.cluster_resources().get("GPU", 0)
+    if want == "auto":
+        return 1.0 if have >= 1 else 0.0
+    if want > 0 and have < want:
+        raise ConfigError(f"resources.gpus_per_replica is {want} but the cluster has {have:g} "
+                          "GPUs; set it to auto or 0, or add GPU nodes")
+    return float(want)
+
+
+def build_dataset(plan: JobPlan, gpus: float):
+    """The streaming pipeline, unexecuted: blocks -> decode tasks -> model actors."""
+    import ray.data as rd
+
+    res = plan.spec.resources
+    per_block = max(res.videos_per_decode_task, math.ceil(plan.todo.num_rows / MAX_BLOCKS))
+    blocks = [plan.todo.slice(i, per_block) for i in range(0, plan.todo.num_rows, per_block)]
+    device = plan.infer.device if gpus > 0 else "cpu"
+    infer = replace(plan.infer, device=device)
+    ds = rd.from_arrow(blocks)
+    ds = ds.map_batches(
+        decode_batch, fn_kwargs={"spec": plan.decode}, batch_size=res.videos_per_decode_task,
+        batch_format="numpy", num_cpus=res.cpus_per_decode_task,
+        concurrency=res.decode_parallelism,
+        # Retries cover a decode worker that dies (OOM, a native crash). Differing remote
+        # args also keep Ray from fusing decode into the model actor, which would serialise
+        # decoding and inference in one process.
+        max_retries=3)
+    return ds.map_batches(
+        Predictor, fn_constructor_kwargs={"spec": infer},
+        batch_size=plan.spec.inference.batch_size, batch_format="numpy",
+        compute=rd.ActorPoolStrategy(size=res.replicas), num_cpus=res.cpus_per_replica,
+        num_gpus=gpus)
+
+
+def execute(plan: JobPlan, address: str | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the plan; return the job record (also written beside the data)."""
+    import ray
+
+    ensure_weights_available(plan.card)
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    handle = connect(plan.spec, address, log)
+    try:
+        gpus = _gpus_per_replica(plan.spec)
+        log(describe(plan, gpus))
+        prepare_output(plan.output, plan.policy, plan.spec.model_dump(mode="json"))
+        plan.output.mkdir(parents=True, exist_ok=True)
+        write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),
+                                       "state": "running"})
+        if plan.todo.num_rows:
+            build_dataset(plan, gpus).write_parquet(
+                str(plan.output), min_rows_per_file=plan.spec.output.rows_per_file)
+    finally:
+        if handle.started_here:
+            ray.shutdown()
+    wall = time.perf_counter() - t0
+    counts = count_statuses(plan.output)
+    record = {**_record(plan, counts, wall, started, handle.dashboard_url), "state": "finished"}
+    write_job_record(plan.output, record)
+    if counts["rows"] != plan.total_rows or counts["unique_ids"] != plan.total_rows:
+        raise JobFailed(f"output holds {counts['rows']} rows ({counts['unique_ids']} unique "
+                        f"ids) for {plan.total_rows} manifest rows; this is a vidbatch bug, "
+                        f"please report it with {plan.output}")
+    fraction = counts["error"] / max(1, counts["rows"])
+    if fraction > plan.spec.max_error_fraction:
+        raise JobFailed(f"{counts['error']} of {counts['rows']} videos failed ({fraction:.0%})"
+                        f", above max_error_fraction {plan.spec.max_error_fraction:g}; see the "
+                        f"error column in {plan.output}")
+    return record
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("vidbatch", "torch", "torchvision", "ray", "decord", "av", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _record(plan: JobPlan, counts: dict[str, int] | None, wall: float, started: datetime,
+            dashboard: str | None) -> dict[str, Any]:
+    return {
+        "job": plan.spec.name,
+        "spec": plan.spec.model_dump(mode="json"),
+        "model": {"arch": plan.card.arch, "weights": plan.card.weights,
+                  "classes": len(plan.card.class_names),
+                  "predictions_meaningful": plan.card.meaningful},
+        "sampling": {"clips": plan.decode.clips, "frames": plan.decode.frames,
+                     "stride": plan.decode.stride, "short_side": plan.decode.short_side,
+                     "crop_size": plan.decode.crop_size},
+        "counts": {**(counts or {}), "manifest_rows": plan.total_rows,
+                   "processed_this_run": plan.todo.num_rows,
+                   "skipped_already_done": plan.already_done},
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_s": round(wall, 3),
+        "videos_per_s": round(plan.todo.num_rows / wall, 4) if wall > 0 else None,
+        "dashboard_url": dashboard,
+        "versions": _versions(),
+    }

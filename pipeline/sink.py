@@ -1,0 +1,229 @@
+"""The output: one Parquet schema, the table builder, resume bookkeeping, the job record.
+
+Every manifest row becomes exactly one output row with ``status`` ``ok`` or ``error``;
+error rows keep the manifest columns and say why in ``error`` (prefixed by the stage that
+failed). Embeddings are ``fixed_size_list<float32>[D]`` so that DuckDB sees ``FLOAT[D]``
+and Spark / pandas get plain arrays. Files are written by Ray Data's ``write_parquet``;
+the job record ``_vidbatch_job.json`` sits beside them (a leading underscore keeps Spark,
+DuckDB globs and pyarrow datasets from reading it as data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.errors import OutputError
+from pipeline.models import ARCHS
+
+if TYPE_CHECKING:
+    from pipeline.infer import InferSpec
+
+Batch = dict[str, np.ndarray]
+SCHEMA_VERSION = "1"
+JOB_RECORD = "_vidbatch_job.json"
+QUARANTINE = "_partial"
+
+
+def output_schema(embed_dim: int) -> pa.Schema:
+    """The one output schema; only the embedding width depends on the model."""
+    return pa.schema([
+        pa.field("video_id", pa.string(), nullable=False),
+        ("path", pa.string()),
+        ("label", pa.string()),
+        pa.field("status", pa.string(), nullable=False),  # "ok" or "error"
+        ("error", pa.string()),  # "<stage>: <reason>" on error rows
+        ("decoder", pa.string()),  # "decord" or "pyav"
+        ("decode_note", pa.string()),  # why a fallback ran, corrupt packets skipped, ...
+        ("num_frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("duration_s", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("clips", pa.int32()),
+        ("frames_per_clip", pa.int32()),
+        ("pred_index", pa.int32()),
+        ("pred_label", pa.string()),
+        ("pred_score", pa.float32()),
+        ("topk_labels", pa.list_(pa.string())),
+        ("topk_scores", pa.list_(pa.float32())),
+        ("embedding", pa.list_(pa.float32(), embed_dim)),
+        ("decode_s", pa.float64()),
+        ("infer_s", pa.float64()),
+        ("model", pa.string()),
+        ("weights", pa.string()),
+        ("job", pa.string()),
+    ], metadata={"vidbatch.schema_version": SCHEMA_VERSION})
+
+
+def _nullable_int(values: np.ndarray, typ: pa.DataType) -> pa.Array:
+    v = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(v) | (v < 0)
+    return pa.array(np.where(bad, 0, v).astype(np.int64), type=typ, mask=bad)
+
+
+def _nullable_float(values: np.ndarray) -> pa.Array:
+    v = np.asarray(values, dtype=np.float64)
+    return pa.array(v, type=pa.float64(), mask=np.isnan(v))
+
+
+def _strings(values) -> pa.Array:
+    return pa.array([None if v is None or v != v else str(v) for v in values], pa.string())
+
+
+def _per_ok(n: int, ok: np.ndarray, values, typ: pa.DataType) -> pa.Array:
+    """Spread per-ok-row values over all rows, null where the row failed."""
+    out: list[Any] = [None] * n
+    for i, v in zip(np.flatnonzero(ok), values if values is not None else []):
+        out[i] = v
+    return pa.array(out, type=typ)
+
+
+def output_table(batch: Batch, ok: np.ndarray, emb: np.ndarray | None, topi: np.ndarray | None,
+                 tops: np.ndarray | None, class_names: np.ndarray, infer_s: np.ndarray,
+                 spec: InferSpec) -> pa.Table:
+    """Assemble the output rows of one batch (decode columns + model results)."""
+    n = len(batch["video_id"])
+    schema = output_schema(ARCHS[spec.card.arch].embed_dim)
+    has = topi is not None
+    card = spec.card
+    cols = {
+        "video_id": _strings(batch["video_id"]), "path": _strings(batch["path"]),
+        "label": _strings(batch["label"]), "status": _strings(batch["status"]),
+        "error": _strings(batch["error"]), "decoder": _strings(batch["decoder"]),
+        "decode_note": _strings(batch["decode_note"]),
+        "num_frames": _nullable_int(batch["num_frames"], pa.int64()),
+        "fps": _nullable_float(batch["fps"]),
+        "duration_s": _nullable_float(np.where(np.asarray(batch["fps"], float) > 0,
+                                               batch["num_frames"] / np.maximum(
+                                                   batch["fps"].astype(float), 1e-9), np.nan)),
+        "width": _nullable_int(batch["width"], pa.int32()),
+        "height": _nullable_int(batch["height"], pa.int32()),
+        "start_s": _nullable_float(batch["start_s"]), "end_s": _nullable_float(batch["end_s"]),
+        "clips": _per_ok(n, ok, [batch["frames"].shape[1]] * int(ok.sum()), pa.int32()),
+        "frames_per_clip": _per_ok(n, ok, [batch["frames"].shape[2]] * int(ok.sum()),
+                                   pa.int32()),
+        "pred_index": _per_ok(n, ok, topi[:, 0].tolist() if has else None, pa.int32()),
+        "pred_label": _per_ok(n, ok, class_names[topi[:, 0]].tolist() if has else None,
+                              pa.string()),
+        "pred_score": _per_ok(n, ok, tops[:, 0].tolist() if has else None, pa.float32()),
+        "topk_labels": _per_ok(n, ok, [class_names[r].tolist() for r in topi] if has else None,
+                               pa.list_(pa.string())),
+        "topk_scores": _per_ok(n, ok, tops.tolist() if has else None, pa.list_(pa.float32())),
+        "embedding": _per_ok(n, ok, emb.tolist() if emb is not None else None,
+                             schema.field("embedding").type),
+        "decode_s": _nullable_float(batch["decode_s"]), "infer_s": _nullable_float(infer_s),
+        "model": pa.array([card.arch] * n, pa.string()),
+        "weights": pa.array([card.weights] * n, pa.string()),
+        "job": pa.array([spec.job] * n, pa.string()),
+    }
+    return pa.table(cols, schema=schema)
+
+
+# ---------------------------------------------------------------- output directory policy
+
+
+def data_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.glob("*.parquet") if p.is_file())
+
+
+def prepare_output(path: Path, policy: str, spec: dict[str, Any] | None = None,
+                   apply: bool = True) -> None:
+    """Check (and with ``apply``, carry out) ``output.if_exists``: ``error``, ``resume`` or
+    ``overwrite``. Never mixes runs silently, never deletes files vidbatch did not write."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise OutputError(f"output.path {path} exists and is not a directory; choose another "
+                          "path")
+    entries = [p for p in path.iterdir()]
+    if not entries:
+        return
+    if policy == "error":
+        raise OutputError(f"output.path {path} already holds {len(entries)} entries. Use "
+                          "--resume (output.if_exists: resume) to finish that job, --overwrite "
+                          "to replace it, or choose another output.path.")
+    ours = {JOB_RECORD, QUARANTINE}
+    foreign = [p.name for p in entries if p.suffix != ".parquet" and p.name not in ours]
+    if foreign:
+        raise OutputError(f"output.path {path} holds files vidbatch did not write "
+                          f"({', '.join(sorted(foreign)[:5])}); refusing to {policy} there. "
+                          "Choose an empty or new output.path.")
+    if policy == "resume":
+        _check_same_job(path, spec)
+    if policy == "overwrite" and apply:
+        for p in entries:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+# Spec sections that must match for a resumed run to continue the same job.
+RESUME_KEYS = ("manifest", "sampling", "model", "name")
+
+
+def _check_same_job(path: Path, spec: dict[str, Any] | None) -> None:
+    record = read_job_record(path)
+    if record is None or spec is None:
+        return
+    before = record.get("spec", {})
+    changed = [k for k in RESUME_KEYS if before.get(k) != spec.get(k)]
+    if changed:
+        raise OutputError(f"cannot resume into {path}: it was written with different "
+                          f"{', '.join(changed)} settings. Use --overwrite, or another "
+                          "output.path.")
+
+
+def done_ids(path: Path) -> set[str]:
+    """Video ids already written by an earlier run of the same job.
+
+    A file the earlier run was killed while writing has no Parquet footer; it is moved to
+    ``_partial/`` (kept for inspection, never read as data) and its rows are done again.
+    """
+    done: set[str] = set()
+    for f in data_files(path):
+        try:
+            ids = pq.read_table(f, columns=["video_id"])["video_id"].to_pylist()
+        except (pa.ArrowInvalid, OSError):
+            (path / QUARANTINE).mkdir(exist_ok=True)
+            os.replace(f, path / QUARANTINE / f.name)
+            continue
+        done.update(ids)
+    return done
+
+
+def count_statuses(path: Path) -> dict[str, int]:
+    """Rows per status over all data files (reads two small columns only)."""
+    files = data_files(path)
+    if not files:
+        return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0}
+    t = pa.concat_tables(pq.read_table(f, columns=["video_id", "status"]) for f in files)
+    ok = int(pc.sum(pc.equal(t["status"], "ok")).as_py() or 0)
+    return {"rows": t.num_rows, "ok": ok, "error": t.num_rows - ok,
+            "unique_ids": len(pc.unique(t["video_id"]))}
+
+
+def read_job_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((path / JOB_RECORD).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        raise OutputError(f"cannot read {path / JOB_RECORD}: {e}; remove it or use "
+                          "--overwrite") from e
+
+
+def write_job_record(path: Path, record: dict[str, Any]) -> Path:
+    target = path / JOB_RECORD
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, target)
+    return target

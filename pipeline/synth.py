@@ -1,0 +1,134 @@
+"""Deterministic synthetic videos: the demo set, test fixtures and benchmark data.
+
+Content is textured and moving (flat colour would decode unrealistically fast and would
+teach a model nothing). :func:`motion_clip` draws a textured square drifting in one of four
+directions over a textured background: one frame alone does not tell the direction, a
+clip does. That is the training demo's task (only a model that uses time can solve it).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+
+
+def texture(height: int, width: int, rng: np.random.Generator, cell: int = 8) -> np.ndarray:
+    """Smooth-ish random colour texture, uint8 ``(height, width, 3)``."""
+    small = rng.integers(0, 256, size=(-(-height // cell), -(-width // cell), 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(small, cell, axis=0), cell, axis=1)[:height, :width]
+    fine = rng.integers(-24, 25, size=(height, width, 1), dtype=np.int16)
+    return np.clip(big.astype(np.int16) + fine, 0, 255).astype(np.uint8)
+
+
+def moving_texture(frames: int, height: int, width: int, seed: int,
+                   velocity: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """A texture panning at ``velocity`` pixels/frame: ``(frames, height, width, 3)``."""
+    rng = np.random.default_rng(seed)
+    base = texture(height, width, rng)
+    dy, dx = velocity
+    return np.stack([np.roll(base, (t * dy, t * dx), axis=(0, 1)) for t in range(frames)])
+
+
+def motion_clip(direction: str, frames: int, size: int, seed: int, speed: int = 2,
+                square: int | None = None) -> np.ndarray:
+    """A textured square moving ``direction`` over a static textured background."""
+    rng = np.random.default_rng(seed)
+    dy, dx = DIRECTIONS[direction]
+    square = square or size // 3
+    bg = texture(size, size, rng, cell=4)
+    fg = texture(square, square, rng, cell=2)
+    travel = speed * (frames - 1)
+    lo, hi = 0, size - square
+    # Start where the whole path stays inside the frame; position jittered by the seed.
+    y0 = int(rng.integers(lo + max(0, -dy) * travel, hi - max(0, dy) * travel + 1))
+    x0 = int(rng.integers(lo + max(0, -dx) * travel, hi - max(0, dx) * travel + 1))
+    out = np.repeat(bg[None], frames, axis=0)
+    for t in range(frames):
+        y, x = y0 + dy * speed * t, x0 + dx * speed * t
+        out[t, y:y + square, x:x + square] = fg
+    return out
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, codec: str = "libx264",
+                lossless: bool = False, gop: int | None = None) -> Path:
+    """Encode uint8 RGB frames ``(T, H, W, 3)`` with PyAV.
+
+    ``lossless`` uses libx264rgb at crf 0: decoded frames then equal the frames written,
+    which is how tests check that the pipeline decodes the frames it claims to.
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t, h, w, _ = frames.shape
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264rgb" if lossless else codec, rate=fps)
+        stream.width, stream.height = w, h
+        if lossless:
+            stream.pix_fmt = "rgb24"
+            stream.options = {"crf": "0", "preset": "ultrafast"}
+        elif codec in ("libx264", "h264"):
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"preset": "veryfast", "crf": "23"}
+        else:
+            stream.pix_fmt = "yuv420p"
+        if gop:
+            stream.codec_context.gop_size = gop
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+# ---------------------------------------------------------------- the demo set
+
+DEMO_GOOD = [
+    # name, frames, height, width, fps, codec
+    ("pan_h264_640x360.mp4", 90, 360, 640, 30, "libx264"),
+    ("pan_h264_portrait.mp4", 60, 320, 180, 30, "libx264"),
+    ("pan_mpeg4.avi", 75, 240, 320, 25, "mpeg4"),
+    ("pan_vp9.webm", 45, 180, 320, 15, "libvpx-vp9"),
+    ("pan_h264.mkv", 60, 240, 426, 30, "libx264"),
+    ("short_4_frames.mp4", 4, 128, 160, 30, "libx264"),
+    ("single_frame.mp4", 1, 128, 160, 30, "libx264"),
+    ("vidéo avec espaces.mp4", 48, 144, 256, 24, "libx264"),
+]
+
+
+def make_demo_set(out_dir: str | Path, seed: int = 0) -> list[dict[str, str]]:
+    """Write the demo videos (and a few broken files) and return their manifest rows.
+
+    Paths in the rows are relative to ``out_dir``. The broken files are there on purpose:
+    the job must give each of them an error row and carry on.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (name, t, h, w, fps, codec) in enumerate(DEMO_GOOD):
+        write_video(out / name, moving_texture(t, h, w, seed + i, velocity=(i % 3 - 1, 2)),
+                    fps=fps, codec=codec)
+        rows.append({"path": name, "label": "pan"})
+    good = (out / DEMO_GOOD[0][0]).read_bytes()
+    (out / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    (out / "empty.mp4").write_bytes(b"")
+    (out / "not_a_video.mp4").write_text("this is a text file with a video's name\n")
+    rows += [{"path": n, "label": "broken"}
+             for n in ("truncated.mp4", "empty.mp4", "not_a_video.mp4", "missing.mp4")]
+    return rows
+
+
+def write_manifest(path: str | Path, rows: list[dict[str, str]], prefix: str = "") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "path": prefix + row["path"]})
+    return path
