@@ -64,9 +64,12 @@ def _read_raw(uri: str) -> pa.Table:
             return pads.dataset(path, filesystem=fs, format="parquet").to_table()
         with fs.open_input_stream(path) as f:
             if suffix == ".csv":
-                # Every column as text: ids like 007 must stay 007.
-                return pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
-                    strings_can_be_null=True, column_types=_all_strings(fs, path)))
+                # Every column as text: ids like 007 must stay 007. Blank lines are rows
+                # too (an empty path in a one-column file): no row may vanish unseen.
+                return pacsv.read_csv(
+                    f, parse_options=pacsv.ParseOptions(ignore_empty_lines=False),
+                    convert_options=pacsv.ConvertOptions(
+                        strings_can_be_null=True, column_types=_all_strings(fs, path)))
             if suffix in (".jsonl", ".ndjson", ".json"):
                 return pajson.read_json(f)
     except (pa.ArrowInvalid, OSError) as e:

@@ -167,6 +167,17 @@ def _gpus_per_replica(spec: JobSpec) -> float:
     return float(want)
 
 
+def decode_task_memory(plan: JobPlan) -> int:
+    """Bytes a decode task may use: decoder state plus its frames at decode size (a 16:9
+    frame, x2 for the copy made by cropping). Besides guiding the scheduler, a memory
+    request that the model actors do not share keeps Ray from fusing decode into the
+    actors, which would serialise decoding and inference in one process."""
+    d = plan.decode
+    frame = d.short_side * (d.short_side * 16 // 9) * 3
+    per_video = d.clips * d.frames * frame * 2
+    return 256 * 2**20 + plan.spec.resources.videos_per_decode_task * per_video
+
+
 def build_dataset(plan: JobPlan, gpus: float):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> model actors."""
     import ray.data as rd
@@ -180,11 +191,7 @@ def build_dataset(plan: JobPlan, gpus: float):
     ds = ds.map_batches(
         decode_batch, fn_kwargs={"spec": plan.decode}, batch_size=res.videos_per_decode_task,
         batch_format="numpy", num_cpus=res.cpus_per_decode_task,
-        concurrency=res.decode_parallelism,
-        # Retries cover a decode worker that dies (OOM, a native crash). Differing remote
-        # args also keep Ray from fusing decode into the model actor, which would serialise
-        # decoding and inference in one process.
-        max_retries=3)
+        concurrency=res.decode_parallelism, memory=decode_task_memory(plan))
     return ds.map_batches(
         Predictor, fn_constructor_kwargs={"spec": infer},
         batch_size=plan.spec.inference.batch_size, batch_format="numpy",

@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny real videos, one local Ray per test session, the real-world samples.
+
+Ray: one local instance (2 CPUs, 256 MiB object store, no dashboard) serves every test that
+asks for ``ray_session``; it is shut down when the session ends, so no Ray process outlives
+the run. Multi-node tests start and stop their own raylets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.synth import moving_texture, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = REPO.parent / "shared" / "videos"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray shared by the whole test session."""
+    import ray
+    import ray.data
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    """The real-world sample videos beside the repo; skips when they are absent."""
+    if not SHARED_VIDEOS.is_dir():
+        pytest.skip(f"{SHARED_VIDEOS} is absent (real-world samples are optional)")
+    return SHARED_VIDEOS
+
+
+@pytest.fixture
+def make_video(tmp_path):
+    """``make_video(name, frames=30, size=(64, 80), **kw)`` writes a textured moving video."""
+
+    def _make(name: str, frames: int = 30, size: tuple[int, int] = (64, 80), seed: int = 0,
+              fps: int = 30, lossless: bool = False, codec: str = "libx264") -> Path:
+        data = moving_texture(frames, size[0], size[1], seed)
+        return write_video(tmp_path / name, data, fps=fps, lossless=lossless, codec=codec)
+
+    return _make
+
+
+@pytest.fixture
+def numbered_frames():
+    """Frames whose content encodes their index: frame t is filled with value 8 * t."""
+
+    def _make(frames: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
+        out = np.zeros((frames, *size, 3), dtype=np.uint8)
+        for t in range(frames):
+            out[t] = (8 * t) % 256
+        return out
+
+    return _make

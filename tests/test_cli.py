@@ -1,0 +1,99 @@
+"""The command line, through typer's CliRunner, as a user types it."""
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.synth import DEMO_GOOD, moving_texture, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def small_job(tmp_path):
+    """A two-video job (one good, one broken) with a tiny model input."""
+    write_video(tmp_path / "good.mp4", moving_texture(12, 32, 40, seed=1))
+    (tmp_path / "bad.mp4").write_text("nope")
+    (tmp_path / "m.csv").write_text("path\ngood.mp4\nbad.mp4\n")
+    spec = {"name": "cli", "manifest": "m.csv",
+            "sampling": {"frames_per_clip": 2, "short_side": 32, "crop_size": 32},
+            "model": {"arch": "resnet18", "num_classes": 3},
+            "resources": {"cpus_per_decode_task": 0.5},
+            "output": {"path": "out"}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_unknown_key_exits_2_with_the_field_and_writes_nothing(small_job):
+    data = yaml.safe_load(small_job.read_text())
+    data["inference"] = {"batch_sise": 4}
+    small_job.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["submit", str(small_job)])
+    assert result.exit_code == 2
+    assert "inference.batch_sise: unknown key" in result.output
+    assert "Traceback" not in result.output
+    assert not (small_job.parent / "out").exists()
+
+
+def test_broken_yaml_exits_2(tmp_path):
+    (tmp_path / "job.yaml").write_text("name: [oops\n")
+    result = runner.invoke(app, ["submit", str(tmp_path / "job.yaml")])
+    assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def test_missing_manifest_exits_2_before_ray(small_job):
+    (small_job.parent / "m.csv").unlink()
+    result = runner.invoke(app, ["submit", str(small_job)])
+    assert result.exit_code == 2 and "manifest" in result.output and "not found" in result.output
+    assert not (small_job.parent / "out").exists()
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(small_job):
+    result = runner.invoke(app, ["submit", str(small_job), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "2 videos" in result.output and "resnet18" in result.output
+    assert "checked 2 sampled paths: 2 exist" in result.output
+    assert "meaningless" in result.output
+    assert not (small_job.parent / "out").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(small_job):
+    result = runner.invoke(app, ["submit", str(small_job), "--resume", "--overwrite"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.slow
+def test_submit_then_summary(small_job, ray_session):
+    result = runner.invoke(app, ["submit", str(small_job), "--set", "output.top_k=2"])
+    assert result.exit_code == 0, result.output
+    assert "2 rows for 2 manifest rows -> 1 ok, 1 error" in result.output
+    assert "error bad-" in result.output and "not a decodable video" in result.output
+    again = runner.invoke(app, ["submit", str(small_job)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    summary = runner.invoke(app, ["summary", str(small_job.parent / "out")])
+    assert summary.exit_code == 0 and "1 ok, 1 error" in summary.output
+
+
+def test_schema_command_lists_the_columns():
+    result = runner.invoke(app, ["schema", "--arch", "resnet50"])
+    assert result.exit_code == 0
+    assert '"embedding": "fixed_size_list<item: float>[2048]"' in result.output
+
+
+def test_committed_demo_manifest_matches_the_generator(tmp_path):
+    result = runner.invoke(app, ["demo-data", "--out", str(tmp_path / "data" / "demo"),
+                                 "--manifest", str(tmp_path / "manifests" / "demo.csv")])
+    assert result.exit_code == 0, result.output
+    generated = (tmp_path / "manifests" / "demo.csv").read_text(encoding="utf-8")
+    committed = (REPO / "manifests" / "demo.csv").read_text(encoding="utf-8")
+    assert generated == committed
+    rows = list(csv.DictReader(committed.splitlines()))
+    present = [r for r in rows if os.path.exists(tmp_path / "manifests" / r["path"])]
+    assert len(present) == len(DEMO_GOOD) + 3  # all but the deliberately missing file

@@ -1,0 +1,167 @@
+"""Decoding real encoded files: exact frames from lossless videos, fallback, bad input."""
+
+import numpy as np
+import pytest
+
+from pipeline.decode import (
+    DecodeSpec,
+    _source,
+    decode_batch,
+    decode_video,
+    decode_with_decord,
+    decode_with_pyav,
+    resized_dims,
+)
+from pipeline.errors import VideoError
+from pipeline.synth import write_video
+
+
+def spec(**kw):
+    base = dict(clips=1, frames=4, stride=None, short_side=48, crop_size=48)
+    return DecodeSpec(**{**base, **kw})
+
+
+@pytest.fixture
+def numbered(tmp_path, numbered_frames):
+    """A lossless 20-frame video whose frame t is filled with 8 * t."""
+    return write_video(tmp_path / "numbered.mp4", numbered_frames(20), lossless=True)
+
+
+def frame_values(frames: np.ndarray) -> list[int]:
+    return [int(round(f.mean())) // 8 for f in frames.reshape(-1, *frames.shape[-3:])]
+
+
+def test_resized_dims_keep_aspect():
+    assert resized_dims(360, 640, 128) == (128, 228)
+    assert resized_dims(640, 360, 128) == (228, 128)
+
+
+def test_decord_returns_exactly_the_sampled_frames(numbered):
+    v = decode_video(str(numbered), spec(frames=4))
+    assert v.decoder == "decord" and v.num_frames == 20
+    # Uniform spread over 20 frames: window centres 2, 7, 12, 17.
+    assert frame_values(v.frames) == [2, 7, 12, 17]
+
+
+def test_lossless_frames_equal_what_was_written(tmp_path, make_video):
+    from pipeline.synth import moving_texture
+
+    data = moving_texture(12, 48, 64, seed=3)
+    path = write_video(tmp_path / "lossless.mp4", data, lossless=True)
+    v = decode_video(str(path), spec(frames=3, short_side=48, crop_size=48))
+    # No resize (short side already 48): the crop of frames 2, 6, 10 must match exactly.
+    expected = data[[2, 6, 10], :, 8:56]
+    assert np.array_equal(v.frames[0], expected)
+
+
+def test_pyav_fallback_agrees_with_decord(numbered):
+    a = decode_with_decord(_source(str(numbered)), spec(clips=2, frames=3, stride=2))
+    b = decode_with_pyav(_source(str(numbered)), spec(clips=2, frames=3, stride=2))
+    assert frame_values(a.frames) == frame_values(b.frames)
+    assert (a.num_frames, a.width, a.height) == (b.num_frames, b.width, b.height)
+
+
+def test_segment_selects_frames_by_time(numbered):
+    # 30 fps: 0.2 s..0.4 s holds frames 6..11; a centred 2-frame clip, stride 3.
+    v = decode_video(str(numbered), spec(frames=2, stride=3), start_s=0.2, end_s=0.4)
+    assert frame_values(v.frames) == [7, 10]
+
+
+def test_segment_past_the_end_is_an_error_row_reason(numbered):
+    with pytest.raises(VideoError, match="after the video ends"):
+        decode_video(str(numbered), spec(), start_s=5.0, end_s=6.0)
+
+
+def test_single_frame_video(tmp_path, numbered_frames):
+    path = write_video(tmp_path / "one.mp4", numbered_frames(1), lossless=True)
+    v = decode_video(str(path), spec(frames=4))
+    assert v.num_frames == 1 and v.frames.shape == (1, 4, 48, 48, 3)
+
+
+def test_video_shorter_than_a_clip_repeats_frames(tmp_path, numbered_frames):
+    path = write_video(tmp_path / "short.mp4", numbered_frames(3), lossless=True)
+    v = decode_video(str(path), spec(frames=8, stride=1))
+    assert frame_values(v.frames) == [0, 1, 2, 2, 2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("kind,stage,reason", [
+    ("missing", "read", "not found"),
+    ("empty", "read", "empty"),
+    ("text", "decode", "not a decodable video"),
+    ("truncated", "decode", "not a decodable video"),
+])
+def test_bad_files_raise_a_reason(tmp_path, make_video, kind, stage, reason):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("hello, not a video")
+    elif kind == "truncated":
+        good = make_video("good.mp4", frames=60).read_bytes()
+        path.write_bytes(good[: len(good) // 3])
+    with pytest.raises(VideoError, match=reason) as e:
+        decode_video(str(path), spec())
+    assert e.value.stage == stage
+
+
+def test_corrupt_middle_is_ok_or_a_clear_error(tmp_path, make_video):
+    good = bytearray(make_video("c.mp4", frames=60, size=(96, 128)).read_bytes())
+    mid = len(good) // 2
+    good[mid:mid + 2000] = bytes(2000)
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(bytes(good))
+    try:
+        v = decode_video(str(path), spec(frames=8))
+    except VideoError as e:
+        assert e.stage == "decode" and e.message
+    else:
+        assert v.frames.shape == (1, 8, 48, 48, 3)
+
+
+def test_decode_batch_never_raises_and_keeps_every_row(tmp_path, numbered):
+    batch = {
+        "video_id": np.array(["a", "b", "c"], dtype=object),
+        "path": np.array([str(numbered), str(tmp_path / "nope.mp4"), None], dtype=object),
+        "start_s": np.array([np.nan, np.nan, np.nan]),
+        "end_s": np.array([np.nan, np.nan, np.nan]),
+    }
+    out = decode_batch(batch, spec())
+    assert out["status"].tolist() == ["ok", "error", "error"]
+    assert "not found" in out["error"][1] and "empty path" in out["error"][2]
+    assert out["frames"].shape == (3, 1, 4, 48, 48, 3)
+    assert not out["frames"][1:].any()
+
+
+# ---------------------------------------------------------------- real-world samples
+
+
+def test_decord_failures_fall_back_to_pyav(shared_videos):
+    for name in ("torchcodec__av1_video.mkv", "moviepy__no_duration.webm"):
+        v = decode_video(str(shared_videos / name), spec())
+        assert v.decoder == "pyav" and v.note.startswith("decord failed")
+
+
+def test_rotation_is_applied(shared_videos):
+    v = decode_video(str(shared_videos / "decord__video_90.mov"), spec())
+    assert (v.width, v.height) == (320, 568)
+    p = decode_with_pyav(_source(str(shared_videos / "decord__video_90.mov")), spec())
+    assert (p.width, p.height) == (320, 568)
+    assert np.abs(p.frames.astype(int) - v.frames).mean() < 8
+
+
+def test_best_stream_is_chosen(shared_videos):
+    # Stream 0 is 320x180; the best (and decord's) video stream is 480x270.
+    p = decode_with_pyav(_source(str(shared_videos / "torchcodec__nasa_13013.mp4")), spec())
+    assert (p.width, p.height, p.num_frames) == (480, 270, 390)
+
+
+def test_every_sample_video_gives_frames_or_a_reason(shared_videos):
+    files = sorted(p for p in shared_videos.rglob("*") if p.suffix in (".mp4", ".mkv", ".mov",
+                                                                        ".webm", ".avi"))
+    assert len(files) >= 20
+    for f in files:
+        try:
+            v = decode_video(str(f), spec(frames=2))
+            assert v.frames.shape == (1, 2, 48, 48, 3), f
+        except VideoError as e:
+            assert e.message, f

@@ -1,0 +1,100 @@
+"""The model replica, called directly (no Ray): results equal a plain torch computation."""
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.infer import InferSpec, Predictor
+from pipeline.jobspec import ModelSpec
+from pipeline.models import build_network, model_card, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def clip_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    card = model_card(ModelSpec(arch="r3d_18", num_classes=4))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, build_network(card), card)
+    return path
+
+
+def batch_of(frames: np.ndarray, status: list[str]):
+    n = len(status)
+    return {
+        "video_id": np.array([f"v{i}" for i in range(n)], dtype=object),
+        "path": np.array([f"/v{i}.mp4" for i in range(n)], dtype=object),
+        "label": np.array([None] * n, dtype=object),
+        "start_s": np.full(n, np.nan), "end_s": np.full(n, np.nan),
+        "status": np.array(status, dtype=object),
+        "error": np.array([None if s == "ok" else "decode: bad" for s in status], dtype=object),
+        "decoder": np.array(["decord"] * n, dtype=object),
+        "decode_note": np.array([None] * n, dtype=object),
+        "num_frames": np.full(n, 30.0), "fps": np.full(n, 30.0),
+        "width": np.full(n, 64.0), "height": np.full(n, 48.0), "decode_s": np.full(n, 0.1),
+        "frames": frames,
+    }
+
+
+def reference_clip_model(ckpt, frames):
+    """What a user would write by hand: normalise, run the full model, average logits."""
+    card = model_card(ModelSpec(arch="r3d_18", weights=str(ckpt)))
+    net = build_network(card).eval()
+    mean = torch.tensor(card.mean).view(1, 3, 1, 1, 1)
+    std = torch.tensor(card.std).view(1, 3, 1, 1, 1)
+    out = []
+    with torch.no_grad():
+        for video in frames:
+            x = torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 255.0
+            out.append(net((x - mean) / std).mean(0))
+    return torch.stack(out)
+
+
+def test_clip_predictions_match_a_direct_computation(clip_ckpt):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(3, 2, 4, 32, 32, 3), dtype=np.uint8)
+    card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
+    table = Predictor(InferSpec(card=card, top_k=2, channels_last=False))(
+        batch_of(frames, ["ok", "error", "ok"]))
+    assert table.num_rows == 3
+    assert table["status"].to_pylist() == ["ok", "error", "ok"]
+    logits = reference_clip_model(clip_ckpt, frames[[0, 2]])
+    ref_idx = logits.argmax(1).tolist()
+    got = table["pred_index"].to_pylist()
+    assert [got[0], got[2]] == ref_idx and got[1] is None
+    probs = torch.softmax(logits, 1).max(1).values.numpy()
+    scores = table["pred_score"].to_numpy(zero_copy_only=False)
+    np.testing.assert_allclose(scores[[0, 2]], probs, rtol=1e-4)
+    assert table["embedding"][1].as_py() is None
+    assert table["error"][1].as_py() == "decode: bad"
+
+
+def test_channels_last_and_bf16_stay_close_to_fp32(clip_ckpt):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(2, 1, 4, 32, 32, 3), dtype=np.uint8)
+    card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
+    ref = Predictor(InferSpec(card=card, channels_last=False)).embed(frames)
+    cl = Predictor(InferSpec(card=card, channels_last=True)).embed(frames)
+    bf = Predictor(InferSpec(card=card, precision="bf16")).embed(frames)
+    np.testing.assert_allclose(cl, ref, rtol=1e-3, atol=1e-4)
+    cos = (bf * ref).sum(1) / np.linalg.norm(bf, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > 0.99
+
+
+def test_frame_model_averages_over_frames():
+    torch.manual_seed(0)
+    card = model_card(ModelSpec(arch="resnet18", num_classes=3))
+    pred = Predictor(InferSpec(card=card, channels_last=False))
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 256, size=(1, 2, 3, 32, 32, 3), dtype=np.uint8)
+    emb = pred.embed(frames)
+    per_frame = np.stack([pred.embed(frames[:, c:c + 1, t:t + 1])[0]
+                          for c in range(2) for t in range(3)])
+    np.testing.assert_allclose(emb[0], per_frame.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_all_error_batch_passes_through():
+    card = model_card(ModelSpec(arch="resnet18", num_classes=3))
+    frames = np.zeros((2, 1, 2, 32, 32, 3), dtype=np.uint8)
+    table = Predictor(InferSpec(card=card))(batch_of(frames, ["error", "error"]))
+    assert table["status"].to_pylist() == ["error", "error"]
+    assert table["pred_label"].null_count == 2

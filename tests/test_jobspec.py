@@ -1,0 +1,77 @@
+"""Job specs: unknown keys, missing fields and bad values fail with the field path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from pipeline.errors import ConfigError
+from pipeline.jobspec import load_jobspec, parse_jobspec
+
+REPO = Path(__file__).resolve().parents[1]
+MINIMAL = {"name": "t", "manifest": "m.csv", "model": {"arch": "r3d_18"},
+           "output": {"path": "out"}}
+
+
+def write(tmp_path, data) -> Path:
+    p = tmp_path / "job.yaml"
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+@pytest.mark.parametrize("job", sorted((REPO / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_job_specs_validate(job):
+    spec = load_jobspec(job)
+    assert Path(spec.output.path).is_absolute()
+
+
+def test_relative_paths_resolve_against_the_spec_file(tmp_path):
+    spec = load_jobspec(write(tmp_path, MINIMAL))
+    assert spec.manifest.path == str(tmp_path / "m.csv")
+    assert spec.output.path == str(tmp_path / "out")
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    bad = {**MINIMAL, "sampling": {"frames_per_clp": 8}}
+    with pytest.raises(ConfigError, match=r"sampling\.frames_per_clp: unknown key"):
+        load_jobspec(write(tmp_path, bad))
+
+
+def test_missing_required_field(tmp_path):
+    bad = {k: v for k, v in MINIMAL.items() if k != "model"}
+    with pytest.raises(ConfigError, match="model: required"):
+        load_jobspec(write(tmp_path, bad))
+
+
+def test_bad_value_names_field(tmp_path):
+    bad = {**MINIMAL, "model": {"arch": "resnet999"}}
+    with pytest.raises(ConfigError, match=r"model\.arch"):
+        load_jobspec(write(tmp_path, bad))
+
+
+def test_invalid_yaml_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_jobspec(write(tmp_path, "name: [unclosed\n"))
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_jobspec(tmp_path / "nope.yaml")
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    spec = load_jobspec(write(tmp_path, MINIMAL),
+                        ["inference.batch_size=3", "output.embeddings=false"])
+    assert spec.inference.batch_size == 3 and spec.output.embeddings is False
+
+
+def test_override_without_equals_sign(tmp_path):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_jobspec(write(tmp_path, MINIMAL), ["inference.batch_size"])
+
+
+def test_spec_is_frozen():
+    spec = parse_jobspec(MINIMAL)
+    with pytest.raises(ValidationError, match="frozen"):
+        spec.name = "other"  # type: ignore[misc]

@@ -1,0 +1,94 @@
+"""Manifests in every supported format, normalised to one schema."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import ManifestError
+from pipeline.jobspec import ManifestSpec
+from pipeline.manifest import MANIFEST_SCHEMA, derive_video_id, read_manifest
+
+ROWS = [{"path": "a.mp4", "label": "cat"}, {"path": "sub/b.mp4", "label": "dog"}]
+
+
+def write(tmp_path, fmt, rows=ROWS):
+    if fmt == "csv":
+        p = tmp_path / "m.csv"
+        keys = list(rows[0])
+        p.write_text(",".join(keys) + "\n" + "".join(
+            ",".join(str(r.get(k, "")) for k in keys) + "\n" for r in rows))
+    elif fmt == "jsonl":
+        p = tmp_path / "m.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "parquet":
+        p = tmp_path / "m.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), p)
+    else:
+        p = tmp_path / "dir"
+        p.mkdir()
+        pq.write_table(pa.Table.from_pylist(rows[:1]), p / "part-0.parquet")
+        pq.write_table(pa.Table.from_pylist(rows[1:]), p / "part-1.parquet")
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "dir"])
+def test_formats_normalise_to_one_schema(tmp_path, fmt):
+    t = read_manifest(ManifestSpec(path=str(write(tmp_path, fmt))))
+    assert t.schema == MANIFEST_SCHEMA
+    assert sorted(t["label"].to_pylist()) == ["cat", "dog"]
+    # Relative video paths resolve against the manifest's directory.
+    assert str(tmp_path / "sub" / "b.mp4") in t["path"].to_pylist()
+
+
+def test_derived_ids_are_stable_and_readable():
+    assert derive_video_id("/x/cat.mp4") == derive_video_id("/x/cat.mp4")
+    assert derive_video_id("/x/cat.mp4").startswith("cat-")
+    assert derive_video_id("/x/cat.mp4") != derive_video_id("/y/cat.mp4")
+
+
+def test_given_ids_are_kept_as_text(tmp_path):
+    rows = [{"path": "a.mp4", "video_id": "007"}, {"path": "b.mp4", "video_id": "008"}]
+    t = read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", rows))))
+    assert t["video_id"].to_pylist() == ["007", "008"]
+
+
+def test_duplicate_ids_name_the_rows(tmp_path):
+    rows = [{"path": "a.mp4"}, {"path": "b.mp4"}, {"path": "a.mp4"}]
+    with pytest.raises(ManifestError, match="rows 1, 3"):
+        read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", rows))))
+
+
+def test_missing_path_column(tmp_path):
+    with pytest.raises(ManifestError, match="no 'path' column"):
+        read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", [{"file": "a.mp4"}]))))
+
+
+def test_custom_path_column(tmp_path):
+    p = write(tmp_path, "csv", [{"file": "a.mp4"}])
+    t = read_manifest(ManifestSpec(path=str(p), path_column="file"))
+    assert t["path"].to_pylist() == [str(tmp_path / "a.mp4")]
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ManifestError, match="not found"):
+        read_manifest(ManifestSpec(path=str(tmp_path / "none.csv")))
+
+
+def test_bad_segment_is_rejected(tmp_path):
+    rows = [{"path": "a.mp4", "start_s": "3", "end_s": "2"}]
+    with pytest.raises(ManifestError, match="start_s < end_s"):
+        read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", rows))))
+
+
+def test_segments_are_read_as_seconds(tmp_path):
+    rows = [{"path": "a.mp4", "start_s": "1.5", "end_s": "2"}, {"path": "b.mp4"}]
+    t = read_manifest(ManifestSpec(path=str(write(tmp_path, "jsonl", rows))))
+    assert t["start_s"].to_pylist() == [1.5, None]
+
+
+def test_empty_path_is_kept_for_an_error_row(tmp_path):
+    rows = [{"path": "a.mp4"}, {"path": ""}]
+    t = read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", rows))))
+    assert t.num_rows == 2 and t["path"].to_pylist()[1] is None
