@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The demo: install, make a small sample set (a few videos deliberately broken), run
+# `vidbatch submit jobs/classify.yaml` on a local Ray, print the summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+vidbatch demo-data
+# --overwrite: re-running the demo replaces its previous results.
+vidbatch submit jobs/classify.yaml --overwrite "$@"

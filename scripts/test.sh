@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install, lint, run the test suite (GPU tests skip themselves without CUDA).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+ruff check pipeline tests
+python -m pytest "$@"
