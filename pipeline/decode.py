@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import VideoError
+from pipeline.guard import worker_for
 from pipeline.sampling import clip_indices, segment_frames
 
 
@@ -31,6 +32,7 @@ class DecodeSpec:
     short_side: int
     crop_size: int
     threads: int = 1
+    timeout_s: float | None = None  # per video; decodes then run in a killable child
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -79,7 +81,8 @@ def _source(path: str):
         if not os.path.exists(local):
             raise VideoError("read", f"file not found: {local}. Check the manifest's path "
                              "column.")
-        if os.path.getsize(local) == 0:
+        # Only regular files have a meaningful size (a named pipe is legitimate input).
+        if os.path.isfile(local) and os.path.getsize(local) == 0:
             raise VideoError("read", f"file is empty (0 bytes): {local}")
         return local
     import pyarrow.fs as pafs
@@ -229,7 +232,11 @@ def timed_decode(path: str, spec: DecodeSpec, start_s=None, end_s=None):
     """``(DecodedVideo | None, error | None, seconds)``; never raises for a bad video."""
     t0 = time.perf_counter()
     try:
-        return decode_video(path, spec, start_s, end_s), None, time.perf_counter() - t0
+        if spec.timeout_s:
+            video = worker_for(spec.timeout_s).decode(path, spec, start_s, end_s)
+        else:
+            video = decode_video(path, spec, start_s, end_s)
+        return video, None, time.perf_counter() - t0
     except VideoError as e:
         return None, str(e), time.perf_counter() - t0
     except Exception as e:  # a bug or a native-library surprise: still one error row

@@ -73,6 +73,9 @@ class ResourcesSpec(Spec):
                                            "tasks; null lets Ray Data choose")
     decode_threads: int = Field(1, ge=0, description="decoder threads per task (0 = auto)")
     videos_per_decode_task: int = Field(4, ge=1, le=4096)
+    decode_timeout_s: float | None = Field(120, gt=0, description="per-video limit; decodes "
+                                           "run in a killable child process. null: no limit, "
+                                           "in-process")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started "
                                  "when no --address is given; null uses all")
     object_store_mb: int | None = Field(None, ge=75)

@@ -60,7 +60,8 @@ def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
         raise ConfigError(f"sampling.crop_size ({crop}) is larger than sampling.short_side "
                           f"({short}); raise short_side or lower crop_size")
     return DecodeSpec(clips=s.clips_per_video, frames=s.frames_per_clip, stride=s.frame_stride,
-                      short_side=short, crop_size=crop, threads=spec.resources.decode_threads)
+                      short_side=short, crop_size=crop, threads=spec.resources.decode_threads,
+                      timeout_s=spec.resources.decode_timeout_s)
 
 
 def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
@@ -178,9 +179,14 @@ def decode_task_memory(plan: JobPlan) -> int:
     return 256 * 2**20 + plan.spec.resources.videos_per_decode_task * per_video
 
 
-def build_dataset(plan: JobPlan, gpus: float):
-    """The streaming pipeline, unexecuted: blocks -> decode tasks -> model actors."""
+def build_dataset(plan: JobPlan, gpus: float, reporter=None):
+    """The streaming pipeline, unexecuted: blocks -> decode tasks -> model actors.
+
+    With a :class:`~pipeline.progress.ProgressReporter`, replicas report each batch to it.
+    """
     import ray.data as rd
+
+    from pipeline.progress import ReportingPredictor
 
     res = plan.spec.resources
     per_block = max(res.videos_per_decode_task, math.ceil(plan.todo.num_rows / MAX_BLOCKS))
@@ -192,8 +198,11 @@ def build_dataset(plan: JobPlan, gpus: float):
         decode_batch, fn_kwargs={"spec": plan.decode}, batch_size=res.videos_per_decode_task,
         batch_format="numpy", num_cpus=res.cpus_per_decode_task,
         concurrency=res.decode_parallelism, memory=decode_task_memory(plan))
+    replica, kwargs = (Predictor, {"spec": infer}) if reporter is None else (
+        ReportingPredictor, {"spec": infer, "tracker_name": reporter.name,
+                             "namespace": reporter.namespace})
     return ds.map_batches(
-        Predictor, fn_constructor_kwargs={"spec": infer},
+        replica, fn_constructor_kwargs=kwargs,
         batch_size=plan.spec.inference.batch_size, batch_format="numpy",
         compute=rd.ActorPoolStrategy(size=res.replicas), num_cpus=res.cpus_per_replica,
         num_gpus=gpus)
@@ -203,6 +212,8 @@ def execute(plan: JobPlan, address: str | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the plan; return the job record (also written beside the data)."""
     import ray
+
+    from pipeline.progress import ProgressReporter
 
     ensure_weights_available(plan.card)
     started = datetime.now(timezone.utc)
@@ -216,8 +227,9 @@ def execute(plan: JobPlan, address: str | None = None,
         write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),
                                        "state": "running"})
         if plan.todo.num_rows:
-            build_dataset(plan, gpus).write_parquet(
-                str(plan.output), min_rows_per_file=plan.spec.output.rows_per_file)
+            with ProgressReporter(plan.spec.name, plan.todo.num_rows, log) as reporter:
+                build_dataset(plan, gpus, reporter).write_parquet(
+                    str(plan.output), min_rows_per_file=plan.spec.output.rows_per_file)
     finally:
         if handle.started_here:
             ray.shutdown()
