@@ -27,8 +27,12 @@ def _fail(e: VidbatchError) -> None:
 def submit(
     job: Annotated[Path, typer.Argument(help="YAML job spec, e.g. jobs/classify.yaml")],
     address: Annotated[str | None, typer.Option(
-        envvar="RAY_ADDRESS", help="Ray cluster to run on ('auto', HOST:6379, ray://...). "
+        envvar="RAY_ADDRESS", help="Where to run. http://HEAD:8265 submits through the Ray "
+        "Jobs API; 'auto', HOST:6379 or ray://... attach to a cluster as its driver. "
         "Default: start a local Ray for this job.")] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="With an http:// address: stream the job's logs and exit with its "
+        "result.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Validate spec and manifest, print the plan, run nothing.")] = False,
     resume: Annotated[bool, typer.Option(
@@ -40,6 +44,7 @@ def submit(
         "--set", help="Override a spec value: --set model.weights=none (repeatable).")] = None,
 ) -> None:
     """Run an inference job: every manifest row -> one Parquet row (ok or error)."""
+    from pipeline.cluster import is_jobs_api
     from pipeline.jobspec import load_jobspec
     from pipeline.run import check_paths, describe, execute, plan_job
 
@@ -48,6 +53,8 @@ def submit(
     policy = "resume" if resume else "overwrite" if overwrite else None
     try:
         spec = load_jobspec(job, set_ or ())
+        if is_jobs_api(address) and not dry_run:
+            return _submit_remote(spec, address, policy, wait)
         plan = plan_job(spec, policy)
         if dry_run:
             typer.echo(describe(plan))
@@ -60,6 +67,23 @@ def submit(
     except VidbatchError as e:
         _fail(e)
     typer.echo(render_summary(plan.output, record))
+
+
+def _submit_remote(spec, address: str, policy: str | None, wait: bool) -> None:
+    """Jobs API path: the spec is validated here; manifest and output are checked on the
+    cluster, where their paths are meaningful."""
+    from pipeline import cluster
+
+    submission_id = cluster.submit_remote(spec, address, policy)
+    typer.echo(f"submitted {submission_id} to {address}")
+    typer.echo(f"dashboard: {address.rstrip('/')}/#/jobs/{submission_id}")
+    if not wait:
+        typer.echo(f"follow it with: vidbatch logs {submission_id} --follow --address {address}")
+        return
+    status = cluster.follow(address, submission_id, typer.echo)
+    typer.echo(f"job {submission_id}: {status}")
+    if status != "SUCCEEDED":
+        raise typer.Exit(1)
 
 
 def render_summary(output: Path, record: dict) -> str:
@@ -108,6 +132,94 @@ def summary(output: Annotated[Path, typer.Argument(help="A job's output director
         _fail(VidbatchError(f"{output / JOB_RECORD} not found or the job did not finish; "
                             "run `vidbatch submit JOB --resume` to finish it"))
     typer.echo(render_summary(output, record))
+
+
+JobsAddress = Annotated[str, typer.Option(
+    "--address", envvar="RAY_ADDRESS", help="The cluster's dashboard / Jobs API URL.")]
+DEFAULT_JOBS = "http://127.0.0.1:8265"
+
+
+def _jobs_call(fn, *args):
+    from pipeline.cluster import is_jobs_api
+
+    if not is_jobs_api(args[0]):
+        _fail(VidbatchError(f"--address must be the Jobs API URL (http://HEAD:8265), not "
+                            f"{args[0]!r}"))
+    try:
+        return fn(*args)
+    except VidbatchError as e:
+        _fail(e)
+    except Exception as e:  # the Jobs API's own errors: unknown id, cluster gone, ...
+        _fail(VidbatchError(f"{type(e).__name__}: {e}"))
+
+
+@app.command()
+def status(submission_id: Annotated[str, typer.Argument(help="Submission id")],
+           address: JobsAddress = DEFAULT_JOBS) -> None:
+    """Status of a job submitted with --address http://..."""
+    from pipeline.cluster import job_info
+
+    typer.echo(json.dumps(_jobs_call(job_info, address, submission_id), indent=2, default=str))
+
+
+@app.command("list")
+def list_(address: JobsAddress = DEFAULT_JOBS) -> None:
+    """Jobs known to the cluster."""
+    from pipeline.cluster import list_jobs
+
+    for j in _jobs_call(list_jobs, address):
+        typer.echo(f"{j['id']}\t{j['status']}\t{j['job'] or j['entrypoint']}")
+
+
+@app.command()
+def logs(submission_id: Annotated[str, typer.Argument(help="Submission id")],
+         address: JobsAddress = DEFAULT_JOBS,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job "
+                                              "ends; exit with its result.")] = False) -> None:
+    """A job's driver logs."""
+    from pipeline import cluster
+
+    if follow:
+        final = _jobs_call(cluster.follow, address, submission_id, typer.echo)
+        typer.echo(f"job {submission_id}: {final}")
+        raise typer.Exit(0 if final == "SUCCEEDED" else 1)
+    typer.echo(_jobs_call(cluster.logs, address, submission_id), nl=False)
+
+
+@app.command()
+def stop(submission_id: Annotated[str, typer.Argument(help="Submission id")],
+         address: JobsAddress = DEFAULT_JOBS) -> None:
+    """Stop a running job."""
+    from pipeline.cluster import stop as stop_job
+
+    stopped = _jobs_call(stop_job, address, submission_id)
+    typer.echo(f"{submission_id}: {'stop requested' if stopped else 'was not running'}")
+
+
+@app.command()
+def up(num_cpus: Annotated[int | None, typer.Option(help="CPUs to offer (default: all)")]
+       = None,
+       port: Annotated[int, typer.Option(help="Dashboard / Jobs API port")] = 8265) -> None:
+    """Start a persistent local Ray head (dashboard on 127.0.0.1) for several jobs."""
+    from pipeline.cluster import up as start_head
+
+    try:
+        url = start_head(num_cpus, port)
+    except VidbatchError as e:
+        _fail(e)
+    typer.echo(f"Ray head started; dashboard and Jobs API: {url}")
+    typer.echo(f"submit with: vidbatch submit --address {url} JOB.yaml --wait")
+    typer.echo("or run a job as a driver on it: vidbatch submit --address auto JOB.yaml")
+    typer.echo("stop it with: vidbatch down")
+
+
+@app.command()
+def down() -> None:
+    """Stop the Ray processes that `vidbatch up` (ray start) started on this machine."""
+    from pipeline.cluster import down as stop_head
+
+    stop_head()
+    typer.echo("Ray stopped")
 
 
 @app.command("demo-data")

@@ -74,6 +74,7 @@ def test_submit_then_summary(small_job, ray_session):
     result = runner.invoke(app, ["submit", str(small_job), "--set", "output.top_k=2"])
     assert result.exit_code == 0, result.output
     assert "2 rows for 2 manifest rows -> 1 ok, 1 error" in result.output
+    assert "progress: 2/2 videos (1 ok, 1 error)" in result.output
     assert "error bad-" in result.output and "not a decodable video" in result.output
     again = runner.invoke(app, ["submit", str(small_job)])
     assert again.exit_code == 2 and "--resume" in again.output

@@ -1,0 +1,137 @@
+"""Talking to a Ray cluster from the outside: the Ray Jobs API and a persistent local head.
+
+``vidbatch submit --address http://HEAD:8265 job.yaml`` validates the spec here, then
+ships the *resolved* spec (absolute paths, overrides applied) and this package to the
+cluster through ``JobSubmissionClient``; on the cluster the entrypoint is the same
+``vidbatch submit``, attached to that cluster with ``--address auto``. Paths in the spec must
+therefore be valid on the cluster's nodes (a shared mount or URIs).
+
+Authentication: Ray >= 2.52 clusters use token auth; ``JobSubmissionClient`` reads the
+token from ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import pipeline
+from pipeline.errors import ConfigError, VidbatchError
+from pipeline.jobspec import JobSpec
+
+FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_WAIT_S = 60
+
+
+def is_jobs_api(address: str | None) -> bool:
+    return bool(address) and address.startswith(("http://", "https://"))
+
+
+def client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:
+        raise VidbatchError(f"cannot reach the Ray Jobs API at {address}: {e}. Check --address"
+                            " (the dashboard URL, e.g. http://127.0.0.1:8265) and that the "
+                            "cluster is up (`vidbatch up` for a local one).") from None
+
+
+def submit_remote(spec: JobSpec, address: str, policy: str | None = None) -> str:
+    """Submit the job to a cluster's Jobs API; return the submission id."""
+    jobs = client(address)
+    staging = Path(tempfile.mkdtemp(prefix="vidbatch-submit-"))
+    try:
+        # Only the spec goes in the working dir: a folder holding a directory named `ray`
+        # would shadow the real package on the cluster (see FIELD_NOTES).
+        (staging / "job.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        flag = {"resume": " --resume", "overwrite": " --overwrite"}.get(policy or "", "")
+        submission_id = f"vidbatch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        request = dict(
+            entrypoint=f"python -m pipeline.cli submit job.yaml --address auto{flag}",
+            submission_id=submission_id,
+            runtime_env={"working_dir": str(staging),
+                         "py_modules": [str(Path(pipeline.__file__).parent)]},
+            metadata={"vidbatch_job": spec.name, "vidbatch_version": pipeline.__version__},
+        )
+        # A head that has just started answers "No available agent ... try again later"
+        # until its job agent is up: retry that (only that) for a while.
+        deadline = time.time() + AGENT_WAIT_S
+        while True:
+            try:
+                return jobs.submit_job(**request)
+            except RuntimeError as e:
+                if "try again later" not in str(e) or time.time() > deadline:
+                    raise
+                time.sleep(1)
+    except VidbatchError:
+        raise
+    except Exception as e:
+        raise VidbatchError(f"the Jobs API at {address} refused the job: {e}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def follow(address: str, submission_id: str, echo: Callable[[str], None]) -> str:
+    """Stream a job's logs until it ends; return its final status."""
+    jobs = client(address)
+
+    async def _tail() -> None:
+        async for chunk in jobs.tail_job_logs(submission_id):
+            echo(chunk.rstrip("\n"))
+
+    asyncio.run(_tail())
+    status = str(jobs.get_job_status(submission_id).value)
+    while status not in FINAL:  # logs can end a moment before the status is final
+        time.sleep(0.5)
+        status = str(jobs.get_job_status(submission_id).value)
+    return status
+
+
+def job_info(address: str, submission_id: str) -> dict[str, Any]:
+    info = client(address).get_job_info(submission_id)
+    return {"id": submission_id, "status": str(info.status.value), "message": info.message,
+            "entrypoint": info.entrypoint, "start_time": info.start_time,
+            "end_time": info.end_time, "metadata": info.metadata}
+
+
+def list_jobs(address: str) -> list[dict[str, Any]]:
+    return [{"id": j.submission_id, "status": str(j.status.value), "entrypoint": j.entrypoint,
+             "job": (j.metadata or {}).get("vidbatch_job", "")}
+            for j in client(address).list_jobs() if j.submission_id]
+
+
+def logs(address: str, submission_id: str) -> str:
+    return client(address).get_job_logs(submission_id)
+
+
+def stop(address: str, submission_id: str) -> bool:
+    return client(address).stop_job(submission_id)
+
+
+# ---------------------------------------------------------------- a persistent local head
+
+
+def up(num_cpus: int | None, dashboard_port: int = 8265) -> str:
+    """Start a local Ray head whose dashboard binds to 127.0.0.1 only."""
+    cmd = ["ray", "start", "--head", "--dashboard-host", "127.0.0.1",
+           "--dashboard-port", str(dashboard_port), "--node-ip-address", "127.0.0.1"]
+    if num_cpus:
+        cmd += ["--num-cpus", str(num_cpus)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ConfigError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}")
+    return f"http://127.0.0.1:{dashboard_port}"
+
+
+def down() -> None:
+    subprocess.run(["ray", "stop"], capture_output=True, text=True, check=False)

@@ -1,0 +1,95 @@
+"""Job-level progress while a job runs: videos done, errors, videos per second.
+
+Ray Data's own progress (rows per operator) is in the dashboard's Jobs / Ray Data views;
+these counters add what a video job's user asks: how many videos are finished, how many
+failed, how fast. Each model replica reports its batches to a tiny named actor (no CPU
+reserved); the driver prints a line every ``interval_s``. The same counts are exported as
+Ray metrics (``vidbatch_videos_total{job,status}``) for the dashboard's Metrics view /
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import ray
+
+from pipeline.infer import Predictor
+
+
+@ray.remote(num_cpus=0)
+class ProgressTracker:
+    def __init__(self, total: int):
+        self.total, self.ok, self.error = total, 0, 0
+        self.t0 = time.time()
+
+    def add(self, ok: int, error: int) -> None:
+        self.ok += ok
+        self.error += error
+
+    def snapshot(self) -> dict[str, float]:
+        done, dt = self.ok + self.error, time.time() - self.t0
+        return {"total": self.total, "done": done, "ok": self.ok, "error": self.error,
+                "videos_per_s": done / dt if dt > 0 else 0.0}
+
+
+class ReportingPredictor(Predictor):
+    """A :class:`Predictor` that also reports each batch's outcome."""
+
+    def __init__(self, spec, tracker_name: str, namespace: str):
+        super().__init__(spec)
+        from ray.util.metrics import Counter
+
+        self.tracker = ray.get_actor(tracker_name, namespace=namespace)
+        self.videos = Counter("vidbatch_videos_total", "videos finished by vidbatch",
+                              tag_keys=("job", "status"))
+
+    def __call__(self, batch):
+        table = super().__call__(batch)
+        ok = sum(1 for s in table["status"].to_pylist() if s == "ok")
+        err = table.num_rows - ok
+        self.tracker.add.remote(ok, err)
+        for status, n in (("ok", ok), ("error", err)):
+            if n:
+                self.videos.inc(n, tags={"job": self.spec.job, "status": status})
+        return table
+
+
+def format_progress(s: dict[str, float]) -> str:
+    return (f"progress: {s['done']}/{s['total']} videos ({s['ok']} ok, {s['error']} error), "
+            f"{s['videos_per_s']:.2f} videos/s")
+
+
+class ProgressReporter:
+    """Owns the tracker actor and the driver thread that prints its counts."""
+
+    def __init__(self, job: str, total: int, log: Callable[[str], None],
+                 interval_s: float = 10.0):
+        self.name = f"vidbatch-progress-{job}-{time.time_ns()}"
+        self.namespace = ray.get_runtime_context().namespace
+        self.tracker = ProgressTracker.options(name=self.name).remote(total)
+        self.log, self.interval_s = log, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.log(format_progress(ray.get(self.tracker.snapshot.remote(), timeout=5)))
+            except Exception:  # progress is best effort; never fail the job for it
+                pass
+
+    def __enter__(self) -> ProgressReporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        try:
+            self.log(format_progress(ray.get(self.tracker.snapshot.remote(), timeout=5)))
+        except Exception:
+            pass
+        ray.kill(self.tracker)

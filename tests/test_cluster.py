@@ -1,0 +1,190 @@
+"""A real multi-node Ray on this machine: Jobs API submission, faults, nothing lost or doubled.
+
+One head and one worker node, each its own raylet (``ray.cluster_utils.Cluster``), started
+for this module and stopped at its end. Jobs run as separate driver processes (through the
+Jobs API or ``vidbatch submit --address``), so this process never joins the cluster and the
+session's local Ray is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+import yaml
+
+from pipeline.synth import moving_texture, write_video
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+VIDEOS = 24
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    port = free_port()
+    c = Cluster(initialize_head=True, connect=False, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": port, "object_store_memory": 200 * 2**20})
+    worker = c.add_node(num_cpus=2, object_store_memory=200 * 2**20)
+    c.wait_for_nodes()
+    c.dashboard_url = f"http://127.0.0.1:{port}"
+    c.worker = worker
+    _wait_for_dashboard(c.dashboard_url)
+    yield c
+    c.shutdown()
+
+
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("RAY_AUTH_TOKEN") or (
+        Path.home() / ".ray" / "auth_token").read_text().strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _wait_for_dashboard(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/api/version", headers=_auth_headers(), timeout=2).ok:
+                return
+        except (requests.ConnectionError, FileNotFoundError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"dashboard at {url} did not come up")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster_videos")
+    for i in range(VIDEOS):
+        write_video(root / f"v{i:02d}.mp4", moving_texture(32, 48, 64, seed=i))
+    (root / "broken.mp4").write_text("not a video")
+    names = [f"v{i:02d}.mp4" for i in range(VIDEOS)] + ["broken.mp4"]
+    (root / "manifest.csv").write_text("path\n" + "\n".join(names) + "\n")
+    return root
+
+
+def write_job(root: Path, out: Path, name: str = "cluster") -> Path:
+    spec = {"name": name, "manifest": str(root / "manifest.csv"),
+            "sampling": {"clips_per_video": 2, "frames_per_clip": 8, "short_side": 48,
+                         "crop_size": 48},
+            "model": {"arch": "r3d_18", "num_classes": 4},
+            "inference": {"batch_size": 2},
+            "resources": {"cpus_per_decode_task": 0.5, "videos_per_decode_task": 1},
+            "output": {"path": str(out), "rows_per_file": 1}}
+    path = out.parent / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def assert_exactly_once(out: Path) -> None:
+    ids = pq.read_table(out, columns=["video_id"])["video_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == VIDEOS + 1
+
+
+def vidbatch(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def test_two_nodes_are_up(cluster):
+    nodes = requests.get(f"{cluster.dashboard_url}/nodes?view=summary",
+                         headers=_auth_headers(), timeout=10).json()
+    alive = [n for n in nodes["data"]["summary"] if n["raylet"]["state"] == "ALIVE"]
+    assert len(alive) == 2
+
+
+def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    out = tmp_path / "out"
+    job = write_job(videos, out)
+    result = CliRunner().invoke(app, ["submit", "--address", cluster.dashboard_url, str(job),
+                                      "--wait"])
+    assert result.exit_code == 0, result.output
+    submission_id = result.output.split("submitted ", 1)[1].split()[0]
+    assert "progress: 25/25 videos (24 ok, 1 error)" in result.output
+    # The dashboard's REST API (token auth) agrees.
+    info = requests.get(f"{cluster.dashboard_url}/api/jobs/{submission_id}",
+                        headers=_auth_headers(), timeout=10).json()
+    assert info["status"] == "SUCCEEDED" and info["metadata"]["vidbatch_job"] == "cluster"
+    assert_exactly_once(out)
+    listed = CliRunner().invoke(app, ["list", "--address", cluster.dashboard_url])
+    assert submission_id in listed.output
+
+
+def _wait_for_output_rows(out: Path, rows: int, proc: subprocess.Popen, timeout=180) -> None:
+    """Block until at least ``rows`` rows are written, while the job is still running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        written = 0
+        for f in out.glob("*.parquet"):
+            try:
+                written += pq.read_metadata(f).num_rows
+            except Exception:
+                pass
+        if written >= rows:
+            return
+        time.sleep(0.3)
+    raise TimeoutError("the job wrote nothing in time")
+
+
+def _pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def test_killed_model_replica_loses_nothing(cluster, videos, tmp_path):
+    out = tmp_path / "out"
+    proc = vidbatch("submit", "--address", cluster.address, str(write_job(videos, out)))
+    _wait_for_output_rows(out, 2, proc)
+    replicas = _pids("ReportingPredictor")
+    assert replicas, "no model replica process found"
+    for pid in replicas:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    assert_exactly_once(out)
+
+
+def test_driver_killed_then_resumed(cluster, videos, tmp_path):
+    out = tmp_path / "out"
+    job = write_job(videos, out)
+    proc = vidbatch("submit", "--address", cluster.address, str(job))
+    _wait_for_output_rows(out, 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = pq.read_table(out, columns=["video_id"]).num_rows if any(
+        out.glob("*.parquet")) else 0
+    assert written < VIDEOS + 1, "the job finished before the driver was killed"
+    again = vidbatch("submit", "--address", cluster.address, str(job), "--resume")
+    log = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, log
+    assert_exactly_once(out)
+
+
+def test_worker_node_removed_mid_job(cluster, videos, tmp_path):
+    out = tmp_path / "out"
+    proc = vidbatch("submit", "--address", cluster.address, str(write_job(videos, out)))
+    _wait_for_output_rows(out, 2, proc)
+    cluster.remove_node(cluster.worker, allow_graceful=False)
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    assert_exactly_once(out)
