@@ -13,6 +13,7 @@ token from ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` itself.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import tempfile
@@ -28,14 +29,26 @@ from pipeline.errors import ConfigError, VidbatchError
 from pipeline.jobspec import JobSpec
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-AGENT_WAIT_S = 60
+AGENT_WAIT_S = 120
 
 
 def is_jobs_api(address: str | None) -> bool:
     return bool(address) and address.startswith(("http://", "https://"))
 
 
+def _use_token_if_present() -> None:
+    """Ray's CLI and ``ray.init`` switch token auth on when a token exists and
+    ``RAY_AUTH_MODE`` is unset; a bare ``JobSubmissionClient`` (2.60) does not, and then
+    every request gets 401. Do what the CLI does, through the documented variable."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def client(address: str):
+    _use_token_if_present()  # before Ray is imported: it reads the mode at import time
     from ray.job_submission import JobSubmissionClient
 
     try:
@@ -122,12 +135,21 @@ def stop(address: str, submission_id: str) -> bool:
 
 
 def up(num_cpus: int | None, dashboard_port: int = 8265) -> str:
-    """Start a local Ray head whose dashboard binds to 127.0.0.1 only."""
+    """Start a local Ray head whose dashboard binds to 127.0.0.1 only, with token auth.
+
+    Ray 2.60's ``ray start`` enables token auth only when a token already exists or
+    ``RAY_AUTH_MODE=token`` is set, so both are arranged here.
+    """
+    env = {**os.environ}
+    env.setdefault("RAY_AUTH_MODE", "token")
+    if env["RAY_AUTH_MODE"] == "token":
+        subprocess.run(["ray", "get-auth-token", "--generate"], capture_output=True, env=env,
+                       check=False)
     cmd = ["ray", "start", "--head", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dashboard_port), "--node-ip-address", "127.0.0.1"]
     if num_cpus:
         cmd += ["--num-cpus", str(num_cpus)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise ConfigError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}")
     return f"http://127.0.0.1:{dashboard_port}"

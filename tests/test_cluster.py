@@ -111,24 +111,22 @@ def test_two_nodes_are_up(cluster):
 
 
 def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path):
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-
     out = tmp_path / "out"
     job = write_job(videos, out)
-    result = CliRunner().invoke(app, ["submit", "--address", cluster.dashboard_url, str(job),
-                                      "--wait"])
-    assert result.exit_code == 0, result.output
-    submission_id = result.output.split("submitted ", 1)[1].split()[0]
-    assert "progress: 25/25 videos (24 ok, 1 error)" in result.output
+    # A fresh process, as a user's laptop would be: it must find the auth token itself.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = vidbatch("submit", "--address", cluster.dashboard_url, str(job), "--wait", env=env)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    submission_id = output.split("submitted ", 1)[1].split()[0]
+    assert "progress: 25/25 videos (24 ok, 1 error)" in output
     # The dashboard's REST API (token auth) agrees.
     info = requests.get(f"{cluster.dashboard_url}/api/jobs/{submission_id}",
                         headers=_auth_headers(), timeout=10).json()
     assert info["status"] == "SUCCEEDED" and info["metadata"]["vidbatch_job"] == "cluster"
     assert_exactly_once(out)
-    listed = CliRunner().invoke(app, ["list", "--address", cluster.dashboard_url])
-    assert submission_id in listed.output
+    listed = vidbatch("list", "--address", cluster.dashboard_url, env=env)
+    assert submission_id in listed.communicate(timeout=60)[0]
 
 
 def _wait_for_output_rows(out: Path, rows: int, proc: subprocess.Popen, timeout=180) -> None:
