@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.decode import DecodeSpec, decode_batch
 from pipeline.errors import ConfigError, JobFailed, ManifestError
@@ -85,8 +86,8 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
     if policy == "resume" and output.exists():
         finished = done_ids(output)
         if finished:
-            keep = [vid not in finished for vid in manifest["video_id"].to_pylist()]
-            todo = manifest.filter(pa.array(keep))
+            written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
+            todo = manifest.filter(pc.invert(written))
             done = manifest.num_rows - todo.num_rows
     return JobPlan(spec, card, decode, infer, todo, manifest.num_rows, done, output, policy)
 
