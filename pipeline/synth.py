@@ -34,13 +34,19 @@ def moving_texture(frames: int, height: int, width: int, seed: int,
 
 
 def motion_clip(direction: str, frames: int, size: int, seed: int, speed: int = 2,
-                square: int | None = None) -> np.ndarray:
-    """A textured square moving ``direction`` over a static textured background."""
+                square: int | None = None, contrast: bool = False) -> np.ndarray:
+    """A textured square moving ``direction`` over a static textured background.
+
+    ``contrast`` draws the background in the dark half of the range and the square in the
+    bright half, so that one frame shows where the square is (but not where it goes).
+    """
     rng = np.random.default_rng(seed)
     dy, dx = DIRECTIONS[direction]
     square = square or size // 3
     bg = texture(size, size, rng, cell=4)
     fg = texture(square, square, rng, cell=2)
+    if contrast:
+        bg, fg = bg // 2, 128 + fg // 2
     travel = speed * (frames - 1)
     lo, hi = 0, size - square
     # Start where the whole path stays inside the frame; position jittered by the seed.
@@ -132,3 +138,29 @@ def write_manifest(path: str | Path, rows: list[dict[str, str]], prefix: str = "
         for row in rows:
             writer.writerow({**row, "path": prefix + row["path"]})
     return path
+
+
+# ---------------------------------------------------------------- the motion training demo
+
+
+def make_motion_set(out_dir: str | Path, per_class: int, seed: int, frames: int = 20,
+                    size: int = 32, speed: int = 1) -> list[dict[str, str]]:
+    """Write ``per_class`` videos for each direction in :data:`DIRECTIONS`; return their
+    manifest rows (paths relative to ``out_dir``, label = direction).
+
+    A bright textured square crosses a dark textured background (``motion_clip`` with
+    ``contrast``): any frame shows where the square is, only the order of the frames shows
+    where it goes. Lossless, so the clips decoded for training are the frames drawn here.
+    Video ``i`` of a class uses seed ``seed + 4 * i + class index``: disjoint seed ranges
+    give disjoint (held-out) sets, and the same arguments give the same files.
+    """
+    out = Path(out_dir)
+    rows = []
+    for i in range(per_class):
+        for c, direction in enumerate(DIRECTIONS):
+            s = seed + 4 * i + c
+            name = f"{direction}_{s:06d}"
+            clip = motion_clip(direction, frames, size, s, speed=speed, contrast=True)
+            write_video(out / f"{name}.mp4", clip, fps=10, lossless=True)
+            rows.append({"video_id": name, "path": f"{name}.mp4", "label": direction})
+    return rows
