@@ -1,0 +1,302 @@
+"""Run a training plan on Ray Train: decode with Ray Data, fit a ``TorchTrainer``, publish.
+
+The flow of :func:`run_training`:
+
+1. connect to (or start) Ray and check that the cluster has the CPUs/GPUs asked for;
+2. decode the train and val rows with ``pipeline.decode.decode_batch`` in Ray Data tasks
+   and **materialize** them once (object store, spilled to disk when large): the clips are
+   small, and decoding once instead of every epoch is what makes CPU training affordable.
+   The random temporal offset still varies per epoch because several clip positions per
+   video are decoded (``augment.temporal_positions``). Videos that fail to decode are
+   counted, listed in ``<run>/decode_errors.csv``, printed, and reported with every epoch;
+3. ``TorchTrainer`` with DDP workers runs :func:`pipeline.trainloop.train_loop_per_worker`;
+   a controller-side callback appends each epoch's metrics to ``<run>/history.jsonl``,
+   which the driver prints as it grows;
+4. the best checkpoint (by ``val_acc``) is copied to ``<run>/best`` with its confusion
+   files: ``model.weights: <run>/best`` in an inference job uses it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.decode import DecodeSpec, decode_batch
+from pipeline.errors import ConfigError, JobFailed, ManifestError
+from pipeline.evaluation import CONFUSION_JSON
+from pipeline.models import ensure_weights_available
+from pipeline.run import connect
+from pipeline.trainloop import LoopConfig, train_loop_per_worker
+from pipeline.trainplan import TrainPlan, publish_best
+
+HISTORY = "history.jsonl"
+DECODE_ERRORS = "decode_errors.csv"
+SUMMARY = "train_summary.json"
+
+
+def check_cluster(plan: TrainPlan) -> None:
+    """Fail now, not after a silent wait for resources that will never come."""
+    import ray
+
+    res, have = plan.spec.resources, ray.cluster_resources()
+    for kind, per in (("GPU", res.gpus_per_worker), ("CPU", res.cpus_per_worker)):
+        want = res.workers * per
+        if want > have.get(kind, 0) + 1e-9:
+            key = f"resources.{kind.lower()}s_per_worker"
+            raise ConfigError(
+                f"{key} x resources.workers asks for {want:g} {kind}s but the cluster has "
+                f"{have.get(kind, 0):g}; lower {key} or resources.workers"
+                + (", or add GPU nodes" if kind == "GPU" else ", or add nodes"))
+
+
+def clip_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Decoded rows -> the numeric columns training needs, decode failures left out
+    (they were counted and listed before this runs)."""
+    ok = batch["status"] == "ok"
+    return {"row": batch["row"][ok], "frames": batch["frames"][ok],
+            "target": batch["target"][ok]}
+
+
+def decode_rows(rows: pa.Table, spec: DecodeSpec, plan: TrainPlan):
+    """``(dataset of ok clips, materialized; list of error rows)``."""
+    import ray.data as rd
+
+    res = plan.spec.resources
+    per = res.videos_per_decode_task
+    blocks = [rows.slice(i, per) for i in range(0, rows.num_rows, per)]
+    decoded = rd.from_arrow(blocks).map_batches(
+        decode_batch, fn_kwargs={"spec": spec}, batch_size=per, batch_format="numpy",
+        num_cpus=res.cpus_per_decode_task).materialize()
+    status = decoded.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()
+    errors = status[status["status"] != "ok"].sort_values("row").to_dict("records")
+    clips = decoded.map_batches(clip_rows, batch_format="numpy").materialize()
+    return clips, errors
+
+
+def prepare_data(plan: TrainPlan, log: Callable[[str], None]):
+    """Decode both splits; write and print the decode failures; refuse empty splits."""
+    train, train_err = decode_rows(plan.train_rows, plan.train_decode, plan)
+    val, val_err = decode_rows(plan.val_rows, plan.val_decode, plan)
+    with (plan.run_dir / DECODE_ERRORS).open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["split", "row", "video_id", "path", "error"])
+        w.writeheader()
+        for split, errs in (("train", train_err), ("val", val_err)):
+            for e in errs:
+                w.writerow({"split": split, **{k: e[k] for k in w.fieldnames[1:]}})
+    for split, errs, total in (("train", train_err, plan.train_rows.num_rows),
+                               ("val", val_err, plan.val_rows.num_rows)):
+        log(f"{split}: {total - len(errs)} of {total} videos decoded"
+            + (f", {len(errs)} failed (listed in {plan.run_dir / DECODE_ERRORS})" if errs
+               else ""))
+        for e in errs[:5]:
+            log(f"  decode error {e['video_id']}: {str(e['error'])[:160]}")
+        if len(errs) == total:
+            raise ManifestError(f"every {split} video failed to decode; see "
+                                f"{plan.run_dir / DECODE_ERRORS}")
+    ok_train = plan.train_rows.num_rows - len(train_err)
+    if ok_train < plan.spec.resources.workers:
+        raise ConfigError(f"{ok_train} decodable train videos for "
+                          f"{plan.spec.resources.workers} workers; lower resources.workers")
+    counts = {"train_decode_errors": len(train_err), "val_decode_errors": len(val_err)}
+    return train, val, ok_train, counts
+
+
+def loop_config(plan: TrainPlan, ok_train: int, counts: dict[str, int],
+                fail_at_epoch: int | None) -> LoopConfig:
+    spec = plan.spec
+    # Ray Train splits the train set into equal shards (streaming_split(equal=True)), so
+    # every worker takes the same number of steps, which DDP requires.
+    per_worker = ok_train // spec.resources.workers
+    d = plan.val_decode
+    return LoopConfig(
+        start=plan.start, card=plan.card, optim=spec.optim, augment=plan.augment,
+        steps_per_epoch=max(1, math.ceil(per_worker / spec.optim.batch_size)),
+        checkpoint_every=spec.checkpoint.every, fail_at_epoch=fail_at_epoch,
+        extra={"decode_errors": counts, "spec": spec.model_dump(mode="json"),
+               "sampling": {"clips": d.clips, "frames": d.frames, "stride": d.stride,
+                            "short_side": d.short_side, "crop_size": d.crop_size}})
+
+
+def _epoch_log_callback(path: Path):
+    from ray.train import UserCallback
+
+    class EpochLog(UserCallback):
+        """Runs in the Train controller, which Ray places on the driver's node: appends
+        each epoch's metrics (and where its checkpoint went) to the run's history."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            row = {**metrics[0], "checkpoint": checkpoint.path if checkpoint else None}
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    return EpochLog()
+
+
+def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    spec, res = plan.spec, plan.spec.resources
+    per_worker = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker:
+        per_worker["GPU"] = res.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"loop": cfg, "threads": max(1, int(res.cpus_per_worker))},
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=spec.name, storage_path=str(plan.run_dir.parent),
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep,
+                                               checkpoint_score_attribute="val_acc",
+                                               checkpoint_score_order="max"),
+            callbacks=[_epoch_log_callback(plan.run_dir / HISTORY)]),
+        datasets={"train": train_ds.randomize_block_order(), "val": val_ds},
+        # val is not split: each worker evaluates the rows row % world == rank of it, so
+        # no val video is dropped to make shards equal (see trainloop._val_batches).
+        dataset_config=DataConfig(datasets_to_split=["train"]))
+
+
+def format_epoch(m: dict[str, Any], epochs: int) -> str:
+    errors = m.get("train_decode_errors", 0) + m.get("val_decode_errors", 0)
+    return (f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.3f} acc "
+            f"{m['train_acc']:.1%} ({m['train_clips']} clips, {m['clips_per_s']:.1f} clips/s)"
+            f" | val loss {m['val_loss']:.3f} top-1 {m['val_acc']:.1%} top-5 "
+            f"{m['val_top5']:.1%} ({m['val_clips']} videos) | lr {m['lr']:.2g}, "
+            f"{m['epoch_s']:.0f} s, decode errors {errors}"
+            + (f" | checkpoint {m['checkpoint']}" if m.get("checkpoint") else ""))
+
+
+def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], None]):
+    """``trainer.fit()`` in a thread while this one prints the epochs as they finish."""
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # re-raised in the caller's thread below
+            box["error"] = e
+
+    offset = history.stat().st_size if history.exists() else 0
+    thread = threading.Thread(target=target, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        offset = _print_new(history, offset, epochs, log)
+    _print_new(history, offset, epochs, log)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _print_new(history: Path, offset: int, epochs: int, log) -> int:
+    if not history.exists():
+        return offset
+    with history.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    complete = data[:data.rfind(b"\n") + 1]
+    for line in complete.decode("utf-8").splitlines():
+        log(format_epoch(json.loads(line), epochs))
+    return offset + len(complete)
+
+
+def run_training(plan: TrainPlan, address: str | None = None,
+                 log: Callable[[str], None] = print,
+                 fail_at_epoch: int | None = None) -> dict[str, Any]:
+    """Train; return the summary (also written to ``<run>/train_summary.json``).
+
+    Args:
+        plan: from :func:`pipeline.trainplan.plan_training`.
+        address: Ray cluster address; None uses the initialized Ray or starts a local one.
+        log: where progress lines go.
+        fail_at_epoch: tests only: make the workers fail once at the start of this epoch.
+    """
+    import ray
+
+    ensure_weights_available(plan.start)
+    t0 = time.perf_counter()
+    handle = connect(plan.spec, address, log)
+    try:
+        check_cluster(plan)
+        log(describe(plan))
+        train_ds, val_ds, ok_train, counts = prepare_data(plan, log)
+        cfg = loop_config(plan, ok_train, counts, fail_at_epoch)
+        trainer = build_trainer(plan, cfg, train_ds, val_ds)
+        try:
+            result = fit_with_progress(trainer, plan.run_dir / HISTORY, plan.spec.optim.epochs,
+                                       log)
+        except Exception as e:
+            raise JobFailed(f"training failed: {str(e).strip()[:1500]}\nCheckpoints so far are "
+                            f"in {plan.run_dir}; continue with `vidbatch train JOB --resume`."
+                            ) from e
+        summary = finish(plan, result, time.perf_counter() - t0, counts)
+    finally:
+        if handle.started_here:
+            ray.shutdown()
+    return summary
+
+
+def describe(plan: TrainPlan) -> str:
+    s, res, t = plan.spec, plan.spec.resources, plan.train_decode
+    return "\n".join([
+        f"train {s.name}: {plan.train_rows.num_rows} train / {plan.val_rows.num_rows} val "
+        f"videos, {len(plan.card.class_names)} classes {list(plan.card.class_names)[:10]}",
+        f"  model : {s.model.arch} from weights {s.model.weights}, {s.optim.optimizer} lr "
+        f"{s.optim.lr:g} ({s.optim.schedule}), {s.optim.epochs} epochs x "
+        f"{s.optim.batch_size} clips/worker/step",
+        f"  clips : {t.frames} frames (stride {t.stride or 'uniform'}), "
+        f"{t.clips} candidate position(s), short side {t.short_side} -> crop "
+        f"{plan.card.crop_size}",
+        f"  ray   : {res.workers} workers x {res.cpus_per_worker:g} CPU, "
+        f"{res.gpus_per_worker:g} GPU; max_failures {s.max_failures}"
+        + ("; resuming" if plan.resume else ""),
+        f"  run   : {plan.run_dir} (checkpoints every {s.checkpoint.every} epoch(s), keep "
+        f"{s.checkpoint.keep}; best -> {plan.best_dir})",
+    ])
+
+
+def finish(plan: TrainPlan, result, wall_s: float, counts: dict[str, int]) -> dict[str, Any]:
+    """Publish the best checkpoint and write the run summary."""
+    import tempfile
+
+    best = result.get_best_checkpoint(metric="val_acc", mode="max")
+    if best is None:
+        raise JobFailed(f"training finished without a checkpoint in {plan.run_dir}")
+    with tempfile.TemporaryDirectory() as tmp:
+        publish_best(Path(best.to_directory(tmp)), plan.best_dir)
+    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    confusion = json.loads((plan.best_dir / CONFUSION_JSON).read_text(encoding="utf-8"))
+    summary = {
+        "name": plan.spec.name, "run_dir": str(plan.run_dir), "best_dir": str(plan.best_dir),
+        "best_epoch": best_metrics["epoch"], "best_val_acc": best_metrics["val_acc"],
+        "best_val_top5": best_metrics["val_top5"], "last": result.metrics,
+        "wall_s": round(wall_s, 1), **counts, "per_class": confusion["per_class"],
+    }
+    (plan.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    lines = [f"best val accuracy {summary['best_val_acc']:.1%} (top-5 "
+             f"{summary['best_val_top5']:.1%}) at epoch {summary['best_epoch']}; "
+             f"{summary['wall_s']:.0f} s in all",
+             f"best checkpoint: {summary['best_dir']} (use it as model.weights)",
+             f"checkpoints and history: {summary['run_dir']}", "per class (val):"]
+    for c in summary["per_class"]:
+        confused = (f", most often taken for {c['most_confused_with']} ({c['times']}x)"
+                    if c["most_confused_with"] else "")
+        recall = "n/a" if c["recall"] is None else f"{c['recall']:.0%}"
+        lines.append(f"  {c['class']}: {c['correct']}/{c['videos']} right ({recall})"
+                     f"{confused}")
+    return "\n".join(lines)

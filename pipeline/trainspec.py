@@ -1,0 +1,179 @@
+"""Training specs: ``jobs/train.yaml`` -> a frozen, validated :class:`TrainSpec`.
+
+Built from the same pieces as the inference spec (``ManifestSpec``, ``SamplingSpec``, the
+architecture list, ``--set`` overrides, ``field.path: message`` errors, paths relative to
+the spec file), so that a training run and the batch jobs that use its checkpoint describe
+videos, sampling and models the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+from pipeline.jobspec import (
+    ARCHITECTURES,
+    ManifestSpec,
+    SamplingSpec,
+    Spec,
+    _resolve,
+    apply_override,
+    format_validation_error,
+)
+
+
+def _manifest_shorthand(v: Any) -> Any:
+    return {"path": v} if isinstance(v, str) else v
+
+
+class DataSpec(Spec):
+    """Labelled videos: a train and a val manifest, or one manifest split deterministically."""
+
+    train: ManifestSpec
+    val: ManifestSpec | None = Field(None, description="null: hold out val_fraction of train")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="per class, only without val")
+    split_seed: int = 0
+
+    _shorthand = field_validator("train", "val", mode="before")(
+        classmethod(lambda cls, v: _manifest_shorthand(v)))
+
+
+class AugmentSpec(Spec):
+    """Train-time augmentation of clips (validation and inference see plain clips)."""
+
+    temporal_positions: int = Field(
+        4, ge=1, le=64, description="random temporal offset: each epoch takes one of this "
+        "many evenly spaced clip positions per video (1 = always the centre)")
+    crop_scale: tuple[float, float] = Field(
+        (0.6, 1.0), description="random resized crop: area range relative to the frame")
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = Field(True, description="random horizontal flip; turn off when the label "
+                        "depends on left/right (e.g. the motion demo)")
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _at_most_one(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[1] > 1:
+            raise ValueError("areas are fractions of the frame: high must be <= 1")
+        return v
+
+
+class TrainModelSpec(Spec):
+    arch: Literal[ARCHITECTURES]  # type: ignore[valid-type]
+    weights: str = Field("none", description="starting weights: 'none' (from scratch), a "
+                         "torchvision weights name, or a vidbatch checkpoint path")
+
+
+class OptimSpec(Spec):
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(8, ge=1, le=4096, description="clips per worker per step")
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0, description="peak learning rate (after warm-up)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: float = Field(1e-4, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    schedule: Literal["cosine", "step"] = "cosine"
+    warmup_epochs: float = Field(0, ge=0, description="linear warm-up from lr/10")
+    step_epochs: int = Field(10, ge=1, description="step schedule: epochs between decays")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
+    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
+        "bf16", description="autocast on GPU workers; CPU workers always train in fp32")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> OptimSpec:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs:g}) must be less than "
+                             f"epochs ({self.epochs})")
+        return self
+
+
+class TrainResourcesSpec(Spec):
+    workers: int = Field(2, ge=1, description="Ray Train workers (DDP processes)")
+    gpus_per_worker: float = Field(0, ge=0, description="0 trains on CPU (gloo)")
+    cpus_per_worker: float = Field(1, gt=0)
+    cpus_per_decode_task: float = Field(1, gt=0)
+    videos_per_decode_task: int = Field(4, ge=1, le=4096)
+    decode_threads: int = Field(1, ge=0)
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started "
+                                 "when no --address is given; null uses all")
+    object_store_mb: int | None = Field(None, ge=75)
+
+
+class CheckpointSpec(Spec):
+    storage_path: str = Field(description="runs go to <storage_path>/<name>")
+    every: int = Field(1, ge=1, description="checkpoint every this many epochs (and the last)")
+    keep: int = Field(2, ge=1, description="checkpoints kept, best val_acc first (the latest "
+                      "is always kept too, for resuming)")
+
+
+class TrainSpec(Spec):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    data: DataSpec
+    sampling: SamplingSpec = SamplingSpec()
+    augment: AugmentSpec = AugmentSpec()
+    model: TrainModelSpec
+    optim: OptimSpec = OptimSpec()
+    resources: TrainResourcesSpec = TrainResourcesSpec()
+    checkpoint: CheckpointSpec
+    max_failures: int = Field(1, ge=-1, description="worker failures to recover from (from "
+                              "the last checkpoint); -1 = unlimited")
+
+
+def _resolve_paths(spec: TrainSpec, base: Path) -> TrainSpec:
+    data = spec.data
+    weights = spec.model.weights
+    if weights.endswith((".pt", ".pth", ".ckpt")) or "/" in weights:
+        weights = _resolve(base, weights)
+    return spec.model_copy(update={
+        "data": data.model_copy(update={
+            "train": data.train.model_copy(update={"path": _resolve(base, data.train.path)}),
+            "val": data.val and data.val.model_copy(update={"path": _resolve(base,
+                                                                             data.val.path)}),
+        }),
+        "model": spec.model.model_copy(update={"weights": weights}),
+        "checkpoint": spec.checkpoint.model_copy(update={
+            "storage_path": _resolve(base, spec.checkpoint.storage_path)}),
+    })
+
+
+def parse_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = None
+                    ) -> TrainSpec:
+    """Validate a parsed training spec; resolve relative paths against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid training spec {source}: expected a mapping at the top "
+                          "level")
+    try:
+        spec = TrainSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source).replace(
+            "see README, 'Job spec'", "see docs/training.md")) from None
+    return spec if base_dir is None else _resolve_paths(spec, base_dir)
+
+
+def load_trainspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                   ) -> TrainSpec:
+    """Read, override (``--set a.b=value``) and validate a YAML training spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"training spec {path} not found. Pass the path of a YAML file, "
+                          "e.g. jobs/train.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"training spec {path} is not valid YAML: {e}") from None
+    if isinstance(data, dict):
+        for assignment in overrides:
+            apply_override(data, assignment)
+    return parse_trainspec(data, str(path), path.resolve().parent)

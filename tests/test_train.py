@@ -1,0 +1,197 @@
+"""Training: the pure parts (augmentation, schedule, metrics), then real Ray Train runs.
+
+The slow tests run 2 gloo DDP workers on the session's 2-CPU Ray. Each worker asks for
+half a CPU: the two of them plus the Ray Data tasks that decode before training and feed
+the shards during it fit on a 2-core machine without waiting on each other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import torch
+
+from pipeline.augment import ClipAugment, crop_box, pick_positions
+from pipeline.errors import JobFailed
+from pipeline.evaluation import Tally, confusion_summary
+from pipeline.jobspec import JobSpec
+from pipeline.models import ModelCard, read_checkpoint
+from pipeline.run import execute, plan_job
+from pipeline.synth import make_motion_set, write_manifest
+from pipeline.train import HISTORY, run_training
+from pipeline.trainloop import ClipClassifier, lr_at
+from pipeline.trainplan import plan_training
+from pipeline.trainspec import OptimSpec, parse_trainspec
+
+
+def test_augment_keeps_each_clip_whole():
+    # Clip n, position p, frame t is filled with 100 * n + 10 * p + t: after augmentation
+    # every frame of a clip must come from one position, in order, cropped the same way.
+    n, positions, t, size = 3, 4, 5, 16
+    clips = torch.zeros(n, positions, t, size, size, 3, dtype=torch.uint8)
+    for i in range(n):
+        for p in range(positions):
+            for f in range(t):
+                clips[i, p, f] = 100 * i + 10 * p + f
+    out = ClipAugment(crop_size=8, hflip=True)(clips, torch.Generator().manual_seed(0))
+    assert out.shape == (n, t, 8, 8, 3) and out.dtype == torch.float32
+    for i in range(n):
+        values = out[i].mean(dim=(1, 2, 3))
+        assert torch.allclose(values - values[0], torch.arange(t, dtype=torch.float32))
+        assert int(values[0]) // 100 == i
+    a = ClipAugment(crop_size=8)(clips, torch.Generator().manual_seed(1))
+    b = ClipAugment(crop_size=8)(clips, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_flip_and_positions_are_random_but_seeded():
+    gen = torch.Generator().manual_seed(0)
+    clips = torch.arange(64 * 4).view(64, 4, 1, 1, 1, 1)
+    picked = pick_positions(clips, gen).flatten() % 4
+    assert set(picked.tolist()) == {0, 1, 2, 3}
+    ramp = torch.arange(8, dtype=torch.uint8).view(1, 1, 1, 1, 8, 1).expand(64, 1, 1, 8, 8, 3)
+    out = ClipAugment(crop_size=8, crop_scale=(1, 1), crop_ratio=(1, 1))(ramp.contiguous(), gen)
+    flipped = out[:, 0, 0, 0, 0] > out[:, 0, 0, -1, 0]
+    assert 10 < int(flipped.sum()) < 54
+
+
+def test_crop_box_stays_inside():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = crop_box(24, 40, (0.3, 1.0), (3 / 4, 4 / 3), gen)
+        assert 0 <= top and top + h <= 24 and 0 <= left and left + w <= 40 and h > 0 < w
+
+
+def test_lr_schedule():
+    o = OptimSpec(epochs=10, lr=1.0, warmup_epochs=1)
+    assert lr_at(0, 10, o) == pytest.approx(0.1)
+    assert lr_at(10, 10, o) == pytest.approx(1.0)
+    assert lr_at(55, 10, o) == pytest.approx(0.5)
+    assert lr_at(99, 10, o) < 0.01
+    s = OptimSpec(epochs=10, lr=1.0, schedule="step", step_epochs=3, step_gamma=0.1)
+    assert [lr_at(e * 10, 10, s) for e in (0, 2, 3, 6)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_tally_reduces_exactly_and_summarises_confusion():
+    a, b = Tally.empty(3), Tally.empty(3)
+    logits = torch.tensor([[3.0, 1, 0], [0, 3, 1], [0, 3, 1]])
+    a.add(logits, torch.tensor([0, 1, 2]), torch.tensor(1.5))
+    b.add(logits[:1], torch.tensor([2]), torch.tensor(0.5))
+    total = a.reduced(lambda t: t + _flat(b))  # what all_reduce(SUM) over two workers gives
+    assert (total.top1, total.count) == (2, 4)
+    assert total.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [1, 1, 0]]
+    m = total.metrics("val")
+    assert m["val_acc"] == 0.5 and m["val_loss"] == pytest.approx(0.5)
+    summary = confusion_summary(total.confusion.tolist(), ["a", "b", "c"])
+    assert summary[2] == {"class": "c", "videos": 2, "correct": 0, "recall": 0.0,
+                          "most_confused_with": "b", "times": 1}
+
+
+def _flat(t: Tally) -> torch.Tensor:
+    return torch.cat([torch.tensor([t.loss_sum, t.top1, t.top5, t.count], dtype=torch.float64),
+                      t.confusion.flatten().double()])
+
+
+@pytest.mark.parametrize("arch,kind", [("r3d_18", "clip"), ("resnet18", "frame")])
+def test_classifier_takes_uint8_layout_clips(arch, kind):
+    from torchvision.models import get_model
+
+    card = ModelCard(arch, kind, "none", "none", ("a", "b"), (0.5,) * 3, (0.25,) * 3, 32, 32,
+                     False)
+    model = ClipClassifier(get_model(arch, weights=None, num_classes=2), card).eval()
+    x = torch.randint(0, 255, (2, 4, 32, 32, 3)).float()
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 2)
+    if kind == "frame":  # order-invariant: the reason the 2D model cannot learn direction
+        with torch.no_grad():
+            assert torch.allclose(model(x.flip(1)), out, atol=1e-5)
+
+
+# ---------------------------------------------------------------- real Ray Train runs
+
+
+@pytest.fixture(scope="module")
+def motion_manifests(tmp_path_factory) -> tuple[Path, Path]:
+    out = tmp_path_factory.mktemp("motion")
+    train = make_motion_set(out / "train", per_class=3, seed=0, frames=12)
+    val = make_motion_set(out / "val", per_class=1, seed=1000, frames=12)
+    val.append({"video_id": "broken", "path": "broken.mp4", "label": "up"})
+    (out / "val" / "broken.mp4").write_bytes(b"not a video")
+    return (write_manifest(out / "train.csv", train, prefix="train/"),
+            write_manifest(out / "val.csv", val, prefix="val/"))
+
+
+def tiny_spec(tmp_path: Path, manifests, **over):
+    d = {"name": "tiny", "data": {"train": str(manifests[0]), "val": str(manifests[1])},
+         "sampling": {"frames_per_clip": 4, "frame_stride": 2, "short_side": 32,
+                      "crop_size": 32},
+         "augment": {"hflip": False, "temporal_positions": 2},
+         "model": {"arch": "r3d_18"},
+         "optim": {"epochs": 2, "batch_size": 3, "optimizer": "adamw", "lr": 1e-3},
+         "resources": {"workers": 2, "cpus_per_worker": 0.5, "videos_per_decode_task": 4},
+         "checkpoint": {"storage_path": str(tmp_path / "runs"), "keep": 1},
+         "max_failures": 0}
+    d.update(over)
+    return parse_trainspec(d)
+
+
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_and_inference_loads_the_checkpoint(
+        ray_session, motion_manifests, tmp_path):
+    spec = tiny_spec(tmp_path, motion_manifests)
+    lines: list[str] = []
+    with pytest.raises(JobFailed, match="--resume"):
+        run_training(plan_training(spec), log=lines.append, fail_at_epoch=2)
+    run_dir = tmp_path / "runs" / "tiny"
+    assert [h["epoch"] for h in history(run_dir)] == [1]
+    assert any(line.startswith("epoch 1/2: ") for line in lines)
+    assert any("val: 4 of 5 videos decoded, 1 failed" in line for line in lines)
+    assert history(run_dir)[0]["val_decode_errors"] == 1
+
+    summary = run_training(plan_training(spec, resume=True), log=lines.append)
+    assert [h["epoch"] for h in history(run_dir)] == [1, 2]  # epoch 1 was not redone
+    assert history(run_dir)[1]["train_clips"] == 12 and history(run_dir)[1]["val_clips"] == 4
+    best = Path(summary["best_dir"])
+    assert {p.name for p in best.iterdir()} >= {"model.pt", "confusion.json", "confusion.csv"}
+    ckpt = read_checkpoint(str(best))
+    assert ckpt["class_names"] == ["down", "left", "right", "up"]
+    assert ckpt["sampling"]["frames"] == 4 and ckpt["spec"]["name"] == "tiny"
+    assert ckpt["epoch"] == summary["best_epoch"]
+    confusion = json.loads((best / "confusion.json").read_text())
+    assert sum(map(sum, confusion["matrix"])) == 4
+
+    job = JobSpec.model_validate({
+        "name": "use-trained", "manifest": str(motion_manifests[1]),
+        "sampling": {"frames_per_clip": 4, "frame_stride": 2},
+        "model": {"arch": "r3d_18", "weights": str(best)},
+        "resources": {"decode_timeout_s": None},
+        "output": {"path": str(tmp_path / "out")}})
+    plan = plan_job(job)
+    assert plan.card.class_names == ("down", "left", "right", "up")
+    assert (plan.decode.short_side, plan.decode.crop_size) == (32, 32)
+    execute(plan, log=lambda _: None)
+    rows = pads.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(rows) == 5 and len(ok) == 4
+    assert {r["pred_label"] for r in ok} <= {"down", "left", "right", "up"}
+
+
+@pytest.mark.slow
+def test_worker_failure_recovers_from_the_last_checkpoint(ray_session, motion_manifests,
+                                                          tmp_path):
+    spec = tiny_spec(tmp_path, motion_manifests, name="recover", max_failures=1,
+                     model={"arch": "resnet18"})
+    summary = run_training(plan_training(spec), log=lambda _: None, fail_at_epoch=2)
+    run_dir = tmp_path / "runs" / "recover"
+    assert [h["epoch"] for h in history(run_dir)] == [1, 2]
+    assert summary["last"]["epoch"] == 2
+    assert np.isfinite(summary["best_val_acc"])
