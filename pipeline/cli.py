@@ -154,11 +154,14 @@ def _jobs_call(fn, *args):
 
 
 @app.command()
-def status(submission_id: Annotated[str, typer.Argument(help="Submission id")],
+def status(submission_id: Annotated[str | None, typer.Argument(
+               help="Submission id; without it, all jobs")] = None,
            address: JobsAddress = DEFAULT_JOBS) -> None:
-    """Status of a job submitted with --address http://..."""
+    """Status of a job submitted with --address http://... (or of all jobs)."""
     from pipeline.cluster import job_info
 
+    if submission_id is None:
+        return list_(address)
     typer.echo(json.dumps(_jobs_call(job_info, address, submission_id), indent=2, default=str))
 
 
