@@ -70,6 +70,9 @@ def decode_rows(rows: pa.Table, spec: DecodeSpec, plan: TrainPlan):
     """``(dataset of ok clips, materialized; list of error rows)``."""
     import ray.data as rd
 
+    # Ray Data's progress falls back to log lines without tqdm; the counts printed by
+    # prepare_data are the progress that matters here.
+    rd.DataContext.get_current().enable_progress_bars = False
     res = plan.spec.resources
     per = res.videos_per_decode_task
     blocks = [rows.slice(i, per) for i in range(0, rows.num_rows, per)]
@@ -142,7 +145,14 @@ def _epoch_log_callback(path: Path):
 
 
 def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     spec, res = plan.spec, plan.spec.resources
@@ -160,7 +170,10 @@ def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep,
                                                checkpoint_score_attribute="val_acc",
                                                checkpoint_score_order="max"),
-            callbacks=[_epoch_log_callback(plan.run_dir / HISTORY)]),
+            callbacks=[_epoch_log_callback(plan.run_dir / HISTORY)],
+            # Ray Train logs every report at INFO; the epoch lines printed by the driver
+            # say the same once, readably.
+            logging_config=LoggingConfig(log_level="WARNING")),
         datasets={"train": train_ds.randomize_block_order(), "val": val_ds},
         # val is not split: each worker evaluates the rows row % world == rank of it, so
         # no val video is dropped to make shards equal (see trainloop._val_batches).

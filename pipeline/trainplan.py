@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 from pipeline.augment import ClipAugment
 from pipeline.decode import DecodeSpec
 from pipeline.errors import ConfigError, ManifestError, OutputError
+from pipeline.evaluation import CONFUSION_CSV, CONFUSION_JSON
 from pipeline.jobspec import ManifestSpec, ModelSpec
 from pipeline.manifest import read_manifest
-from pipeline.models import ARCHS, ModelCard, model_card
+from pipeline.models import ARCHS, CHECKPOINT_FILE, ModelCard, model_card
 from pipeline.trainspec import TrainSpec
 
 # Written by Ray Train into the run directory; its presence means "a run to resume".
@@ -180,10 +181,13 @@ def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
 
 
 def publish_best(checkpoint_dir: Path, best_dir: Path) -> Path:
-    """Copy the best checkpoint (model.pt + confusion files) to the run's stable path."""
+    """Copy what inference needs of the best checkpoint (``model.pt`` and the confusion
+    files, not the optimizer state) to the run's stable path, replacing it whole."""
     tmp = best_dir.with_name(best_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(checkpoint_dir, tmp)
+    tmp.mkdir(parents=True)
+    for name in (CHECKPOINT_FILE, CONFUSION_JSON, CONFUSION_CSV):
+        shutil.copyfile(checkpoint_dir / name, tmp / name)
     shutil.rmtree(best_dir, ignore_errors=True)
     tmp.rename(best_dir)
     return best_dir
