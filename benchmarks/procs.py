@@ -1,0 +1,126 @@
+"""Run one contender in its own process session and measure it from the outside.
+
+Wall time: from ``Popen`` to the process's exit, so Python start-up, imports and Ray
+start-up/shutdown are included. Memory: every 0.25 s the sampler walks ``/proc`` for the
+process tree: the contender, all its descendants (Ray's gcs_server, raylet, dashboard,
+workers, ffmpeg children, ...) plus any process still in its session (it is a session
+leader), so daemons re-parented to init are counted too. For each it reads
+``/proc/PID/smaps_rollup``:
+
+* **PSS** (proportional set size; the figure we report): shared pages are divided among the
+  processes that map them, so the sum counts shared libraries and Ray's object store
+  (shared memory in /dev/shm, mapped by raylet and the workers) once;
+* **RSS**: the same sum with shared pages counted in every process (an upper bound).
+
+Pages of the object store that no process maps are not counted (Ray maps its whole store).
+Processes left in the session after the contender exits are waited for, then terminated by
+pid, so that one contender's Ray cannot disturb the next.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+def _stat(pid: str) -> tuple[int, int] | None:
+    """``(ppid, sid)`` of a process, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[3])
+
+
+def tree(root: int) -> list[int]:
+    """``root``, its descendants, and the processes of its session."""
+    info = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(p))}
+    members = {pid for pid, (_, sid) in info.items() if sid == root}
+    members.add(root)
+    frontier = list(members)
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _) in info.items():
+            if ppid == parent and pid not in members:
+                members.add(pid)
+                frontier.append(pid)
+    return sorted(p for p in members if p in info)
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """``(pss, rss)`` in kB; zeros for a process that is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    values = {ln.split(":")[0]: int(ln.split()[1]) for ln in lines if ln.startswith(("Pss:",
+                                                                                     "Rss:"))}
+    return values.get("Pss", 0), values.get("Rss", 0)
+
+
+class Sampler(threading.Thread):
+    """Peak PSS/RSS sums (MiB) and peak process count of a process tree."""
+
+    def __init__(self, root: int, interval_s: float = 0.25):
+        super().__init__(daemon=True)
+        self.root, self.interval_s = root, interval_s
+        self.peak_pss = self.peak_rss = self.peak_procs = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            pids = tree(self.root)
+            mem = [memory_kb(p) for p in pids]
+            self.peak_pss = max(self.peak_pss, sum(m[0] for m in mem))
+            self.peak_rss = max(self.peak_rss, sum(m[1] for m in mem))
+            self.peak_procs = max(self.peak_procs, len(pids))
+            self.stop.wait(self.interval_s)
+
+
+def _reap_session(root: int, grace_s: float = 20.0) -> int:
+    """Wait for leftovers of the session to exit; terminate the stubborn ones by pid."""
+    deadline = time.time() + grace_s
+    while (left := [p for p in tree(root) if p != root]) and time.time() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return len(left)
+
+
+def _read_lines(stream, log_path: Path, lines: list[tuple[float, str]]) -> None:
+    with log_path.open("w") as log:
+        for line in stream:  # timestamps are taken as lines arrive
+            lines.append((time.time(), line.rstrip("\n")))
+            log.write(line)
+
+
+def run_measured(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> dict:
+    """Run ``argv``; return wall time, exit code, peak memory and timestamped output lines."""
+    lines: list[tuple[float, str]] = []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True, bufsize=1)
+    sampler = Sampler(proc.pid)
+    sampler.start()
+    # A reader thread, because a daemon that inherited the pipe would keep it open.
+    reader = threading.Thread(target=_read_lines, args=(proc.stdout, log_path, lines),
+                              daemon=True)
+    reader.start()
+    rc = proc.wait()
+    wall = time.perf_counter() - t0
+    killed = _reap_session(proc.pid)
+    sampler.stop.set()
+    sampler.join()
+    reader.join(timeout=5)
+    return {"rc": rc, "wall_s": wall, "peak_pss_mb": sampler.peak_pss / 1024,
+            "peak_rss_mb": sampler.peak_rss / 1024, "peak_procs": sampler.peak_procs,
+            "leftover_processes_terminated": killed, "lines": list(lines)}

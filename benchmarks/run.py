@@ -1,0 +1,194 @@
+"""vidbatch benchmark: vidbatch against the loop people write first, Ray Data's read_videos,
+the cost of decoding every frame, and the model alone.
+
+    python benchmarks/run.py --videos 96 --repeats 3
+
+Every contender runs in its own process (Ray start-up included in its wall time, its memory
+measured alone), in the same order in every repeat; the harness prints one Markdown table of
+medians and the issue's ratios (per repeat, then the median), and writes everything to
+``benchmarks/results/<time>.json``. See benchmarks/README.md for what each number means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import report
+import vidbatch_jobs
+import videos
+from procs import run_measured
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+JOBS = {  # what each job decodes and runs (the issue's definitions)
+    "clip": {"kind": "clip", "arch": "r3d_18", "frames": 16, "short_side": 128, "crop": 112},
+    "frame": {"kind": "frame", "arch": "resnet18", "frames": 8, "short_side": 256, "crop": 224},
+    "decode": {"kind": "clip", "arch": "r3d_18", "frames": 16, "short_side": 128, "crop": 112},
+}
+TODO = {"vidbatch_decode_only": "TODO: vidbatch has no decode-only (model skipped) mode yet",
+        "vidbatch_decode_keyframes": "TODO: vidbatch has no keyframe-snapped sampling mode yet"}
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    family: str  # model_bound | naive | ray_read_videos | decode_bound | vidbatch
+    job: str
+    precision: str = "fp32"
+
+
+def plan(jobs: list[str], only: list[str] | None, bf16: bool) -> list[Contender]:
+    c = []
+    if "clip" in jobs:
+        c += [Contender("model_bound_clip", "model_bound", "clip")]
+        c += [Contender("model_bound_clip_bf16", "model_bound", "clip", "bf16")] if bf16 else []
+        c += [Contender("naive_clip", "naive", "clip"),
+              Contender("vidbatch_clip", "vidbatch", "clip")]
+        c += [Contender("vidbatch_clip_bf16", "vidbatch", "clip", "bf16")] if bf16 else []
+    if "frame" in jobs:
+        c += [Contender("model_bound_frame", "model_bound", "frame"),
+              Contender("naive_frame", "naive", "frame"),
+              Contender("ray_read_videos", "ray_read_videos", "frame"),
+              Contender("vidbatch_frame", "vidbatch", "frame")]
+    if "decode" in jobs:
+        c += [Contender("decode_bound", "decode_bound", "decode")]
+        c += [Contender(name, "todo", "decode") for name in TODO]
+    return [x for x in c if not only or x.family in only or x.name in only
+            or (x.family == "todo" and "vidbatch" in only)]
+
+
+def config(c: Contender, args, data: dict, folder: Path) -> dict:
+    job = JOBS[c.job]
+    return {**job, "name": c.name, "precision": c.precision, "batch_size": args.batch_size,
+            "channels_last": args.channels_last, "threads": args.model_threads,
+            "cores": args.cores, "bound_iters": args.bound_iters, "paths": data["paths"],
+            "manifest": data["manifest"], "weights": data["weights"][job["arch"]],
+            "out_dir": str(folder), "result": str(folder / "result.json")}
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a local Ray
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+def run_one(c: Contender, args, data: dict, repeat: int, outputs: dict) -> dict:
+    base = {"name": c.name, "family": c.family, "job": c.job, "precision": c.precision,
+            "repeat": repeat, "loadavg_before": os.getloadavg()[0]}
+    if c.family == "todo":
+        return {**base, "skipped": TODO[c.name]}
+    folder = RESULTS / "tmp" / c.name
+    cfg = config(c, args, data, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if c.family == "vidbatch":
+        argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder), args.set)
+    else:
+        (folder / "config.json").write_text(json.dumps(cfg))
+        argv = [sys.executable, str(HERE / "baselines.py"), c.family, str(folder / "config.json")]
+    m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env())
+    lines = m.pop("lines")
+    if m["rc"] != 0:
+        tail = " | ".join(line for _, line in lines[-5:])
+        return {**base, **m, "failed": f"exit {m['rc']}: {tail[-400:]}"}
+    res = (vidbatch_jobs.result(folder, lines) if c.family == "vidbatch"
+           else json.loads(Path(cfg["result"]).read_text()))
+    row = {**base, **m, **res}
+    if "skipped" not in res:
+        row["e2e_videos_per_s"] = res["videos"] / m["wall_s"]
+    add_cosines(row, outputs)
+    return row
+
+
+def add_cosines(row: dict, outputs: dict) -> None:
+    """bf16 vs fp32 (same pipeline), and vidbatch vs the naive loop (same weights)."""
+    name, emb = row["name"], row.get("embeddings")
+    if not emb:
+        return
+    outputs[name] = emb
+    pairs = {"vidbatch_clip_bf16": "vidbatch_clip", "vidbatch_clip": "naive_clip",
+             "vidbatch_frame": "naive_frame"}
+    if pairs.get(name) in outputs:
+        row["cos_min_vs_" + pairs[name]] = vidbatch_jobs.cosine_min(emb, outputs[pairs[name]])
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
+                  if ln.startswith("model name")), platform.processor())
+    flags = set(next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "").split())
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=HERE).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
+            "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "commit": commit,
+            "python": platform.python_version(), "loadavg_start": os.getloadavg()}
+
+
+def prepare_data(args, jobs: list[str]) -> dict:
+    manifest, paths = videos.ensure_videos(args.videos, args.seconds, args.cores)
+    archs = {JOBS[j]["arch"] for j in jobs}
+    return {"manifest": str(manifest), "paths": [str(p) for p in paths],
+            "weights": {a: str(videos.ensure_weights(a)) for a in archs}}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=96, help="videos in the data set")
+    p.add_argument("--seconds", type=int, default=10, help="length of each video")
+    p.add_argument("--repeats", type=int, default=3, help="runs of every contender")
+    p.add_argument("--jobs", default="clip,frame,decode", help="clip,frame,decode")
+    p.add_argument("--only", default="", help="families or names, e.g. naive,vidbatch")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per forward pass "
+                   "(vidbatch, model bound, ray-read-videos x frames)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--cores", type=int, default=os.cpu_count(), help="CPUs given to Ray and "
+                   "to the decode bound's process pool")
+    p.add_argument("--model-threads", type=int, default=os.cpu_count(),
+                   help="torch threads of the model bound")
+    p.add_argument("--bound-iters", type=int, default=5, help="timed batches of the bound")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 "
+                   "contenders: auto = only if the CPU has avx512_bf16/amx_bf16")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="passed to `vidbatch submit --set` (knob sweeps)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    jobs = [j for j in args.jobs.split(",") if j]
+    info = machine()
+    bf16 = args.bf16 == "on" or (args.bf16 == "auto" and info["bf16"])
+    contenders = plan(jobs, [o for o in args.only.split(",") if o], bf16)
+    if not bf16:
+        print("bf16 contenders skipped (no avx512_bf16/amx_bf16 in /proc/cpuinfo, or --bf16 "
+              "off); --bf16 on runs them anyway")
+    data = prepare_data(args, jobs)
+    runs, outputs = [], {}
+    for r in range(args.repeats):
+        for c in contenders:
+            row = run_one(c, args, data, r, outputs)
+            runs.append(row)
+            print(report.one_line(row), flush=True)
+    summary = report.summarise(runs)
+    ratios = report.ratios(runs, args.repeats)
+    info["loadavg_end"] = os.getloadavg()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{stamp}.json"
+    settings = {k: v for k, v in vars(args).items()}
+    out.write_text(json.dumps({"machine": info, "settings": settings, "summary": summary,
+                               "ratios": ratios, "runs": runs}, indent=1, default=float))
+    print(report.markdown(summary, ratios, info, args))
+    print(f"\nall runs: {out}")
+    return 1 if any("failed" in r for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
