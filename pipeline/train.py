@@ -114,7 +114,7 @@ def prepare_data(plan: TrainPlan, log: Callable[[str], None]):
 
 
 def loop_config(plan: TrainPlan, ok_train: int, counts: dict[str, int],
-                fail_at_epoch: int | None) -> LoopConfig:
+                fail_at_epochs: tuple[int, ...] = ()) -> LoopConfig:
     spec = plan.spec
     # Ray Train splits the train set into equal shards (streaming_split(equal=True)), so
     # every worker takes the same number of steps, which DDP requires.
@@ -123,7 +123,7 @@ def loop_config(plan: TrainPlan, ok_train: int, counts: dict[str, int],
     return LoopConfig(
         start=plan.start, card=plan.card, optim=spec.optim, augment=plan.augment,
         steps_per_epoch=max(1, math.ceil(per_worker / spec.optim.batch_size)),
-        checkpoint_every=spec.checkpoint.every, fail_at_epoch=fail_at_epoch,
+        checkpoint_every=spec.checkpoint.every, fail_at_epochs=fail_at_epochs,
         extra={"decode_errors": counts, "spec": spec.model_dump(mode="json"),
                "sampling": {"clips": d.clips, "frames": d.frames, "stride": d.stride,
                             "short_side": d.short_side, "crop_size": d.crop_size}})
@@ -226,14 +226,15 @@ def _print_new(history: Path, offset: int, epochs: int, log) -> int:
 
 def run_training(plan: TrainPlan, address: str | None = None,
                  log: Callable[[str], None] = print,
-                 fail_at_epoch: int | None = None) -> dict[str, Any]:
+                 fail_at_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
     """Train; return the summary (also written to ``<run>/train_summary.json``).
 
     Args:
         plan: from :func:`pipeline.trainplan.plan_training`.
         address: Ray cluster address; None uses the initialized Ray or starts a local one.
         log: where progress lines go.
-        fail_at_epoch: tests only: make the workers fail once at the start of this epoch.
+        fail_at_epochs: tests only: make the workers fail at the start of these epochs
+            (once per attempt that got past an earlier epoch; see trainloop._maybe_fail).
     """
     import ray
 
@@ -244,7 +245,7 @@ def run_training(plan: TrainPlan, address: str | None = None,
         check_cluster(plan)
         log(describe(plan))
         train_ds, val_ds, ok_train, counts = prepare_data(plan, log)
-        cfg = loop_config(plan, ok_train, counts, fail_at_epoch)
+        cfg = loop_config(plan, ok_train, counts, fail_at_epochs)
         trainer = build_trainer(plan, cfg, train_ds, val_ds)
         try:
             result = fit_with_progress(trainer, plan.run_dir / HISTORY, plan.spec.optim.epochs,

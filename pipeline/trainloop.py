@@ -43,7 +43,7 @@ class LoopConfig:
     steps_per_epoch: int
     checkpoint_every: int
     extra: dict[str, Any]  # plain data saved in every checkpoint (spec, sampling, counts)
-    fail_at_epoch: int | None = None  # fault injection for tests: fail once, at this epoch
+    fail_at_epochs: tuple[int, ...] = ()  # fault injection for tests, see _maybe_fail
 
 
 class ClipClassifier(nn.Module):
@@ -175,10 +175,11 @@ def _save(d: Path, model, opt, cfg: LoopConfig, epoch: int, metrics: dict, val: 
 
 
 def _maybe_fail(cfg: LoopConfig, epoch: int, first_epoch: int) -> None:
-    # Only in an attempt that already finished an epoch: a restarted or resumed attempt
-    # starts at this epoch and goes through, which is what the failure tests check.
-    if cfg.fail_at_epoch == epoch and epoch > first_epoch:
-        raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epoch, tests only)")
+    # Only in an attempt that already finished an epoch here: an attempt restarted (or
+    # resumed) from the checkpoint before this epoch gets through it. With epochs (2, 3) and
+    # max_failures=1, a run fails at 2, recovers, fails at 3 and stops: what the tests need.
+    if epoch in cfg.fail_at_epochs and epoch > first_epoch:
+        raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epochs, tests only)")
 
 
 def _report(metrics: dict, model, opt, cfg: LoopConfig, val: Tally, rank: int) -> None:
