@@ -164,7 +164,8 @@ def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
     s, res = spec.sampling, spec.resources
     val_decode = DecodeSpec(clips=s.clips_per_video, frames=s.frames_per_clip,
                             stride=s.frame_stride, short_side=card.short_side,
-                            crop_size=card.crop_size, threads=res.decode_threads)
+                            crop_size=card.crop_size, threads=res.decode_threads,
+                            timeout_s=res.decode_timeout_s)
     # Without a stride, clips spread over 1/positions of the video would play faster than
     # the clips seen at validation and inference: then only the inference clips are
     # candidates (see docs/training.md).

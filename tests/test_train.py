@@ -133,7 +133,8 @@ def tiny_spec(tmp_path: Path, manifests, **over):
          # mc3_18: a clip model with a third of r3d_18's weights, so checkpoints are small
          "model": {"arch": "mc3_18"},
          "optim": {"epochs": 2, "batch_size": 3, "optimizer": "adamw", "lr": 1e-3},
-         "resources": {"workers": 2, "cpus_per_worker": 0.5, "videos_per_decode_task": 4},
+         "resources": {"workers": 2, "cpus_per_worker": 0.5, "videos_per_decode_task": 4,
+                       "decode_timeout_s": None},  # in-process: no decode child to start
          "checkpoint": {"storage_path": str(tmp_path / "runs"), "keep": 1},
          "max_failures": 0}
     d.update(over)
@@ -192,3 +193,25 @@ def test_failure_recovery_interruption_resume_and_inference(ray_session, motion_
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(rows) == 5 and len(ok) == 4
     assert {r["pred_label"] for r in ok} <= {"down", "left", "right", "up"}
+
+
+def test_fine_tune_from_a_checkpoint_replaces_the_head(tmp_path):
+    from torchvision.models import get_model
+
+    from pipeline.jobspec import ModelSpec
+    from pipeline.models import model_card, save_checkpoint
+    from pipeline.trainloop import LoopConfig, build_model
+
+    three = ModelCard("resnet18", "frame", "none", "none", ("a", "b", "c"), (0.5,) * 3,
+                      (0.25,) * 3, 32, 32, False)
+    net = get_model("resnet18", weights=None, num_classes=3)
+    save_checkpoint(tmp_path / "start" / "model.pt", net, three)
+    start = model_card(ModelSpec(arch="resnet18", weights=str(tmp_path / "start")))
+    assert start.source == "checkpoint" and start.mean == (0.5,) * 3
+    two = ModelCard("resnet18", "frame", "", "checkpoint", ("x", "y"), start.mean, start.std,
+                    32, 32, True)
+    cfg = LoopConfig(start=start, card=two, optim=OptimSpec(), augment=ClipAugment(crop_size=32),
+                     steps_per_epoch=1, checkpoint_every=1, extra={})
+    model = build_model(cfg)
+    assert model.net.fc.out_features == 2
+    assert torch.equal(model.net.conv1.weight, net.conv1.weight)  # the body was loaded
