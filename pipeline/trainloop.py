@@ -197,6 +197,26 @@ def _report(metrics: dict, model, opt, cfg: LoopConfig, val: Tally, rank: int) -
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
+def _restore(cfg: LoopConfig, checkpoint):
+    """``(model in DDP on this worker's device, the bare model, optimizer, grad scaler,
+    last finished epoch)``, from ``checkpoint`` when Ray hands one over (restart/resume)."""
+    import ray.train.torch as rtt
+
+    model, done = build_model(cfg), 0
+    if checkpoint is not None:
+        done = load_resume_state(checkpoint, model, cfg)
+    ddp = rtt.prepare_model(model)  # moved to the worker's device first, then wrapped
+    opt = make_optimizer(ddp.parameters(), cfg.optim)
+    if checkpoint is not None:  # optimizer state follows the parameters' device
+        with checkpoint.as_directory() as d:
+            opt.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu",
+                                           weights_only=True)["optimizer"])
+    device = rtt.get_device()
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda"
+                                  and cfg.optim.mixed_precision == "fp16")
+    return ddp, model, opt, scaler, done
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of each Ray Train worker. ``config["loop"]`` is a :class:`LoopConfig`."""
     import ray.train
@@ -208,22 +228,10 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(config["threads"])
     torch.manual_seed(cfg.optim.seed)
     gen = torch.Generator().manual_seed(cfg.optim.seed * 1009 + rank)  # augmentation draws
-    model, checkpoint, done = build_model(cfg), ray.train.get_checkpoint(), 0
-    if checkpoint is not None:
-        done = load_resume_state(checkpoint, model, cfg)
-    model = rtt.prepare_model(model)  # to the worker's device, wrapped in DDP
-    net = model.module if hasattr(model, "module") else model
-    opt = make_optimizer(model.parameters(), cfg.optim)
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            opt.load_state_dict(torch.load(Path(d) / STATE_FILE, map_location="cpu",
-                                           weights_only=True)["optimizer"])
-    device = rtt.get_device()
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda"
-                                  and cfg.optim.mixed_precision == "fp16")
+    model, net, opt, scaler, done = _restore(cfg, ray.train.get_checkpoint())
+    device, bs = rtt.get_device(), cfg.optim.batch_size
     train_shard, val_shard = ray.train.get_dataset_shard("train"), \
         ray.train.get_dataset_shard("val")
-    bs = cfg.optim.batch_size
 
     def reduce(t):
         return all_reduce(t.to(device)).cpu()
