@@ -143,7 +143,10 @@ def connect(spec: JobSpec, address: str | None, log: Callable[[str], None]) -> R
         ctx = ray.init(address=address, log_to_driver=True)
         return RayHandle(True, _dashboard(ctx))
     res = spec.resources
-    ctx = ray.init(num_cpus=res.num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+    # address="local": always a new Ray for this job, even when another one (say from
+    # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
+    ctx = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
+                   dashboard_host="127.0.0.1",
                    object_store_memory=res.object_store_mb * 2**20 if res.object_store_mb
                    else None)
     url = _dashboard(ctx)

@@ -43,7 +43,9 @@ def ray_session():
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False,
+        # address="local": never join a Ray someone left running on this machine.
+        ray.init(address="local", num_cpus=2, object_store_memory=256 * 2**20,
+                 include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
