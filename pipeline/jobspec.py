@@ -170,17 +170,24 @@ def parse_jobspec(data: Any, source: str = "<spec>", base_dir: Path | None = Non
     })
 
 
-def load_jobspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
-    """Read, override and validate a YAML job spec (safe loader only)."""
+def read_spec_yaml(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                   what: str = "job spec", example: str = "jobs/classify.yaml") -> Any:
+    """Read a YAML spec file (safe loader only) and apply ``--set`` overrides."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"job spec {path} not found. Pass the path of a YAML file, "
-                          "e.g. jobs/classify.yaml")
+        raise ConfigError(f"{what} {path} not found. Pass the path of a YAML file, "
+                          f"e.g. {example}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"job spec {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
     if isinstance(data, dict):
         for assignment in overrides:
             apply_override(data, assignment)
-    return parse_jobspec(data, str(path), path.resolve().parent)
+    return data
+
+
+def load_jobspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
+    """Read, override and validate a YAML job spec."""
+    return parse_jobspec(read_spec_yaml(path, overrides), str(path),
+                         Path(path).resolve().parent)

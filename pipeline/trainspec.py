@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
@@ -21,8 +20,8 @@ from pipeline.jobspec import (
     SamplingSpec,
     Spec,
     _resolve,
-    apply_override,
     format_validation_error,
+    read_spec_yaml,
 )
 
 
@@ -167,15 +166,5 @@ def parse_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = N
 def load_trainspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
                    ) -> TrainSpec:
     """Read, override (``--set a.b=value``) and validate a YAML training spec."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"training spec {path} not found. Pass the path of a YAML file, "
-                          "e.g. jobs/train.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"training spec {path} is not valid YAML: {e}") from None
-    if isinstance(data, dict):
-        for assignment in overrides:
-            apply_override(data, assignment)
-    return parse_trainspec(data, str(path), path.resolve().parent)
+    data = read_spec_yaml(path, overrides, "training spec", "jobs/train.yaml")
+    return parse_trainspec(data, str(path), Path(path).resolve().parent)
