@@ -89,7 +89,10 @@ def submit_remote(spec: JobSpec, address: str, policy: str | None = None) -> str
     except VidbatchError:
         raise
     except Exception as e:
-        raise VidbatchError(f"the Jobs API at {address} refused the job: {e}") from None
+        hint = (" The head's dashboard agent is not up: another Ray on the head machine may "
+                "hold its port (52365); give this one --dashboard-agent-listen-port."
+                if "No available agent" in str(e) else "")
+        raise VidbatchError(f"the Jobs API at {address} refused the job: {e}.{hint}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
