@@ -162,7 +162,8 @@ def _checkpoint_card(spec: ModelSpec, labels: tuple[str, ...] | None) -> ModelCa
         return ModelCard(spec.arch, info.kind, spec.weights, "checkpoint", labels or names,
                          tuple(data["mean"]), tuple(data["std"]), int(data["short_side"]),
                          int(data["crop_size"]), meaningful=True,
-                         extra={"metrics": data.get("metrics", {})})
+                         extra={"metrics": data.get("metrics", {}),
+                                "sampling": data.get("sampling") or {}})
     # A bare state dict (e.g. a torchvision fine-tune saved with model.state_dict()).
     if "fc.weight" not in data:
         raise WeightsError(f"model.weights: {spec.weights} is neither a vidbatch checkpoint "

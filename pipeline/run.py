@@ -54,14 +54,23 @@ class JobPlan:
     policy: str
 
 
+# Spec keys a checkpoint's stored sampling fills in when the job spec leaves them out.
+FROM_CHECKPOINT = {"clips_per_video": "clips", "frames_per_clip": "frames",
+                   "frame_stride": "stride"}
+
+
 def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
     s = spec.sampling
     short, crop = s.short_side or card.short_side, s.crop_size or card.crop_size
     if crop > short:
         raise ConfigError(f"sampling.crop_size ({crop}) is larger than sampling.short_side "
                           f"({short}); raise short_side or lower crop_size")
-    return DecodeSpec(clips=s.clips_per_video, frames=s.frames_per_clip, stride=s.frame_stride,
-                      short_side=short, crop_size=crop, threads=spec.resources.decode_threads,
+    trained = card.extra.get("sampling", {})
+    clip = {key: trained[ck] if key not in s.model_fields_set and ck in trained
+            else getattr(s, key) for key, ck in FROM_CHECKPOINT.items()}
+    return DecodeSpec(clips=clip["clips_per_video"], frames=clip["frames_per_clip"],
+                      stride=clip["frame_stride"], short_side=short, crop_size=crop,
+                      threads=spec.resources.decode_threads,
                       timeout_s=spec.resources.decode_timeout_s)
 
 

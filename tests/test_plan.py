@@ -1,0 +1,48 @@
+"""Planning a job (no Ray): sampling from checkpoints, and configuration errors."""
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.jobspec import ModelSpec, parse_jobspec
+from pipeline.models import build_network, model_card, save_checkpoint
+from pipeline.run import plan_job
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A checkpoint that remembers it was trained on 1 clip x 8 frames, stride 2."""
+    card = model_card(ModelSpec(arch="mc3_18", num_classes=2))
+    path = save_checkpoint(tmp_path / "run" / "model.pt", build_network(card), card,
+                           sampling={"clips": 1, "frames": 8, "stride": 2})
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    return tmp_path, path
+
+
+def spec(root, weights, **sections):
+    return parse_jobspec({"name": "t", "manifest": str(root / "m.csv"),
+                          "model": {"arch": "mc3_18", "weights": str(weights)},
+                          "output": {"path": str(root / "out")}, **sections})
+
+
+def test_clip_sampling_comes_from_the_checkpoint(trained):
+    root, ckpt = trained
+    d = plan_job(spec(root, ckpt)).decode
+    assert (d.clips, d.frames, d.stride) == (1, 8, 2)
+
+
+def test_the_job_spec_wins_where_it_says_something(trained):
+    root, ckpt = trained
+    d = plan_job(spec(root, ckpt, sampling={"frames_per_clip": 4, "frame_stride": None})).decode
+    assert (d.frames, d.stride) == (4, None)
+
+
+def test_crop_larger_than_short_side(trained):
+    root, ckpt = trained
+    with pytest.raises(ConfigError, match="sampling.crop_size"):
+        plan_job(spec(root, ckpt, sampling={"short_side": 64, "crop_size": 96}))
+
+
+def test_fp16_without_gpus(trained):
+    root, ckpt = trained
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        plan_job(spec(root, ckpt, inference={"precision": "fp16", "device": "cpu"}))
