@@ -260,7 +260,8 @@ def decode_batch(batch: dict[str, np.ndarray], spec: DecodeSpec) -> dict[str, np
     error = np.full(n, None, dtype=object)
     decoder = np.full(n, None, dtype=object)
     note = np.full(n, None, dtype=object)
-    meta = {k: np.full(n, np.nan) for k in ("num_frames", "fps", "width", "height")}
+    meta = {k: np.full(n, np.nan)
+            for k in ("num_frames", "fps", "duration_s", "width", "height")}
     decode_s = np.zeros(n)
     for i in range(n):
         path = batch["path"][i]

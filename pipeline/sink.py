@@ -104,9 +104,7 @@ def output_table(batch: Batch, ok: np.ndarray, emb: np.ndarray | None, topi: np.
         "decode_note": _strings(batch["decode_note"]),
         "num_frames": _nullable_int(batch["num_frames"], pa.int64()),
         "fps": _nullable_float(batch["fps"]),
-        "duration_s": _nullable_float(np.where(np.asarray(batch["fps"], float) > 0,
-                                               batch["num_frames"] / np.maximum(
-                                                   batch["fps"].astype(float), 1e-9), np.nan)),
+        "duration_s": _nullable_float(batch["duration_s"]),
         "width": _nullable_int(batch["width"], pa.int32()),
         "height": _nullable_int(batch["height"], pa.int32()),
         "start_s": _nullable_float(batch["start_s"]), "end_s": _nullable_float(batch["end_s"]),

@@ -29,7 +29,7 @@ def batch_of(frames: np.ndarray, status: list[str]):
         "error": np.array([None if s == "ok" else "decode: bad" for s in status], dtype=object),
         "decoder": np.array(["decord"] * n, dtype=object),
         "decode_note": np.array([None] * n, dtype=object),
-        "num_frames": np.full(n, 30.0), "fps": np.full(n, 30.0),
+        "num_frames": np.full(n, 30.0), "fps": np.full(n, 30.0), "duration_s": np.full(n, 1.0),
         "width": np.full(n, 64.0), "height": np.full(n, 48.0), "decode_s": np.full(n, 0.1),
         "frames": frames,
     }
