@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from pipeline.decode import DecodeSpec, decode_batch
 from pipeline.errors import ConfigError, JobFailed, ManifestError
 from pipeline.infer import InferSpec, Predictor
-from pipeline.jobspec import JobSpec
+from pipeline.jobspec import JobSpec, SamplingSpec
 from pipeline.manifest import read_manifest
 from pipeline.models import ModelCard, ensure_weights_available, model_card
 from pipeline.sink import (
@@ -59,12 +59,18 @@ FROM_CHECKPOINT = {"clips_per_video": "clips", "frames_per_clip": "frames",
                    "frame_stride": "stride"}
 
 
-def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
-    s = spec.sampling
+def input_size(s: SamplingSpec, card: ModelCard) -> tuple[int, int]:
+    """``(short_side, crop_size)``: the spec's values, else the model's defaults."""
     short, crop = s.short_side or card.short_side, s.crop_size or card.crop_size
     if crop > short:
         raise ConfigError(f"sampling.crop_size ({crop}) is larger than sampling.short_side "
                           f"({short}); raise short_side or lower crop_size")
+    return short, crop
+
+
+def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
+    s = spec.sampling
+    short, crop = input_size(s, card)
     trained = card.extra.get("sampling", {})
     clip = {key: trained[ck] if key not in s.model_fields_set and ck in trained
             else getattr(s, key) for key, ck in FROM_CHECKPOINT.items()}

@@ -87,7 +87,8 @@ def split_rows(table: pa.Table, fraction: float, seed: int) -> tuple[pa.Table, p
                          key=lambda i: _rank(ids[i], seed))
         take = min(round(len(members) * fraction), len(members) - 1)
         val_rows += members[:take]
-    is_val = pa.array([i in set(val_rows) for i in range(table.num_rows)])
+    held_out = set(val_rows)
+    is_val = pa.array([i in held_out for i in range(table.num_rows)])
     return table.filter(pc.invert(is_val)), table.filter(is_val)
 
 
@@ -147,11 +148,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
 
 def _cards(spec: TrainSpec, names: tuple[str, ...]) -> tuple[ModelCard, ModelCard]:
     start = model_card(ModelSpec(arch=spec.model.arch, weights=spec.model.weights))
-    s = spec.sampling
-    short, crop = s.short_side or start.short_side, s.crop_size or start.crop_size
-    if crop > short:
-        raise ConfigError(f"sampling.crop_size ({crop}) is larger than sampling.short_side "
-                          f"({short}); raise short_side or lower crop_size")
+    short, crop = input_size(spec.sampling, start)
     info = ARCHS[spec.model.arch]
     card = ModelCard(spec.model.arch, info.kind, "", "checkpoint", names, start.mean,
                      start.std, short, crop, meaningful=True)
