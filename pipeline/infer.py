@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.models import ModelCard, build_network, split_head
+from pipeline.models import ModelCard, build_network, channels_first, split_head
 from pipeline.sink import Batch, output_table
 
 
@@ -71,8 +71,8 @@ class Predictor:
         models, ``(n * T, 3, H, W)``."""
         import torch
 
-        x = torch.from_numpy(frames).to(self.device, non_blocking=True)
-        x = x.permute(0, 4, 1, 2, 3) if self.clip_model else x.flatten(0, 1).permute(0, 3, 1, 2)
+        x = channels_first(torch.from_numpy(frames).to(self.device, non_blocking=True),
+                           self.clip_model)
         x = (x.float() - self.mean) / self.std
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)

@@ -215,6 +215,12 @@ def build_network(card: ModelCard):
     return net
 
 
+def channels_first(x, clip_model: bool):
+    """Clips ``(n, T, H, W, 3)`` -> the network's layout: ``(n, 3, T, H, W)`` for clip
+    models, ``(n * T, 3, H, W)`` (every frame an image) for frame models."""
+    return x.permute(0, 4, 1, 2, 3) if clip_model else x.flatten(0, 1).permute(0, 3, 1, 2)
+
+
 def split_head(net):
     """``(body, head)``: ``body(x)`` returns pooled features, ``head`` is the final Linear."""
     import torch.nn as nn

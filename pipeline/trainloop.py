@@ -26,6 +26,7 @@ from pipeline.models import (
     CHECKPOINT_FILE,
     ModelCard,
     build_network,
+    channels_first,
     read_checkpoint,
     save_checkpoint,
 )
@@ -60,11 +61,11 @@ class ClipClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(card.std) * 255, persistent=False)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        x = (clips - self.mean) / self.std
+        x = channels_first((clips - self.mean) / self.std, self.clip_model).contiguous()
         if self.clip_model:
-            return self.net(x.permute(0, 4, 1, 2, 3).contiguous())
-        n, t = x.shape[:2]
-        return self.net(x.flatten(0, 1).permute(0, 3, 1, 2).contiguous()).view(n, t, -1).mean(1)
+            return self.net(x)
+        n, t = clips.shape[:2]
+        return self.net(x).view(n, t, -1).mean(1)
 
 
 def build_model(cfg: LoopConfig) -> nn.Module:
