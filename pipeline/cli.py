@@ -42,6 +42,10 @@ def submit(
         "--overwrite", help="Replace the results already in output.path.")] = False,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a spec value: --set model.weights=none (repeatable).")] = None,
+    decode_only: Annotated[bool, typer.Option(
+        "--decode-only", help="Decode what the model would get, write the rows, skip the "
+        "model (same as --set mode=decode_only): checks a collection, measures decoding.")
+    ] = False,
 ) -> None:
     """Run an inference job: every manifest row -> one Parquet row (ok or error)."""
     from pipeline.cluster import is_jobs_api
@@ -52,7 +56,7 @@ def submit(
         _fail(VidbatchError("--resume and --overwrite contradict each other; pick one"))
     policy = "resume" if resume else "overwrite" if overwrite else None
     try:
-        spec = load_jobspec(job, set_ or ())
+        spec = load_jobspec(job, [*(set_ or ()), *(["mode=decode_only"] if decode_only else [])])
         if is_jobs_api(address) and not dry_run:
             return _submit_remote(spec, address, policy, wait)
         plan = plan_job(spec, policy)
@@ -112,7 +116,10 @@ def render_summary(output: Path, record: dict) -> str:
         lines.append(f"  error {row['video_id']}: {row['error'][:160]}")
     if len(errors) > 8:
         lines.append(f"  ... and {len(errors) - 8} more error rows")
-    if not record["model"]["predictions_meaningful"]:
+    if record["spec"].get("mode") == "decode_only":
+        lines.append("mode decode_only: no model ran; pred_* and embedding are null, decode_s "
+                     "is each video's decode time")
+    elif not record["model"]["predictions_meaningful"]:
         lines.append("note: weights: none -> random weights; pred_label/pred_score are "
                      "meaningless. Use a checkpoint from `vidbatch train` or torchvision "
                      "weights for real predictions.")

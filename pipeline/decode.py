@@ -1,9 +1,14 @@
-"""Decode the sampled frames of one video: decord first, PyAV when decord cannot.
+"""Decode the sampled frames of one video: decord or PyAV, each the other's fallback.
 
-decord seeks to the sampled frames only and resizes while decoding (``width``/``height``),
-which is why it is the primary decoder. Its bundled FFmpeg has no AV1 and it refuses some
-WebM files without a duration; for those, and for any decord failure, PyAV (which ships
-its own, newer FFmpeg) decodes the same indices. The result records which decoder ran.
+decord (the default, ``resources.decoder``) seeks to the sampled frames and resizes while
+decoding (``width``/``height``). Its bundled FFmpeg has no AV1 and it refuses some WebM
+files without a duration; for those, and for any decord failure, PyAV (which ships its own,
+newer FFmpeg) decodes the same indices. The result records which decoder ran.
+
+The PyAV path decodes only what the sampled frames need (:func:`packet_plan`): each group
+of pictures up to its last sampled frame, with unsampled non-reference pictures skipped
+by the decoder. decord decodes every picture from the keyframe to each sampled frame, so
+PyAV first is faster for sparse sampling of B-frame video (benchmarks/README.md).
 
 Output frames are uint8 ``(clips, frames, crop, crop, 3)``: normalisation happens on the
 model replica, so the object store carries 4x fewer bytes than float32 would.
@@ -16,12 +21,13 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pipeline.errors import VideoError
 from pipeline.guard import worker_for
-from pipeline.sampling import clip_indices, segment_frames
+from pipeline.sampling import clip_indices, segment_frames, snap_to_keyframes
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +39,8 @@ class DecodeSpec:
     crop_size: int
     threads: int = 1
     timeout_s: float | None = None  # per video; decodes then run in a killable child
+    snap_to_keyframes: bool = False  # sampled frames move to the nearest keyframe
+    decoder: str = "decord"  # tried first; the other one is the fallback
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -69,9 +77,12 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def _plan(num_frames: int, fps: float, spec: DecodeSpec, start_s: float | None,
-          end_s: float | None, timestamps=None) -> np.ndarray:
+          end_s: float | None, timestamps=None, keyframes=None) -> np.ndarray:
     first, last = segment_frames(num_frames, fps, start_s, end_s, timestamps)
-    return clip_indices(first, last, spec.clips, spec.frames, spec.stride)
+    idx = clip_indices(first, last, spec.clips, spec.frames, spec.stride)
+    if spec.snap_to_keyframes and keyframes is not None:
+        idx = snap_to_keyframes(idx, keyframes)
+    return idx
 
 
 def _source(path: str):
@@ -110,12 +121,14 @@ def decode_with_decord(src, spec: DecodeSpec, start_s=None, end_s=None) -> Decod
     ts = None
     if start_s is not None or end_s is not None:
         ts = probe.get_frame_timestamp(range(n))[:, 0] if n else None
-    idx = _plan(n, fps, spec, start_s, end_s, ts)
+    keys = probe.get_key_indices() if spec.snap_to_keyframes and n else None
+    idx = _plan(n, fps, spec, start_s, end_s, ts, keys)
     uniq, inverse = np.unique(idx, return_inverse=True)
     # decord reports no frame size before decoding, and its width/height are the output
-    # size after rotation, so decode one frame at full size to learn the aspect ratio.
-    first = probe.get_batch([int(uniq[0])]).asnumpy()
-    height, width = first.shape[1], first.shape[2]
+    # size after rotation, so decode the first frame (a keyframe: one frame's work) at full
+    # size to learn the aspect ratio, then decode the sampled frames resized.
+    first = probe.next().asnumpy()
+    height, width = first.shape[0], first.shape[1]
     th, tw = resized_dims(height, width, spec.short_side)
     reader = probe
     if (th, tw) != (height, width):
@@ -133,19 +146,95 @@ def _av_open(src):
     return av.open(_reader_input(src), mode="r")
 
 
-def _pyav_frames(src, wanted: set[int], spec: DecodeSpec):
+@dataclass
+class _Packets:
+    """What one demux pass tells about a stream's packets, in decode order."""
+
+    pts: list  # None where the container gives none
+    keyframe: np.ndarray  # bool
+
+    @property
+    def ranks(self) -> dict[int, int] | None:
+        """Display index of every pts, or None when pts cannot identify frames."""
+        if any(p is None for p in self.pts) or len(set(self.pts)) != len(self.pts):
+            return None
+        return {p: i for i, p in enumerate(sorted(self.pts))}
+
+
+def _demux(src) -> tuple[_Packets, Any]:
+    with _av_open(src) as container:
+        stream = container.streams.best("video")
+        if stream is None:
+            raise VideoError("decode", "no video stream in the file")
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
+    return _Packets([p for p, _ in packets], np.array([k for _, k in packets], bool)), stream
+
+
+def packet_plan(packets: _Packets, wanted: set[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Which packets to send to the decoder and which must come out as pictures.
+
+    Returns ``(send, needed)`` per packet (decode order), or None when frames cannot be
+    identified by pts. A group of pictures (keyframe to next keyframe) is sent up to its
+    last needed packet only: in decode order references come first, so nothing after it is
+    needed. Unneeded packets that are sent are decoded with ``skip_frame=NONREF``: the
+    decoder drops them unless other frames reference them. The next group is an exception
+    when it is open (its leading pictures reference this group's tail): then this group is
+    sent whole.
+    """
+    ranks = packets.ranks
+    if ranks is None:
+        return None
+    n = len(packets.pts)
+    needed = np.array([ranks[p] in wanted for p in packets.pts], bool)
+    send = np.ones(n, bool)
+    starts = [*np.flatnonzero(packets.keyframe).tolist(), n]
+    if not starts or starts[0] != 0:
+        starts = [0, *starts]
+    for g, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+        c = starts[g + 2] if g + 2 < len(starts) else n
+        next_open = b < n and any(packets.pts[j] < packets.pts[b] for j in range(b + 1, c))
+        if next_open:
+            continue
+        hits = np.flatnonzero(needed[a:b])
+        send[a + (hits[-1] + 1 if hits.size else 0):b] = False
+    return send, needed
+
+
+def _to_rgb(frame, spec: DecodeSpec) -> tuple[np.ndarray, tuple[int, int]]:
+    """A decoded picture as uint8 RGB, rotated upright, short side resized."""
+    turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
+    fh, fw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+    th, tw = resized_dims(fh, fw, spec.short_side)
+    rw, rh = (th, tw) if turns % 2 else (tw, th)
+    arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
+    return (np.rot90(arr, k=turns) if turns else arr), (fh, fw)
+
+
+def _pyav_frames(src, wanted: set[int], spec: DecodeSpec, packets: _Packets,
+                 sparse: bool = True):
     """Decode packet by packet, so that one corrupt packet costs one frame, not the rest.
 
-    Returns ``(frames by index, (height, width), frames decoded, corrupt packets)``.
+    ``sparse`` decodes only what the wanted frames need (:func:`packet_plan`) and names
+    pictures by pts; otherwise every packet is decoded and pictures are counted.
+    Returns ``(frames by index, (height, width), pictures decoded, corrupt packets)``.
     """
     import av
 
+    plan = packet_plan(packets, wanted) if sparse else None
+    ranks = packets.ranks if plan is not None else None
     got: dict[int, np.ndarray] = {}
-    size, decoded, bad = None, 0, 0
+    size, decoded, bad, k = None, 0, 0, -1
     with _av_open(src) as container:
         stream = container.streams.best("video")
         stream.thread_count = max(1, spec.threads)
+        ctx = stream.codec_context
         for packet in container.demux(stream):
+            if packet.size > 0:
+                k += 1
+                if plan is not None:
+                    if k >= len(plan[0]) or not plan[0][k]:
+                        continue
+                    ctx.skip_frame = "DEFAULT" if plan[1][k] else "NONREF"
             try:
                 frames = packet.decode()
             except av.FFmpegError:
@@ -153,37 +242,36 @@ def _pyav_frames(src, wanted: set[int], spec: DecodeSpec):
                 continue
             for frame in frames:
                 i, decoded = decoded, decoded + 1
-                if i not in wanted:
-                    continue
-                turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
-                fh, fw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
-                size = size or (fh, fw)
-                th, tw = resized_dims(fh, fw, spec.short_side)
-                rw, rh = (th, tw) if turns % 2 else (tw, th)
-                arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
-                got[i] = np.rot90(arr, k=turns) if turns else arr
+                if ranks is not None:
+                    i = ranks.get(frame.pts, -1)
+                if i in wanted and i not in got:
+                    got[i], shape = _to_rgb(frame, spec)
+                    size = size or shape
             if len(got) == len(wanted):
                 break
     return got, size, decoded, bad
 
 
 def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
-    """Two passes: demux only, to count frames and read timestamps; then decode."""
-    with _av_open(src) as container:
-        stream = container.streams.best("video")
-        if stream is None:
-            raise VideoError("decode", "no video stream in the file")
-        pts = [p.pts for p in container.demux(stream) if p.size > 0]
+    """Two passes: demux only, to count frames and read timestamps; then decode only what
+    the sampled frames need (falling back to decoding every packet if that misses any)."""
+    packets, stream = _demux(src)
+    pts = packets.pts
     n = len(pts)
     tb = float(stream.time_base) if stream.time_base else 0.0
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else (n / (float(stream.duration) * tb) if stream.duration else 0.0)
-    ts = None
-    if (start_s is not None or end_s is not None) and tb and all(p is not None for p in pts):
+    ranks = packets.ranks
+    ts = keys = None
+    if (start_s is not None or end_s is not None) and tb and ranks is not None:
         ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
-    idx = _plan(n, fps, spec, start_s, end_s, ts)
+    if spec.snap_to_keyframes and ranks is not None:
+        keys = sorted(ranks[p] for p, key in zip(pts, packets.keyframe) if key)
+    idx = _plan(n, fps, spec, start_s, end_s, ts, keys)
     wanted = set(int(i) for i in np.unique(idx))
-    got, size, decoded, bad_packets = _pyav_frames(src, wanted, spec)
+    got, size, decoded, bad_packets = _pyav_frames(src, wanted, spec, packets)
+    if len(got) < len(wanted):
+        got, size, decoded, bad_packets = _pyav_frames(src, wanted, spec, packets, sparse=False)
     if len(got) < len(wanted):
         raise VideoError("decode", f"only {decoded} of {n} frames are decodable "
                          f"({bad_packets} corrupt packets); sampled frames are missing")
@@ -197,25 +285,35 @@ def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
                  end_s: float | None = None) -> DecodedVideo:
     """Decode the sampled clips of one video. Raises :class:`VideoError` with the reason.
 
-    A :class:`VideoError` raised by the sampler (e.g. a segment past the end) is final:
-    another decoder would see the same video. Any other decord failure falls back to PyAV.
+    ``spec.decoder`` runs first; any failure of it falls back to the other decoder, except
+    a sampling error (e.g. a segment past the end), which is final: another decoder would
+    see the same video.
     """
     src = _source(path)
+    first, second = (spec.decoder, "pyav") if spec.decoder == "decord" else ("pyav", "decord")
     try:
-        return decode_with_decord(src, spec, start_s, end_s)
-    except VideoError:
-        raise
-    except Exception as decord_error:  # decord raises DECORDError, RuntimeError, ...
-        reason = _short(decord_error)
-    try:
-        video = decode_with_pyav(src, spec, start_s, end_s)
+        return DECODERS[first](src, spec, start_s, end_s)
     except VideoError as e:
-        raise VideoError(e.stage, f"{e.message} (decord also failed: {reason})") from None
+        if e.stage == "sample":
+            raise
+        reason = e.message
+    except Exception as e:  # decord raises DECORDError, RuntimeError, ...
+        reason = _short(e)
+    try:
+        video = DECODERS[second](src, spec, start_s, end_s)
+    except VideoError as e:
+        raise VideoError(e.stage, f"{e.message} ({NAMES[first]} also failed: {reason})") \
+            from None
     except Exception as e:
-        raise VideoError("decode", f"not a decodable video: decord: {reason}; "
-                         f"PyAV: {_short(e)}") from None
-    video.note = f"decord failed ({reason}); " + (video.note or "decoded by PyAV")
+        raise VideoError("decode", f"not a decodable video: {NAMES[first]}: {reason}; "
+                         f"{NAMES[second]}: {_short(e)}") from None
+    video.note = f"{NAMES[first]} failed ({reason}); " + (
+        video.note or f"decoded by {NAMES[second]}")
     return video
+
+
+DECODERS = {"decord": decode_with_decord, "pyav": decode_with_pyav}
+NAMES = {"decord": "decord", "pyav": "PyAV"}
 
 
 # decord prefixes messages with "[12:00:00] /path/file.cc:123: " once per stack level.

@@ -25,7 +25,7 @@ class InferSpec:
     channels_last: bool = True
     top_k: int = 5
     embeddings: bool = True
-    threads: int = 1
+    threads: int = 0  # torch threads; 0 leaves torch's default
     job: str = ""
 
 
@@ -71,8 +71,10 @@ class Predictor:
         models, ``(n * T, 3, H, W)``."""
         import torch
 
-        x = channels_first(torch.from_numpy(frames).to(self.device, non_blocking=True),
-                           self.clip_model)
+        host = torch.from_numpy(frames)
+        if self.device.type == "cuda":  # page-locked, so the copy runs asynchronously
+            host = host.pin_memory()
+        x = channels_first(host.to(self.device, non_blocking=True), self.clip_model)
         x = (x.float() - self.mean) / self.std
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
@@ -121,3 +123,10 @@ class Predictor:
             infer_s[ok] = (time.perf_counter() - t0) / max(1, n_ok)
         return output_table(batch, ok, emb if self.spec.embeddings else None, topi, tops,
                             self.class_names, infer_s, self.spec)
+
+
+def decoded_rows(batch: Batch, spec: InferSpec):
+    """Output rows for decoded videos without running a model (``mode: decode_only``)."""
+    ok = batch["status"] == "ok"
+    return output_table(batch, ok, None, None, None, np.array([], dtype=object),
+                        np.full(len(ok), np.nan), spec)

@@ -45,6 +45,9 @@ class SamplingSpec(Spec):
                                    "null takes the model's default")
     crop_size: int | None = Field(None, ge=8, le=4096, description="center crop; null takes "
                                   "the model's default")
+    snap_to_keyframes: bool = Field(False, description="move each sampled frame to the "
+                                    "nearest keyframe: a few times faster to decode, frames "
+                                    "up to half a keyframe interval off")
 
 
 class ModelSpec(Spec):
@@ -68,10 +71,15 @@ class ResourcesSpec(Spec):
     replicas: int = Field(1, ge=1, description="model actors")
     gpus_per_replica: float | Literal["auto"] = "auto"
     cpus_per_replica: float = Field(1, gt=0)
+    threads_per_replica: int | None = Field(
+        None, ge=1, description="torch threads in each replica; null: on CPU replicas the "
+        "cores of a node shared by its replicas, on GPU replicas cpus_per_replica")
     cpus_per_decode_task: float = Field(1, gt=0)
     decode_parallelism: int | None = Field(None, ge=1, description="max concurrent decode "
                                            "tasks; null lets Ray Data choose")
     decode_threads: int = Field(1, ge=0, description="decoder threads per task (0 = auto)")
+    decoder: Literal["decord", "pyav"] = Field("decord", description="tried first; the "
+                                               "other one is the fallback")
     videos_per_decode_task: int = Field(4, ge=1, le=4096)
     decode_timeout_s: float | None = Field(120, gt=0, description="per-video limit; decodes "
                                            "run in a killable child process. null: no limit, "
@@ -98,6 +106,9 @@ class OutputSpec(Spec):
 
 class JobSpec(Spec):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    mode: Literal["infer", "decode_only"] = Field(
+        "infer", description="decode_only decodes exactly what the model would get and "
+        "writes the rows without running it (no model replicas, null predictions)")
     manifest: ManifestSpec
     sampling: SamplingSpec = SamplingSpec()
     model: ModelSpec

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import ray
 
-from pipeline.infer import Predictor
+from pipeline.decode import decode_batch
+from pipeline.infer import Predictor, decoded_rows
 
 
 @ray.remote(num_cpus=0)
@@ -35,26 +36,51 @@ class ProgressTracker:
                 "videos_per_s": done / dt if dt > 0 else 0.0}
 
 
-class ReportingPredictor(Predictor):
-    """A :class:`Predictor` that also reports each batch's outcome."""
+class Reporter:
+    """Reports each output batch's outcome to the tracker and to the Ray metric."""
 
-    def __init__(self, spec, tracker_name: str, namespace: str):
-        super().__init__(spec)
+    def __init__(self, job: str, tracker_name: str, namespace: str):
         from ray.util.metrics import Counter
 
+        self.job = job
         self.tracker = ray.get_actor(tracker_name, namespace=namespace)
         self.videos = Counter("vidbatch_videos_total", "videos finished by vidbatch",
                               tag_keys=("job", "status"))
 
-    def __call__(self, batch):
-        table = super().__call__(batch)
+    def report(self, table) -> None:
         ok = sum(1 for s in table["status"].to_pylist() if s == "ok")
         err = table.num_rows - ok
         self.tracker.add.remote(ok, err)
         for status, n in (("ok", ok), ("error", err)):
             if n:
-                self.videos.inc(n, tags={"job": self.spec.job, "status": status})
+                self.videos.inc(n, tags={"job": self.job, "status": status})
+
+
+class ReportingPredictor(Predictor):
+    """A :class:`Predictor` that also reports each batch's outcome."""
+
+    def __init__(self, spec, tracker_name: str, namespace: str):
+        super().__init__(spec)
+        self.reporter = Reporter(spec.job, tracker_name, namespace)
+
+    def __call__(self, batch):
+        table = super().__call__(batch)
+        self.reporter.report(table)
         return table
+
+
+_reporters: dict[str, Reporter] = {}
+
+
+def decode_only(batch, spec, infer, tracker_name: str | None = None, namespace: str = ""):
+    """The whole ``mode: decode_only`` job for one batch, in the decode task: decode, then
+    the output rows without predictions (frames are dropped, never shipped)."""
+    table = decoded_rows(decode_batch(batch, spec), infer)
+    if tracker_name:
+        if tracker_name not in _reporters:
+            _reporters[tracker_name] = Reporter(infer.job, tracker_name, namespace)
+        _reporters[tracker_name].report(table)
+    return table
 
 
 def format_progress(s: dict[str, float]) -> str:

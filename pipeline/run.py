@@ -30,6 +30,7 @@ from pipeline.jobspec import JobSpec, SamplingSpec
 from pipeline.manifest import read_manifest
 from pipeline.models import ModelCard, ensure_weights_available, model_card
 from pipeline.sink import (
+    SCHEMA_VERSION,
     count_statuses,
     done_ids,
     prepare_output,
@@ -77,7 +78,8 @@ def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
     return DecodeSpec(clips=clip["clips_per_video"], frames=clip["frames_per_clip"],
                       stride=clip["frame_stride"], short_side=short, crop_size=crop,
                       threads=spec.resources.decode_threads,
-                      timeout_s=spec.resources.decode_timeout_s)
+                      timeout_s=spec.resources.decode_timeout_s,
+                      snap_to_keyframes=s.snap_to_keyframes, decoder=spec.resources.decoder)
 
 
 def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
@@ -91,7 +93,7 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
     infer = InferSpec(card=card, precision=inf.precision, device=inf.device,
                       channels_last=inf.channels_last, top_k=spec.output.top_k,
                       embeddings=spec.output.embeddings,
-                      threads=max(1, int(spec.resources.cpus_per_replica)), job=spec.name)
+                      threads=spec.resources.threads_per_replica or 0, job=spec.name)
     manifest = read_manifest(spec.manifest)
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
@@ -107,26 +109,33 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
     return JobPlan(spec, card, decode, infer, todo, manifest.num_rows, done, output, policy)
 
 
-def describe(plan: JobPlan, gpus: float | str | None = None) -> str:
+def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None = None) -> str:
     s, c, d = plan.spec, plan.card, plan.decode
     res = s.resources
+    model = (
+        f"  model  : {c.arch} ({c.kind} model), weights {c.weights}, {len(c.class_names)} "
+        f"classes, {res.replicas} replica(s) x {res.cpus_per_replica:g} CPU"
+        f"{f' ({threads} torch threads)' if threads else ''}, GPUs/replica "
+        f"{gpus if gpus is not None else res.gpus_per_replica}, {s.inference.precision}, "
+        f"{s.inference.batch_size} videos/batch"
+        if s.mode == "infer" else
+        f"  model  : skipped (mode: decode_only); {c.arch} sets the input size only")
     lines = [
         f"job {s.name}: {plan.total_rows} videos in {s.manifest.path}"
         + (f" ({plan.already_done} already done, {plan.todo.num_rows} to go)"
            if plan.already_done else ""),
-        f"  decode : decord (PyAV fallback), {d.clips} clip(s) x {d.frames} frames"
+        f"  decode : {res.decoder} ({'PyAV' if res.decoder == 'decord' else 'decord'} "
+        f"fallback), {d.clips} clip(s) x {d.frames} frames"
         f" ({'stride ' + str(d.stride) if d.stride else 'uniform spread'}), short side "
         f"{d.short_side}, crop {d.crop_size}; {res.videos_per_decode_task} videos/task, "
         f"{res.cpus_per_decode_task:g} CPU/task, parallelism "
-        f"{res.decode_parallelism or 'auto'}",
-        f"  model  : {c.arch} ({c.kind} model), weights {c.weights}, {len(c.class_names)} "
-        f"classes, {res.replicas} replica(s) x {res.cpus_per_replica:g} CPU, GPUs/replica "
-        f"{gpus if gpus is not None else res.gpus_per_replica}, {s.inference.precision}, "
-        f"{s.inference.batch_size} videos/batch",
+        f"{res.decode_parallelism or 'auto'}"
+        + (", frames snapped to keyframes" if d.snap_to_keyframes else ""),
+        model,
         f"  output : {plan.output} (if it exists: {plan.policy}), top-{s.output.top_k}"
         f"{', embeddings' if s.output.embeddings else ''}",
     ]
-    if not c.meaningful:
+    if not c.meaningful and s.mode == "infer":
         lines.append("  note   : weights: none means random weights; predictions are "
                      "meaningless (embeddings only show the pipeline works)")
     return "\n".join(lines)
@@ -198,6 +207,29 @@ def decode_task_memory(plan: JobPlan) -> int:
     return 256 * 2**20 + plan.spec.resources.videos_per_decode_task * per_video
 
 
+def replica_threads(plan: JobPlan, gpus: float) -> int:
+    """torch threads per replica: ``resources.threads_per_replica``, else on GPU replicas
+    their CPUs, and on CPU replicas the cores of a node shared by the replicas on it.
+
+    A CPU replica is the bottleneck of a CPU-only job; decode tasks then run beside it on
+    the same cores (they need a fraction of its CPU time). Measured on 2 cores, r3d_18: 1
+    thread (one per reserved CPU) 0.74 videos/s, 2 threads 0.96-0.99 (benchmarks/README.md).
+    """
+    import ray
+
+    res = plan.spec.resources
+    if res.threads_per_replica:
+        return res.threads_per_replica
+    if gpus > 0:
+        return max(1, int(res.cpus_per_replica))
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
+    if not nodes:
+        return max(1, int(res.cpus_per_replica))
+    node_cpus = max(int(n["Resources"]["CPU"]) for n in nodes)
+    per_node = math.ceil(res.replicas / len(nodes))
+    return max(1, int(res.cpus_per_replica), node_cpus // per_node)
+
+
 def build_dataset(plan: JobPlan, gpus: float, reporter=None):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> model actors.
 
@@ -211,8 +243,18 @@ def build_dataset(plan: JobPlan, gpus: float, reporter=None):
     per_block = max(res.videos_per_decode_task, math.ceil(plan.todo.num_rows / MAX_BLOCKS))
     blocks = [plan.todo.slice(i, per_block) for i in range(0, plan.todo.num_rows, per_block)]
     device = plan.infer.device if gpus > 0 else "cpu"
-    infer = replace(plan.infer, device=device)
+    infer = replace(plan.infer, device=device, threads=replica_threads(plan, gpus))
     ds = rd.from_arrow(blocks)
+    if plan.spec.mode == "decode_only":
+        from pipeline.progress import decode_only
+
+        extra = {} if reporter is None else {"tracker_name": reporter.name,
+                                             "namespace": reporter.namespace}
+        return ds.map_batches(
+            decode_only, fn_kwargs={"spec": plan.decode, "infer": infer, **extra},
+            batch_size=res.videos_per_decode_task, batch_format="numpy",
+            num_cpus=res.cpus_per_decode_task, concurrency=res.decode_parallelism,
+            memory=decode_task_memory(plan))
     ds = ds.map_batches(
         decode_batch, fn_kwargs={"spec": plan.decode}, batch_size=res.videos_per_decode_task,
         batch_format="numpy", num_cpus=res.cpus_per_decode_task,
@@ -234,13 +276,15 @@ def execute(plan: JobPlan, address: str | None = None,
 
     from pipeline.progress import ProgressReporter
 
-    ensure_weights_available(plan.card)
+    if plan.spec.mode == "infer":
+        ensure_weights_available(plan.card)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     handle = connect(plan.spec, address, log)
     try:
-        gpus = _gpus_per_replica(plan.spec)
-        log(describe(plan, gpus))
+        gpus = _gpus_per_replica(plan.spec) if plan.spec.mode == "infer" else 0.0
+        log(describe(plan, gpus, replica_threads(plan, gpus) if plan.spec.mode == "infer"
+                     else None))
         prepare_output(plan.output, plan.policy, plan.spec.model_dump(mode="json"))
         plan.output.mkdir(parents=True, exist_ok=True)
         write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),
@@ -284,6 +328,7 @@ def _record(plan: JobPlan, counts: dict[str, int] | None, wall: float, started: 
             dashboard: str | None) -> dict[str, Any]:
     return {
         "job": plan.spec.name,
+        "schema_version": SCHEMA_VERSION,
         "spec": plan.spec.model_dump(mode="json"),
         "model": {"arch": plan.card.arch, "weights": plan.card.weights,
                   "classes": len(plan.card.class_names),

@@ -105,3 +105,25 @@ def clip_indices(first: int, last: int, clips: int, frames: int,
             starts = first + np.round(np.linspace(0, max(0, length - span), clips))
         out = starts.astype(np.int64)[:, None] + np.arange(frames, dtype=np.int64) * stride
     return np.clip(out, first, last)
+
+
+def snap_to_keyframes(indices: np.ndarray, keyframes) -> np.ndarray:
+    """Each index moved to the nearest keyframe (the earlier one on a tie), same shape.
+
+    The opt-in ``sampling.snap_to_keyframes`` mode: a keyframe decodes on its own, without
+    the frames before it in its group of pictures, so decoding costs a few frames per video
+    instead of nearly all of them. The trade-off: frames land up to half a keyframe interval
+    from where uniform sampling puts them (possibly outside a ``start_s``/``end_s`` segment
+    that holds no keyframe), and several sampled frames may share one keyframe.
+
+    Example: keyframes ``[0, 60, 120]``, indices ``[[20, 40, 95]]`` -> ``[[0, 60, 120]]``
+    (95 is 35 from 60 and 25 from 120).
+    """
+    keys = np.unique(np.asarray(keyframes, dtype=np.int64))
+    if keys.size == 0:
+        return np.asarray(indices)
+    idx = np.asarray(indices, dtype=np.int64)
+    right = np.clip(np.searchsorted(keys, idx, side="left"), 0, keys.size - 1)
+    left = np.clip(right - 1, 0, keys.size - 1)
+    take_left = (idx - keys[left]) <= (keys[right] - idx)
+    return np.where(take_left & (keys[left] <= idx), keys[left], keys[right])

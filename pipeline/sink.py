@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from pipeline.infer import InferSpec
 
 Batch = dict[str, np.ndarray]
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: processed_at
 JOB_RECORD = "_vidbatch_job.json"
 QUARANTINE = "_partial"
 
@@ -60,6 +61,7 @@ def output_schema(embed_dim: int) -> pa.Schema:
         ("embedding", pa.list_(pa.float32(), embed_dim)),
         ("decode_s", pa.float64()),
         ("infer_s", pa.float64()),
+        ("processed_at", pa.timestamp("ms", tz="UTC")),  # when the row's batch was finished
         ("model", pa.string()),
         ("weights", pa.string()),
         ("job", pa.string()),
@@ -121,6 +123,8 @@ def output_table(batch: Batch, ok: np.ndarray, emb: np.ndarray | None, topi: np.
         "embedding": _per_ok(n, ok, emb.tolist() if emb is not None else None,
                              schema.field("embedding").type),
         "decode_s": _nullable_float(batch["decode_s"]), "infer_s": _nullable_float(infer_s),
+        "processed_at": pa.array([time.time_ns() // 1_000_000] * n, pa.int64()).cast(
+            schema.field("processed_at").type),
         "model": pa.array([card.arch] * n, pa.string()),
         "weights": pa.array([card.weights] * n, pa.string()),
         "job": pa.array([spec.job] * n, pa.string()),
@@ -165,15 +169,22 @@ def prepare_output(path: Path, policy: str, spec: dict[str, Any] | None = None,
 
 
 # Spec sections that must match for a resumed run to continue the same job.
-RESUME_KEYS = ("manifest", "sampling", "model", "name")
+RESUME_KEYS = ("manifest", "sampling", "model", "name", "mode")
+DEFAULTS = {"mode": "infer"}  # keys older records lack, with the value they meant
 
 
 def _check_same_job(path: Path, spec: dict[str, Any] | None) -> None:
     record = read_job_record(path)
     if record is None or spec is None:
         return
+    version = record.get("schema_version", "1")
+    if version != SCHEMA_VERSION:
+        raise OutputError(f"cannot resume into {path}: its files have output schema {version}, "
+                          f"this vidbatch writes schema {SCHEMA_VERSION}. Use --overwrite, or "
+                          "another output.path.")
     before = record.get("spec", {})
-    changed = [k for k in RESUME_KEYS if before.get(k) != spec.get(k)]
+    changed = [k for k in RESUME_KEYS
+               if before.get(k, DEFAULTS.get(k)) != spec.get(k, DEFAULTS.get(k))]
     if changed:
         raise OutputError(f"cannot resume into {path}: it was written with different "
                           f"{', '.join(changed)} settings. Use --overwrite, or another "

@@ -60,11 +60,13 @@ def motion_clip(direction: str, frames: int, size: int, seed: int, speed: int = 
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, codec: str = "libx264",
-                lossless: bool = False, gop: int | None = None) -> Path:
+                lossless: bool = False, gop: int | None = None,
+                options: dict[str, str] | None = None) -> Path:
     """Encode uint8 RGB frames ``(T, H, W, 3)`` with PyAV.
 
     ``lossless`` uses libx264rgb at crf 0: decoded frames then equal the frames written,
     which is how tests check that the pipeline decodes the frames it claims to.
+    ``options`` are added to the encoder's (e.g. ``{"x264-params": "bframes=3"}``).
     """
     import av
 
@@ -82,6 +84,8 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, codec: str 
             stream.options = {"preset": "veryfast", "crf": "23"}
         else:
             stream.pix_fmt = "yuv420p"
+        if options:
+            stream.options = {**stream.options, **options}
         if gop:
             stream.codec_context.gop_size = gop
         for frame in frames:

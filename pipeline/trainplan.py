@@ -163,7 +163,8 @@ def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
     val_decode = DecodeSpec(clips=s.clips_per_video, frames=s.frames_per_clip,
                             stride=s.frame_stride, short_side=card.short_side,
                             crop_size=card.crop_size, threads=res.decode_threads,
-                            timeout_s=res.decode_timeout_s)
+                            timeout_s=res.decode_timeout_s,
+                            snap_to_keyframes=s.snap_to_keyframes, decoder=res.decoder)
     # Without a stride, clips spread over 1/positions of the video would play faster than
     # the clips seen at validation and inference: then only the inference clips are
     # candidates (see docs/training.md).

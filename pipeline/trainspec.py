@@ -105,6 +105,8 @@ class TrainResourcesSpec(Spec):
     cpus_per_decode_task: float = Field(1, gt=0)
     videos_per_decode_task: int = Field(4, ge=1, le=4096)
     decode_threads: int = Field(1, ge=0)
+    decoder: Literal["decord", "pyav"] = Field("decord", description="tried first; the "
+                                               "other one is the fallback")
     decode_timeout_s: float | None = Field(120, gt=0, description="per-video limit, as in "
                                            "inference; null decodes in-process, no limit")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started "

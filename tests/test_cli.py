@@ -98,3 +98,11 @@ def test_committed_demo_manifest_matches_the_generator(tmp_path):
     rows = list(csv.DictReader(committed.splitlines()))
     present = [r for r in rows if os.path.exists(tmp_path / "manifests" / r["path"])]
     assert len(present) == len(DEMO_GOOD) + 3  # all but the deliberately missing file
+
+
+def test_decode_only_dry_run_says_the_model_is_skipped(small_job):
+    result = runner.invoke(app, ["submit", str(small_job), "--dry-run", "--decode-only",
+                                 "--set", "sampling.snap_to_keyframes=true"])
+    assert result.exit_code == 0, result.output
+    assert "model  : skipped (mode: decode_only)" in result.output
+    assert "frames snapped to keyframes" in result.output and "meaningless" not in result.output

@@ -5,14 +5,18 @@ import pytest
 
 from pipeline.decode import (
     DecodeSpec,
+    _demux,
+    _pyav_frames,
     _source,
     decode_batch,
     decode_video,
     decode_with_decord,
     decode_with_pyav,
+    packet_plan,
     resized_dims,
 )
 from pipeline.errors import VideoError
+from pipeline.sampling import clip_indices
 from pipeline.synth import write_video
 
 
@@ -29,6 +33,21 @@ def numbered(tmp_path, numbered_frames):
 
 def frame_values(frames: np.ndarray) -> list[int]:
     return [int(round(f.mean())) // 8 for f in frames.reshape(-1, *frames.shape[-3:])]
+
+
+@pytest.fixture
+def numbered_b_frames(tmp_path):
+    """60 frames, frame t filled with 4 * t, a keyframe every 20 frames and B-frames
+    (I B B B P ... in display order): what sparse decoding has to get right."""
+    frames = np.zeros((60, 48, 64, 3), dtype=np.uint8)
+    for t in range(60):
+        frames[t] = 4 * t
+    return write_video(tmp_path / "bframes.mp4", frames, options={
+        "crf": "1", "x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=3:b-adapt=0"})
+
+
+def values4(frames: np.ndarray) -> list[int]:
+    return [int(round(f.mean() / 4)) for f in frames.reshape(-1, *frames.shape[-3:])]
 
 
 def test_resized_dims_keep_aspect():
@@ -165,3 +184,35 @@ def test_every_sample_video_gives_frames_or_a_reason(shared_videos):
             assert v.frames.shape == (1, 2, 48, 48, 3), f
         except VideoError as e:
             assert e.message, f
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_both_decoders_return_the_sampled_frames_of_b_frame_video(numbered_b_frames, decoder):
+    s = spec(clips=2, frames=5, decoder=decoder)
+    v = decode_video(str(numbered_b_frames), s)
+    assert v.decoder == decoder and v.num_frames == 60
+    assert values4(v.frames) == clip_indices(0, 59, 2, 5).reshape(-1).tolist()
+
+
+def test_sparse_pyav_decodes_less_and_equals_decoding_everything(numbered_b_frames):
+    src = _source(str(numbered_b_frames))
+    packets, _ = _demux(src)
+    wanted = {3, 9, 15, 25}  # the last group (frames 40..59) holds none
+    send, needed = packet_plan(packets, wanted)
+    assert needed.sum() == len(wanted)
+    assert send.sum() < 40 and not send[-20:].any()
+    s = spec(short_side=48, crop_size=48)
+    sparse, _, n_sparse, _ = _pyav_frames(src, wanted, s, packets)
+    dense, _, n_dense, _ = _pyav_frames(src, wanted, s, packets, sparse=False)
+    assert sorted(sparse) == sorted(dense) == sorted(wanted)
+    assert all(np.array_equal(sparse[i], dense[i]) for i in wanted)
+    assert n_sparse < n_dense
+    assert [int(round(sparse[i].mean() / 4)) for i in sorted(wanted)] == sorted(wanted)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_snap_to_keyframes_returns_keyframes_only(numbered_b_frames, decoder):
+    s = spec(clips=1, frames=6, decoder=decoder, snap_to_keyframes=True)
+    v = decode_video(str(numbered_b_frames), s)
+    # Uniform centres 5, 15, 25, 35, 45, 55 -> nearest of keyframes 0, 20, 40.
+    assert values4(v.frames) == [0, 20, 20, 40, 40, 40]

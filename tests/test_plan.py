@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, OutputError
 from pipeline.jobspec import ModelSpec, parse_jobspec
 from pipeline.models import build_network, model_card, save_checkpoint
 from pipeline.run import plan_job
@@ -46,3 +46,31 @@ def test_fp16_without_gpus(trained):
     root, ckpt = trained
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
         plan_job(spec(root, ckpt, inference={"precision": "fp16", "device": "cpu"}))
+
+
+def _written_by(root, **spec_over):
+    """An output directory as a finished run of ``spec`` leaves it."""
+    from pipeline.sink import SCHEMA_VERSION, write_job_record
+
+    out = root / "out"
+    out.mkdir()
+    (out / "part-0.parquet").write_bytes(b"")
+    s = spec(root, "none", **spec_over)
+    return out, {"spec": s.model_dump(mode="json"), "schema_version": SCHEMA_VERSION}, \
+        write_job_record
+
+
+def test_resume_refuses_another_mode(tmp_path):
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    out, record, write = _written_by(tmp_path)
+    write(out, record)
+    with pytest.raises(OutputError, match="mode"):
+        plan_job(spec(tmp_path, "none", mode="decode_only"), policy="resume")
+
+
+def test_resume_refuses_an_older_output_schema(tmp_path):
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    out, record, write = _written_by(tmp_path)
+    write(out, {**record, "schema_version": "1"})
+    with pytest.raises(OutputError, match="output schema 1"):
+        plan_job(spec(tmp_path, "none"), policy="resume")

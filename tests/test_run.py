@@ -5,6 +5,7 @@ import shutil
 
 import duckdb
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -191,3 +192,23 @@ def test_frame_model_job_with_overwrite(dataset, ray_session, tmp_path):
     assert t.num_rows == len(GOOD) + len(BAD) and record["counts"]["ok"] == len(GOOD)
     assert t["embedding"].null_count == t.num_rows
     assert str(t.schema.field("embedding").type).endswith("[512]")
+
+
+def test_decode_only_writes_every_row_without_running_the_model(dataset, finished, tmp_path):
+    root, ckpt = dataset
+    out = tmp_path / "decode_only"
+    spec = job(root, ckpt, out, mode="decode_only", resources__decoder="pyav",
+               sampling__snap_to_keyframes=True)
+    record = execute(plan_job(spec), log=lambda s: None)
+    t = pq.read_table(out)
+    full = pq.read_table(finished[0])
+    assert t.num_rows == full.num_rows == len(GOOD) + len(BAD)
+    assert record["counts"]["ok"] == len(GOOD) and record["spec"]["mode"] == "decode_only"
+    assert t["pred_label"].null_count == t["embedding"].null_count == t.num_rows
+    assert t["infer_s"].null_count == t.num_rows
+    ok = t.filter(pc.equal(t["status"], "ok"))
+    assert set(ok["decoder"].to_pylist()) == {"pyav"}
+    assert min(ok["decode_s"].to_pylist()) > 0
+    errors = dict(zip(t["path"].to_pylist(), t["error"].to_pylist()))
+    for name, reason in BAD.items():
+        assert reason in errors[str(root / name)]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import VideoError
-from pipeline.sampling import clip_indices, segment_frames
+from pipeline.sampling import clip_indices, segment_frames, snap_to_keyframes
 
 
 def test_uniform_one_clip_takes_window_centres():
@@ -76,3 +76,16 @@ def test_variable_frame_rate_uses_timestamps():
 def test_empty_video_is_an_error():
     with pytest.raises(VideoError, match="no frames"):
         segment_frames(0, 30.0)
+
+
+def test_snap_moves_each_frame_to_the_nearest_keyframe():
+    # The docstring example: 95 is 35 from 60 and 25 from 120.
+    assert snap_to_keyframes(np.array([[20, 40, 95]]), [0, 60, 120]).tolist() == [[0, 60, 120]]
+    # Ties go to the earlier keyframe; before the first / after the last keyframe: that one.
+    assert snap_to_keyframes(np.array([30, 31, 5, 299]), [10, 50, 120]).tolist() == [
+        10, 50, 10, 120]
+    assert snap_to_keyframes(np.array([30]), [0, 60]).tolist() == [0]
+
+
+def test_snap_without_keyframes_keeps_the_indices():
+    assert snap_to_keyframes(np.array([3, 7]), []).tolist() == [3, 7]
