@@ -72,6 +72,7 @@ def naive_one(path: str, body, head, cfg: dict) -> tuple[dict, list[float]]:
     t1 = time.perf_counter()
     x = prepare(frames, cfg)
     t2 = time.perf_counter()
+    x = x.to(cfg.get("device", "cpu"))
     with torch.inference_mode():
         if cfg["kind"] == "clip":
             emb = body(x.permute(1, 0, 2, 3).unsqueeze(0))[0]
@@ -79,6 +80,8 @@ def naive_one(path: str, body, head, cfg: dict) -> tuple[dict, list[float]]:
             emb = body(x).mean(0)
         scores, top = head(emb).softmax(-1).topk(5)
     t3 = time.perf_counter()
+    if x.is_cuda:
+        torch.cuda.synchronize()
     row = {"video_id": Path(path).stem, "path": path, "top5": top.tolist(),
            "top5_scores": scores.tolist(), "embedding": emb.tolist()}
     return row, [t1 - t0, t2 - t1, t3 - t2]
@@ -89,6 +92,8 @@ def naive(cfg: dict) -> dict:
     import pandas as pd
 
     body, head = load_resnet(cfg["arch"], cfg["weights"])
+    device = cfg.get("device", "cpu")
+    body, head = body.to(device), head.to(device)
     rows, stages, done = [], np.zeros(3), []
     for path in cfg["paths"]:
         row, dt = naive_one(path, body, head, cfg)
@@ -183,7 +188,8 @@ def model_bound(cfg: dict) -> dict:
     from pipeline.models import model_card
 
     card = model_card(ModelSpec(arch=cfg["arch"], weights=cfg["weights"]))
-    replica = Predictor(InferSpec(card=card, precision=cfg["precision"], device="cpu",
+    replica = Predictor(InferSpec(card=card, precision=cfg["precision"],
+                                  device=cfg.get("device", "cpu"),
                                   channels_last=cfg["channels_last"], threads=cfg["threads"]))
     shape = (cfg["batch_size"], 1, cfg["frames"], cfg["crop"], cfg["crop"], 3)
     frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)

@@ -20,8 +20,12 @@ RATIOS = [
      "ray_read_videos", "e2e", 3.0),
     ("decode: vidbatch decode-only / decode bound", "vidbatch_decode_only", "steady",
      "decode_bound", "steady", 1.5),
+    ("decode: vidbatch decode-only, decoder pyav / decode bound", "vidbatch_decode_only_pyav",
+     "steady", "decode_bound", "steady", 1.5),
     ("decode: vidbatch keyframe-snapped / decode bound", "vidbatch_decode_keyframes", "steady",
      "decode_bound", "steady", 3.0),
+    ("decode: vidbatch keyframe-snapped, decoder pyav / decode bound",
+     "vidbatch_decode_keyframes_pyav", "steady", "decode_bound", "steady", 3.0),
 ]
 
 

@@ -33,8 +33,14 @@ JOBS = {  # what each job decodes and runs (the issue's definitions)
     "frame": {"kind": "frame", "arch": "resnet18", "frames": 8, "short_side": 256, "crop": 224},
     "decode": {"kind": "clip", "arch": "r3d_18", "frames": 16, "short_side": 128, "crop": 112},
 }
-TODO = {"vidbatch_decode_only": "TODO: vidbatch has no decode-only (model skipped) mode yet",
-        "vidbatch_decode_keyframes": "TODO: vidbatch has no keyframe-snapped sampling mode yet"}
+# vidbatch's decode stage alone (mode: decode_only), exact and keyframe-snapped, per decoder
+DECODE_ONLY = {
+    "vidbatch_decode_only": ["mode=decode_only"],
+    "vidbatch_decode_only_pyav": ["mode=decode_only", "resources.decoder=pyav"],
+    "vidbatch_decode_keyframes": ["mode=decode_only", "sampling.snap_to_keyframes=true"],
+    "vidbatch_decode_keyframes_pyav": ["mode=decode_only", "sampling.snap_to_keyframes=true",
+                                       "resources.decoder=pyav"],
+}
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,8 @@ def plan(jobs: list[str], only: list[str] | None, bf16: bool) -> list[Contender]
               Contender("vidbatch_frame", "vidbatch", "frame")]
     if "decode" in jobs:
         c += [Contender("decode_bound", "decode_bound", "decode")]
-        c += [Contender(name, "todo", "decode") for name in TODO]
-    return [x for x in c if not only or x.family in only or x.name in only
-            or (x.family == "todo" and "vidbatch" in only)]
+        c += [Contender(name, "vidbatch", "decode") for name in DECODE_ONLY]
+    return [x for x in c if not only or x.family in only or x.name in only]
 
 
 def config(c: Contender, args, data: dict, folder: Path) -> dict:
@@ -70,6 +75,7 @@ def config(c: Contender, args, data: dict, folder: Path) -> dict:
     return {**job, "name": c.name, "precision": c.precision, "batch_size": args.batch_size,
             "channels_last": args.channels_last, "threads": args.model_threads,
             "cores": args.cores, "bound_iters": args.bound_iters, "paths": data["paths"],
+            "device": getattr(args, "device", "cpu"),
             "manifest": data["manifest"], "weights": data["weights"][job["arch"]],
             "out_dir": str(folder), "result": str(folder / "result.json")}
 
@@ -82,13 +88,12 @@ def child_env() -> dict[str, str]:
 def run_one(c: Contender, args, data: dict, repeat: int, outputs: dict) -> dict:
     base = {"name": c.name, "family": c.family, "job": c.job, "precision": c.precision,
             "repeat": repeat, "loadavg_before": os.getloadavg()[0]}
-    if c.family == "todo":
-        return {**base, "skipped": TODO[c.name]}
     folder = RESULTS / "tmp" / c.name
     cfg = config(c, args, data, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if c.family == "vidbatch":
-        argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder), args.set)
+        argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
+                                     [*DECODE_ONLY.get(c.name, []), *args.set])
     else:
         (folder / "config.json").write_text(json.dumps(cfg))
         argv = [sys.executable, str(HERE / "baselines.py"), c.family, str(folder / "config.json")]

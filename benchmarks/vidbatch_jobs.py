@@ -1,11 +1,10 @@
 """vidbatch as a contender: a generated job spec, ``vidbatch submit``, and what its output says.
 
-Steady state for vidbatch comes from the driver's progress lines (``progress: D/N videos``,
-printed every 10 s), timestamped by the harness as they arrive: videos finished between the
-first line that reports any and the last line, over the time between them. That window
-excludes Ray start-up, model loading and the first batch, and includes the end of the
-stream (last batch, Parquet footer). It needs a run of a few tens of seconds; shorter runs
-report no steady state. Per-stage times are the sums of the per-video ``decode_s`` and
+Steady state for vidbatch comes from its output's ``processed_at`` column (when each row's
+batch left the model replica, or the decode task in ``mode: decode_only``): the rows
+finished after the first batch, over the time from the first batch to the last one, as for
+the naive loop. That window excludes Ray start-up, model loading and the first batch.
+Per-stage times are the sums of the per-video ``decode_s`` and
 ``infer_s`` columns (busy seconds across all decode tasks / replicas, not wall time);
 vidbatch does not report its write time.
 """
@@ -13,15 +12,12 @@ vidbatch does not report its write time.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import yaml
-
-PROGRESS = re.compile(r"progress: (\d+)/(\d+) videos")
 
 
 def write_spec(name: str, cfg: dict, folder: Path) -> Path:
@@ -48,13 +44,18 @@ def command(spec: Path, sets: list[str]) -> list[str]:
     return [exe, "submit", str(spec), "--overwrite", *[a for s in sets for a in ("--set", s)]]
 
 
-def steady_from_progress(lines: list[tuple[float, str]]) -> float | None:
-    points = [(t, int(m.group(1))) for t, line in lines if (m := PROGRESS.search(line))]
-    points = [(t, d) for t, d in points if d > 0]
-    if len(points) < 2 or points[-1][0] <= points[0][0]:
+def steady_from_rows(processed_at) -> float | None:
+    """Rows finished after the first batch / time from the first batch to the last."""
+    t = np.sort(np.asarray(processed_at, dtype="datetime64[ms]").astype(np.int64)) / 1000
+    if t.size < 2 or t[-1] <= t[0]:
         return None
-    (t0, d0), (t1, d1) = points[0], points[-1]
-    return (d1 - d0) / (t1 - t0)
+    return int((t > t[0]).sum()) / (t[-1] - t[0])
+
+
+def steady_window(processed_at) -> tuple[float, float] | None:
+    """(first batch, last batch) as Unix seconds."""
+    t = np.asarray(processed_at, dtype="datetime64[ms]").astype(np.int64) / 1000
+    return (float(t.min()), float(t.max())) if t.size else None
 
 
 def result(folder: Path, lines: list[tuple[float, str]], replicas: int = 1) -> dict:
@@ -63,12 +64,14 @@ def result(folder: Path, lines: list[tuple[float, str]], replicas: int = 1) -> d
 
     out = folder / "out"
     record = json.loads((out / "_vidbatch_job.json").read_text())
-    df = pd.read_parquet(out, columns=["video_id", "status", "decode_s", "infer_s"])
+    df = pd.read_parquet(out, columns=["video_id", "status", "decode_s", "infer_s",
+                                       "processed_at"])
     ok = int((df.status == "ok").sum())
     infer_s = float(df.infer_s.sum())
-    return {"videos": len(df), "steady_videos_per_s": steady_from_progress(lines),
+    return {"videos": len(df), "steady_videos_per_s": steady_from_rows(df.processed_at),
             "stages": {"decode_s": float(df.decode_s.sum()), "infer_s": infer_s},
             "job_wall_s": record["wall_s"], "ok": ok, "embeddings": str(out),
+            "steady_window": steady_window(df.processed_at),
             "infer_only_videos_per_s": replicas * ok / infer_s if infer_s else None}
 
 
