@@ -74,6 +74,9 @@ class ResourcesSpec(Spec):
     threads_per_replica: int | None = Field(
         None, ge=1, description="torch threads in each replica; null: on CPU replicas the "
         "cores of a node shared by its replicas, on GPU replicas cpus_per_replica")
+    batches_in_flight_per_replica: int | None = Field(
+        None, ge=1, le=64, description="batches queued at each replica while it runs one "
+        "(prefetch depth); null: Ray Data's default (2)")
     cpus_per_decode_task: float = Field(1, gt=0)
     decode_parallelism: int | None = Field(None, ge=1, description="max concurrent decode "
                                            "tasks; null lets Ray Data choose")

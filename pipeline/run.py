@@ -271,7 +271,9 @@ def build_dataset(plan: JobPlan, gpus: float, reporter=None):
     return ds.map_batches(
         replica, fn_constructor_kwargs=kwargs,
         batch_size=plan.spec.inference.batch_size, batch_format="numpy",
-        compute=rd.ActorPoolStrategy(size=res.replicas), num_cpus=res.cpus_per_replica,
+        compute=rd.ActorPoolStrategy(
+            size=res.replicas, max_tasks_in_flight_per_actor=res.batches_in_flight_per_replica),
+        num_cpus=res.cpus_per_replica,
         num_gpus=gpus)
 
 

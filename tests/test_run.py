@@ -185,7 +185,8 @@ def test_frame_model_job_with_overwrite(dataset, ray_session, tmp_path):
     out.mkdir()
     (out / "old.parquet").write_bytes(b"stale")
     spec = job(root, None, out, model={"arch": "resnet18", "num_classes": 4},
-               output={"path": str(out), "embeddings": False, "top_k": 2})
+               output={"path": str(out), "embeddings": False, "top_k": 2},
+               resources__batches_in_flight_per_replica=1)
     record = execute(plan_job(spec, policy="overwrite"), log=lambda s: None)
     t = pq.read_table(out)
     assert not (out / "old.parquet").exists()
