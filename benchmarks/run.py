@@ -137,7 +137,8 @@ def machine() -> dict:
 
 
 def prepare_data(args, jobs: list[str]) -> dict:
-    manifest, paths = videos.ensure_videos(args.videos, args.seconds, args.cores)
+    manifest, paths = videos.ensure_videos(args.videos, args.seconds, args.cores,
+                                           getattr(args, "rows", None))
     archs = {JOBS[j]["arch"] for j in jobs}
     return {"manifest": str(manifest), "paths": [str(p) for p in paths],
             "weights": {a: str(videos.ensure_weights(a)) for a in archs}}
@@ -147,6 +148,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=96, help="videos in the data set")
     p.add_argument("--seconds", type=int, default=10, help="length of each video")
+    p.add_argument("--rows", type=int, default=None, help="manifest rows, cycling through "
+                   "the --videos files (distinct ids): scale runs without more files")
     p.add_argument("--repeats", type=int, default=3, help="runs of every contender")
     p.add_argument("--jobs", default="clip,frame,decode", help="clip,frame,decode")
     p.add_argument("--only", default="", help="families or names, e.g. naive,vidbatch")

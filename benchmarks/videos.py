@@ -74,8 +74,13 @@ def write_one(path: Path, seed: int, p: dict) -> Path:
     return path
 
 
-def ensure_videos(n: int, seconds: int, workers: int) -> tuple[Path, list[Path]]:
-    """The first ``n`` videos (generated if missing) and a manifest CSV listing them."""
+def ensure_videos(n: int, seconds: int, workers: int,
+                  rows: int | None = None) -> tuple[Path, list[Path]]:
+    """The first ``n`` videos (generated if missing) and a manifest CSV listing them.
+
+    With ``rows`` > ``n``, the manifest has ``rows`` rows cycling through the ``n`` files
+    (ids ``v0003-r2``: distinct): the same work per row, for scale runs (memory at 1,000
+    rows) without generating 1,000 files."""
     p = params(seconds)
     folder = video_dir(p)
     marker = folder / "params.json"
@@ -89,12 +94,17 @@ def ensure_videos(n: int, seconds: int, workers: int) -> tuple[Path, list[Path]]
         print(f"generating {len(todo)} videos in {folder} ({workers} processes)", flush=True)
         with ProcessPoolExecutor(workers) as pool:
             list(pool.map(write_one, *zip(*todo), [p] * len(todo)))
-    manifest = folder / f"manifest_{n}.csv"
+    if rows and rows > n:
+        manifest = folder / f"manifest_{n}x{rows}.csv"
+        listed = [(f"{paths[i % n].stem}-r{i // n}", paths[i % n]) for i in range(rows)]
+    else:
+        manifest = folder / f"manifest_{n}.csv"
+        listed = [(path.stem, path) for path in paths]
     with manifest.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["video_id", "path"])
-        writer.writerows([(path.stem, str(path)) for path in paths])
-    return manifest, paths
+        writer.writerows([(vid, str(path)) for vid, path in listed])
+    return manifest, [path for _, path in listed]
 
 
 def ensure_weights(arch: str) -> Path:
