@@ -180,6 +180,11 @@ def _maybe_fail(cfg: LoopConfig, epoch: int, first_epoch: int) -> None:
     # resumed) from the checkpoint before this epoch gets through it. With epochs (2, 3) and
     # max_failures=1, a run fails at 2, recovers, fails at 3 and stops: what the tests need.
     if epoch in cfg.fail_at_epochs and epoch > first_epoch:
+        # Ray Train polls each worker's report queue and its error together: a rank that
+        # raised before rank 0 had queued the last checkpoint's report would make the
+        # controller restart without it. After the barrier every rank's report is queued.
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
         raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epochs, tests only)")
 
 
