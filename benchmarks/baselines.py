@@ -60,7 +60,7 @@ def prepare(frames: np.ndarray, cfg: dict):
     return (x - mean) / std
 
 
-def naive_one(path: str, body, head, cfg: dict) -> tuple[dict, list[float]]:
+def naive_one(video_id: str, path: str, body, head, cfg: dict) -> tuple[dict, list[float]]:
     import decord
     import torch
 
@@ -82,7 +82,7 @@ def naive_one(path: str, body, head, cfg: dict) -> tuple[dict, list[float]]:
     t3 = time.perf_counter()
     if x.is_cuda:
         torch.cuda.synchronize()
-    row = {"video_id": Path(path).stem, "path": path, "top5": top.tolist(),
+    row = {"video_id": video_id, "path": path, "top5": top.tolist(),
            "top5_scores": scores.tolist(), "embedding": emb.tolist()}
     return row, [t1 - t0, t2 - t1, t3 - t2]
 
@@ -95,8 +95,8 @@ def naive(cfg: dict) -> dict:
     device = cfg.get("device", "cpu")
     body, head = body.to(device), head.to(device)
     rows, stages, done = [], np.zeros(3), []
-    for path in cfg["paths"]:
-        row, dt = naive_one(path, body, head, cfg)
+    for video_id, path in zip(cfg["ids"], cfg["paths"], strict=True):
+        row, dt = naive_one(video_id, path, body, head, cfg)
         rows.append(row)
         stages += dt
         done.append(time.time())

@@ -57,7 +57,7 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         s.update({k: _median([r.get(k) for r in rows]) for k in NUMBERS})
         s["stages"] = {k: _median([r.get("stages", {}).get(k) for r in rows]) for k in STAGES}
         for key in {k for r in rows for k in r if k.startswith("cos_min")}:
-            s[key] = min(r[key] for r in rows if r.get(key) is not None)
+            s[key] = min((r[key] for r in rows if r.get(key) is not None), default=None)
         s["note"] = first.get("note")
         out[name] = s
     _add_fractions(out)

@@ -12,6 +12,7 @@ medians and the issue's ratios (per repeat, then the median), and writes everyth
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -75,6 +76,7 @@ def config(c: Contender, args, data: dict, folder: Path) -> dict:
     return {**job, "name": c.name, "precision": c.precision, "batch_size": args.batch_size,
             "channels_last": args.channels_last, "threads": args.model_threads,
             "cores": args.cores, "bound_iters": args.bound_iters, "paths": data["paths"],
+            "ids": data["ids"],
             "device": getattr(args, "device", "cpu"),
             "manifest": data["manifest"], "weights": data["weights"][job["arch"]],
             "out_dir": str(folder), "result": str(folder / "result.json")}
@@ -140,7 +142,9 @@ def prepare_data(args, jobs: list[str]) -> dict:
     manifest, paths = videos.ensure_videos(args.videos, args.seconds, args.cores,
                                            getattr(args, "rows", None))
     archs = {JOBS[j]["arch"] for j in jobs}
-    return {"manifest": str(manifest), "paths": [str(p) for p in paths],
+    with open(manifest, newline="") as f:  # the manifest's ids, for the naive loop's rows
+        ids = [row["video_id"] for row in csv.DictReader(f)]
+    return {"manifest": str(manifest), "paths": [str(p) for p in paths], "ids": ids,
             "weights": {a: str(videos.ensure_weights(a)) for a in archs}}
 
 
