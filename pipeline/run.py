@@ -218,8 +218,9 @@ def replica_threads(plan: JobPlan, gpus: float) -> int:
     their CPUs, and on CPU replicas the cores of a node shared by the replicas on it.
 
     A CPU replica is the bottleneck of a CPU-only job; decode tasks then run beside it on
-    the same cores (they need a fraction of its CPU time). Measured on 2 cores, r3d_18: 1
-    thread (one per reserved CPU) 0.74 videos/s, 2 threads 0.96-0.99 (benchmarks/README.md).
+    the same cores (they need a fraction of its CPU time). Measured on 2 cores, r3d_18
+    clip job: 1 thread (one per reserved CPU) 1.04 videos/s steady, 2 threads 1.25-1.48
+    (benchmarks/README.md, Knobs).
     """
     import ray
 
