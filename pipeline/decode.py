@@ -21,7 +21,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -161,13 +160,33 @@ class _Packets:
         return {p: i for i, p in enumerate(sorted(self.pts))}
 
 
-def _demux(src) -> tuple[_Packets, Any]:
-    with _av_open(src) as container:
-        stream = container.streams.best("video")
-        if stream is None:
-            raise VideoError("decode", "no video stream in the file")
-        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size > 0]
-    return _Packets([p for p, _ in packets], np.array([k for _, k in packets], bool)), stream
+# A video's packets up to this size stay in memory between planning and decoding, so it
+# is opened and demuxed once (opening costs ~10 ms, as much as decoding a keyframe); a
+# larger one is opened and demuxed again to decode.
+KEEP_PACKETS_BYTES = 256 * 2**20
+
+
+def _demux(container, stream) -> tuple[_Packets, list | None]:
+    """Every packet's pts and keyframe flag, and the packets themselves when they fit."""
+    pts, keys, kept, size = [], [], [], 0
+    for p in container.demux(stream):
+        if p.size <= 0:
+            continue
+        pts.append(p.pts)
+        keys.append(p.is_keyframe)
+        if kept is not None:
+            size += p.size
+            kept = kept if size <= KEEP_PACKETS_BYTES else None
+        if kept is not None:
+            kept.append(p)
+    return _Packets(pts, np.array(keys, bool)), kept
+
+
+def _video_stream(container):
+    stream = container.streams.best("video")
+    if stream is None:
+        raise VideoError("decode", "no video stream in the file")
+    return stream
 
 
 def packet_plan(packets: _Packets, wanted: set[int]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -210,12 +229,13 @@ def _to_rgb(frame, spec: DecodeSpec) -> tuple[np.ndarray, tuple[int, int]]:
     return (np.rot90(arr, k=turns) if turns else arr), (fh, fw)
 
 
-def _pyav_frames(src, wanted: set[int], spec: DecodeSpec, packets: _Packets,
+def _pyav_frames(stream, source, wanted: set[int], spec: DecodeSpec, packets: _Packets,
                  sparse: bool = True):
     """Decode packet by packet, so that one corrupt packet costs one frame, not the rest.
 
-    ``sparse`` decodes only what the wanted frames need (:func:`packet_plan`) and names
-    pictures by pts; otherwise every packet is decoded and pictures are counted.
+    ``source`` yields the stream's non-empty packets in decode order (then the decoder is
+    drained). ``sparse`` decodes only what the wanted frames need (:func:`packet_plan`)
+    and names pictures by pts; otherwise every packet is decoded and pictures are counted.
     Returns ``(frames by index, (height, width), pictures decoded, corrupt packets)``.
     """
     import av
@@ -223,55 +243,67 @@ def _pyav_frames(src, wanted: set[int], spec: DecodeSpec, packets: _Packets,
     plan = packet_plan(packets, wanted) if sparse else None
     ranks = packets.ranks if plan is not None else None
     got: dict[int, np.ndarray] = {}
-    size, decoded, bad, k = None, 0, 0, -1
-    with _av_open(src) as container:
-        stream = container.streams.best("video")
-        stream.thread_count = max(1, spec.threads)
-        ctx = stream.codec_context
-        for packet in container.demux(stream):
-            if packet.size > 0:
-                k += 1
-                if plan is not None:
-                    if k >= len(plan[0]) or not plan[0][k]:
-                        continue
-                    ctx.skip_frame = "DEFAULT" if plan[1][k] else "NONREF"
-            try:
-                frames = packet.decode()
-            except av.FFmpegError:
-                bad += 1
+    size, decoded, bad = None, 0, 0
+    stream.thread_count = max(1, spec.threads)
+    ctx = stream.codec_context
+    for k, packet in enumerate([*source, None]):  # None drains the decoder's delayed frames
+        if plan is not None and packet is not None:
+            if k >= len(plan[0]) or not plan[0][k]:
                 continue
-            for frame in frames:
-                i, decoded = decoded, decoded + 1
-                if ranks is not None:
-                    i = ranks.get(frame.pts, -1)
-                if i in wanted and i not in got:
-                    got[i], shape = _to_rgb(frame, spec)
-                    size = size or shape
-            if len(got) == len(wanted):
-                break
+            ctx.skip_frame = "DEFAULT" if plan[1][k] else "NONREF"
+        try:
+            frames = ctx.decode(packet)
+        except av.FFmpegError:
+            bad += 1
+            continue
+        for frame in frames:
+            i, decoded = decoded, decoded + 1
+            if ranks is not None:
+                i = ranks.get(frame.pts, -1)
+            if i in wanted and i not in got:
+                got[i], shape = _to_rgb(frame, spec)
+                size = size or shape
+        if len(got) == len(wanted):
+            break
     return got, size, decoded, bad
 
 
+def _decode_again(src, wanted: set[int], spec: DecodeSpec, packets: _Packets, sparse: bool):
+    """:func:`_pyav_frames` from a new open of the file."""
+    with _av_open(src) as container:
+        stream = _video_stream(container)
+        source = (p for p in container.demux(stream) if p.size > 0)
+        return _pyav_frames(stream, source, wanted, spec, packets, sparse)
+
+
 def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
-    """Two passes: demux only, to count frames and read timestamps; then decode only what
-    the sampled frames need (falling back to decoding every packet if that misses any)."""
-    packets, stream = _demux(src)
-    pts = packets.pts
-    n = len(pts)
-    tb = float(stream.time_base) if stream.time_base else 0.0
-    rate = stream.average_rate or stream.guessed_rate
-    fps = float(rate) if rate else (n / (float(stream.duration) * tb) if stream.duration else 0.0)
-    ranks = packets.ranks
-    ts = keys = None
-    if (start_s is not None or end_s is not None) and tb and ranks is not None:
-        ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
-    if spec.snap_to_keyframes and ranks is not None:
-        keys = sorted(ranks[p] for p, key in zip(pts, packets.keyframe) if key)
-    idx = _plan(n, fps, spec, start_s, end_s, ts, keys)
-    wanted = set(int(i) for i in np.unique(idx))
-    got, size, decoded, bad_packets = _pyav_frames(src, wanted, spec, packets)
-    if len(got) < len(wanted):
-        got, size, decoded, bad_packets = _pyav_frames(src, wanted, spec, packets, sparse=False)
+    """Demux once to count frames and read timestamps, then decode only what the sampled
+    frames need from the same packets (falling back to decoding every packet, from a
+    fresh open, if that misses any)."""
+    with _av_open(src) as container:
+        stream = _video_stream(container)
+        packets, kept = _demux(container, stream)
+        pts = packets.pts
+        n = len(pts)
+        tb = float(stream.time_base) if stream.time_base else 0.0
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else (n / (float(stream.duration) * tb) if stream.duration
+                                        else 0.0)
+        ranks = packets.ranks
+        ts = keys = None
+        if (start_s is not None or end_s is not None) and tb and ranks is not None:
+            ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
+        if spec.snap_to_keyframes and ranks is not None:
+            keys = sorted(ranks[p] for p, key in zip(pts, packets.keyframe) if key)
+        idx = _plan(n, fps, spec, start_s, end_s, ts, keys)
+        wanted = set(int(i) for i in np.unique(idx))
+        if kept is not None:
+            result = _pyav_frames(stream, kept, wanted, spec, packets)
+    if kept is None:  # too large to keep: demux again
+        result = _decode_again(src, wanted, spec, packets, sparse=True)
+    if len(result[0]) < len(wanted):
+        result = _decode_again(src, wanted, spec, packets, sparse=False)
+    got, size, decoded, bad_packets = result
     if len(got) < len(wanted):
         raise VideoError("decode", f"only {decoded} of {n} frames are decodable "
                          f"({bad_packets} corrupt packets); sampled frames are missing")

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
+import pipeline.decode as decode_module
 from pipeline.decode import (
     DecodeSpec,
+    _av_open,
     _demux,
     _pyav_frames,
     _source,
@@ -80,10 +82,13 @@ def test_pyav_fallback_agrees_with_decord(numbered):
     assert (a.num_frames, a.width, a.height) == (b.num_frames, b.width, b.height)
 
 
-def test_segment_selects_frames_by_time(numbered):
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_segment_selects_frames_by_time(numbered, decoder):
     # 30 fps: 0.2 s..0.4 s holds frames 6..11; a centred 2-frame clip, stride 3.
-    v = decode_video(str(numbered), spec(frames=2, stride=3), start_s=0.2, end_s=0.4)
-    assert frame_values(v.frames) == [7, 10]
+    v = decode_video(str(numbered), spec(frames=2, stride=3, decoder=decoder), start_s=0.2,
+                     end_s=0.4)
+    assert v.decoder == decoder and frame_values(v.frames) == [7, 10]
+    assert v.fps == pytest.approx(30.0) and v.duration_s == pytest.approx(20 / 30)
 
 
 def test_segment_past_the_end_is_an_error_row_reason(numbered):
@@ -196,18 +201,47 @@ def test_both_decoders_return_the_sampled_frames_of_b_frame_video(numbered_b_fra
 
 def test_sparse_pyav_decodes_less_and_equals_decoding_everything(numbered_b_frames):
     src = _source(str(numbered_b_frames))
-    packets, _ = _demux(src)
     wanted = {3, 9, 15, 25}  # the last group (frames 40..59) holds none
-    send, needed = packet_plan(packets, wanted)
-    assert needed.sum() == len(wanted)
-    assert send.sum() < 40 and not send[-20:].any()
     s = spec(short_side=48, crop_size=48)
-    sparse, _, n_sparse, _ = _pyav_frames(src, wanted, s, packets)
-    dense, _, n_dense, _ = _pyav_frames(src, wanted, s, packets, sparse=False)
+    with _av_open(src) as container:
+        stream = container.streams.video[0]
+        packets, kept = _demux(container, stream)
+        send, needed = packet_plan(packets, wanted)
+        assert needed.sum() == len(wanted)
+        assert send.sum() < 40 and not send[-20:].any()
+        sparse, _, n_sparse, _ = _pyav_frames(stream, kept, wanted, s, packets)
+    with _av_open(src) as container:
+        stream = container.streams.video[0]
+        dense, _, n_dense, _ = _pyav_frames(stream, container.demux(stream), wanted, s,
+                                            packets, sparse=False)
     assert sorted(sparse) == sorted(dense) == sorted(wanted)
     assert all(np.array_equal(sparse[i], dense[i]) for i in wanted)
     assert n_sparse < n_dense
     assert [int(round(sparse[i].mean() / 4)) for i in sorted(wanted)] == sorted(wanted)
+
+
+def test_pyav_reads_stream_facts_while_the_file_is_open(tmp_path):
+    # Regression: the stream's time base and rate were once read after its container was
+    # closed, which gave garbage (fps -23086.91) once the video had ~100+ packets.
+    frames = np.zeros((300, 48, 64, 3), dtype=np.uint8)
+    for t in range(300):
+        frames[t] = t % 250
+    path = str(write_video(tmp_path / "long.mp4", frames, options={"crf": "1"}))
+    for _ in range(3):
+        v = decode_video(path, spec(frames=2, stride=30, decoder="pyav"), start_s=5.0,
+                         end_s=7.0)
+        assert v.fps == pytest.approx(30.0) and v.duration_s == pytest.approx(10.0)
+        assert [int(round(f.mean())) for f in v.frames[0]] == [164, 194]
+
+
+def test_pyav_decodes_videos_too_large_to_keep_in_memory(numbered_b_frames, monkeypatch):
+    s = spec(clips=2, frames=5, decoder="pyav")
+    kept = decode_video(str(numbered_b_frames), s)
+    monkeypatch.setattr(decode_module, "KEEP_PACKETS_BYTES", 0)  # demux again to decode
+    again = decode_video(str(numbered_b_frames), s)
+    assert np.array_equal(kept.frames, again.frames)
+    assert values4(again.frames) == clip_indices(0, 59, 2, 5).reshape(-1).tolist()
+    assert (kept.num_frames, kept.fps) == (again.num_frames, again.fps) == (60, 30.0)
 
 
 @pytest.mark.parametrize("decoder", ["decord", "pyav"])
