@@ -50,7 +50,8 @@ def submit(
     """Run an inference job: every manifest row -> one Parquet row (ok or error)."""
     from pipeline.cluster import is_jobs_api
     from pipeline.jobspec import load_jobspec
-    from pipeline.run import check_paths, describe, execute, plan_job
+    from pipeline.plan import check_paths, describe, plan_job
+    from pipeline.run import execute, start
 
     if resume and overwrite:
         _fail(VidbatchError("--resume and --overwrite contradict each other; pick one"))
@@ -59,15 +60,16 @@ def submit(
         spec = load_jobspec(job, [*(set_ or ()), *(["mode=decode_only"] if decode_only else [])])
         if is_jobs_api(address) and not dry_run:
             return _submit_remote(spec, address, policy, wait)
-        plan = plan_job(spec, policy)
         if dry_run:
+            plan = plan_job(spec, policy)
             typer.echo(describe(plan))
             checked, missing = check_paths(plan)
             typer.echo(f"checked {checked} sampled paths: {checked - len(missing)} exist"
                        + (f", missing: {', '.join(missing[:5])}" if missing else ""))
             typer.echo("dry run: nothing was started or written")
             return
-        record = execute(plan, address=address, log=typer.echo)
+        plan, handle = start(spec, policy, address, typer.echo)
+        record = execute(plan, log=typer.echo, handle=handle)
     except VidbatchError as e:
         _fail(e)
     typer.echo(render_summary(plan.output, record))

@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,50 @@ from pipeline.jobspec import JobSpec
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_WAIT_S = 120
+
+
+@dataclass
+class RayHandle:
+    started_here: bool
+    dashboard_url: str | None
+    t0: float = field(default_factory=time.perf_counter)  # when connecting began
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+def connect(spec: JobSpec, address: str | None, log: Callable[[str], None]) -> RayHandle:
+    """Attach to the cluster at ``address`` as its driver, or start a local Ray for this job
+    (``resources.num_cpus``, ``object_store_mb``) with its dashboard on 127.0.0.1."""
+    import ray
+
+    t0, started = time.perf_counter(), datetime.now(timezone.utc)
+    if ray.is_initialized():
+        return RayHandle(False, None, t0, started)
+    if address:
+        ctx = ray.init(address=address, log_to_driver=True)
+        return RayHandle(True, _dashboard(ctx), t0, started)
+    res = spec.resources
+    # address="local": always a new Ray for this job, even when another one (say from
+    # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
+    ctx = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
+                   dashboard_host="127.0.0.1",
+                   object_store_memory=res.object_store_mb * 2**20 if res.object_store_mb
+                   else None)
+    url = _dashboard(ctx)
+    log(f"started a local Ray; dashboard: {url or 'not available'}")
+    return RayHandle(True, url, t0, started)
+
+
+def disconnect(handle: RayHandle) -> None:
+    """Shut down the Ray that :func:`connect` started or attached to (not one it found)."""
+    import ray
+
+    if handle.started_here:
+        ray.shutdown()
+
+
+def _dashboard(ctx) -> str | None:
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and "://" not in url else url
 
 
 def is_jobs_api(address: str | None) -> bool:

@@ -1,8 +1,8 @@
-"""Plan and run an inference job on Ray Data. The only module that wires Ray Data together.
+"""Run an inference job on Ray Data. The only module that wires Ray Data together.
 
-``plan_job`` does everything that can fail for a configuration reason (spec, weights,
-manifest, output policy) without starting Ray or writing anything. ``execute`` then
-streams: manifest blocks -> decode tasks (CPU) -> model actors (GPU when present) ->
+``pipeline.plan`` checks everything that can fail for a configuration reason without
+starting Ray; :func:`start` does the same while Ray starts. :func:`execute` then streams:
+manifest blocks -> decode tasks (CPU) -> model actors (GPU when present) ->
 ``write_parquet``. Nothing is collected on the driver; the summary is read back from the
 written files, which also proves that every manifest row produced exactly one row.
 """
@@ -10,32 +10,24 @@ written files, which also proves that every manifest row produced exactly one ro
 from __future__ import annotations
 
 import math
-import os
 import platform
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from pipeline.decode import DecodeSpec, decode_batch
-from pipeline.errors import ConfigError, JobFailed, ManifestError
-from pipeline.infer import InferSpec, Predictor
-from pipeline.jobspec import JobSpec, SamplingSpec
-from pipeline.manifest import read_manifest
+from pipeline.cluster import RayHandle, connect, disconnect
+from pipeline.decode import decode_batch
+from pipeline.errors import ConfigError, JobFailed
+from pipeline.infer import Predictor
+from pipeline.jobspec import JobSpec
 from pipeline.models import ModelCard, ensure_weights_available, model_card
-from pipeline.sink import (
-    SCHEMA_VERSION,
-    count_statuses,
-    done_ids,
-    prepare_output,
-    write_job_record,
-)
+from pipeline.plan import JobPlan, assemble, check_inputs, describe, plan_job
+from pipeline.sink import SCHEMA_VERSION, count_statuses, prepare_output, write_job_record
+
+__all__ = ["JobPlan", "execute", "plan_job", "start"]
 
 # Write tasks only encode a few MB of result rows to Parquet. With Ray Data's default of 1
 # CPU each, its resource allocator keeps CPU reserved for them that decode tasks then
@@ -48,145 +40,40 @@ WRITE_TASKS = 2
 MAX_BLOCKS = 10_000
 
 
-@dataclass(frozen=True)
-class JobPlan:
-    spec: JobSpec
-    card: ModelCard
-    decode: DecodeSpec
-    infer: InferSpec
-    todo: pa.Table  # manifest rows still to process
-    total_rows: int
-    already_done: int
-    output: Path
-    policy: str
-
-
-# Spec keys a checkpoint's stored sampling fills in when the job spec leaves them out.
-FROM_CHECKPOINT = {"clips_per_video": "clips", "frames_per_clip": "frames",
-                   "frame_stride": "stride"}
-
-
-def input_size(s: SamplingSpec, card: ModelCard) -> tuple[int, int]:
-    """``(short_side, crop_size)``: the spec's values, else the model's defaults."""
-    short, crop = s.short_side or card.short_side, s.crop_size or card.crop_size
-    if crop > short:
-        raise ConfigError(f"sampling.crop_size ({crop}) is larger than sampling.short_side "
-                          f"({short}); raise short_side or lower crop_size")
-    return short, crop
-
-
-def _decode_spec(spec: JobSpec, card: ModelCard) -> DecodeSpec:
-    s = spec.sampling
-    short, crop = input_size(s, card)
-    trained = card.extra.get("sampling", {})
-    clip = {key: trained[ck] if key not in s.model_fields_set and ck in trained
-            else getattr(s, key) for key, ck in FROM_CHECKPOINT.items()}
-    return DecodeSpec(clips=clip["clips_per_video"], frames=clip["frames_per_clip"],
-                      stride=clip["frame_stride"], short_side=short, crop_size=crop,
-                      threads=spec.resources.decode_threads,
-                      timeout_s=spec.resources.decode_timeout_s,
-                      snap_to_keyframes=s.snap_to_keyframes, decoder=spec.resources.decoder)
-
-
-def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
-    """Validate everything that does not need a cluster. Writes nothing."""
-    policy = policy or spec.output.if_exists
+def _ready_card(spec: JobSpec) -> ModelCard:
     card = model_card(spec.model)
-    decode = _decode_spec(spec, card)
-    inf = spec.inference
-    if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
-        raise ConfigError("inference.precision: fp16 needs a GPU; use bf16 (or fp32) on CPU")
-    infer = InferSpec(card=card, precision=inf.precision, device=inf.device,
-                      channels_last=inf.channels_last, top_k=spec.output.top_k,
-                      embeddings=spec.output.embeddings,
-                      threads=spec.resources.threads_per_replica or 0, job=spec.name)
-    manifest = read_manifest(spec.manifest)
-    if manifest.num_rows == 0:
-        raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
-    output = Path(spec.output.path)
-    prepare_output(output, policy, spec.model_dump(mode="json"), apply=False)
-    todo, done = manifest, 0
-    if policy == "resume" and output.exists():
-        finished = done_ids(output)
-        if finished:
-            written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
-            todo = manifest.filter(pc.invert(written))
-            done = manifest.num_rows - todo.num_rows
-    return JobPlan(spec, card, decode, infer, todo, manifest.num_rows, done, output, policy)
+    if spec.mode == "infer":
+        ensure_weights_available(card)
+    return card
 
 
-def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None = None) -> str:
-    s, c, d = plan.spec, plan.card, plan.decode
-    res = s.resources
-    model = (
-        f"  model  : {c.arch} ({c.kind} model), weights {c.weights}, {len(c.class_names)} "
-        f"classes, {res.replicas} replica(s) x {res.cpus_per_replica:g} CPU"
-        f"{f' ({threads} torch threads)' if threads else ''}, GPUs/replica "
-        f"{gpus if gpus is not None else res.gpus_per_replica}, {s.inference.precision}, "
-        f"{s.inference.batch_size} videos/batch"
-        if s.mode == "infer" else
-        f"  model  : skipped (mode: decode_only); {c.arch} sets the input size only")
-    lines = [
-        f"job {s.name}: {plan.total_rows} videos in {s.manifest.path}"
-        + (f" ({plan.already_done} already done, {plan.todo.num_rows} to go)"
-           if plan.already_done else ""),
-        f"  decode : {res.decoder} ({'PyAV' if res.decoder == 'decord' else 'decord'} "
-        f"fallback), {d.clips} clip(s) x {d.frames} frames"
-        f" ({'stride ' + str(d.stride) if d.stride else 'uniform spread'}), short side "
-        f"{d.short_side}, crop {d.crop_size}; {res.videos_per_decode_task} videos/task, "
-        f"{res.cpus_per_decode_task:g} CPU/task, parallelism "
-        f"{res.decode_parallelism or 'auto'}"
-        + (", frames snapped to keyframes" if d.snap_to_keyframes else ""),
-        model,
-        f"  output : {plan.output} (if it exists: {plan.policy}), top-{s.output.top_k}"
-        f"{', embeddings' if s.output.embeddings else ''}",
-    ]
-    if not c.meaningful and s.mode == "infer":
-        lines.append("  note   : weights: none means random weights; predictions are "
-                     "meaningless (embeddings only show the pipeline works)")
-    return "\n".join(lines)
+def start(spec: JobSpec, policy: str | None, address: str | None,
+          log: Callable[[str], None]) -> tuple[JobPlan, RayHandle]:
+    """:func:`plan_job` and :func:`~pipeline.cluster.connect` at once, for ``execute``.
 
+    Resolving the model (importing torch and torchvision, reading the checkpoint or
+    fetching pretrained weights: 3-6 s) runs in a thread while Ray starts, which leaves
+    cores idle while its processes come up (on 2 cores: ~50 % CPU for the first ~13 s of a
+    job). The manifest and the output policy are checked first, so that a bad manifest
+    or output path fails before Ray starts; a bad model fails once Ray is up, and the Ray
+    started here is shut down before the error is raised. Nothing is written either way.
+    """
+    import ray  # noqa: F401  (imported here first: the thread below imports torch)
 
-def check_paths(plan: JobPlan, sample: int = 20) -> tuple[int, list[str]]:
-    """Check that a deterministic sample of local paths exists: (checked, missing)."""
-    paths = [p for p in plan.todo["path"].to_pylist() if p]
-    chosen = random.Random(0).sample(paths, min(sample, len(paths)))
-    local = [p for p in chosen if "://" not in p]
-    return len(chosen), [p for p in local if not os.path.exists(p)]
+    policy = policy or spec.output.if_exists
+    inputs = check_inputs(spec, policy)
+    with ThreadPoolExecutor(1, thread_name_prefix="vidbatch-model") as pool:
+        card = pool.submit(_ready_card, spec)
+        handle = connect(spec, address, log)
+        try:
+            plan = assemble(spec, policy, card.result(), inputs)
+        except BaseException:
+            disconnect(handle)
+            raise
+    return plan, handle
 
 
 # ---------------------------------------------------------------- execution (Ray)
-
-
-@dataclass
-class RayHandle:
-    started_here: bool
-    dashboard_url: str | None
-
-
-def connect(spec: JobSpec, address: str | None, log: Callable[[str], None]) -> RayHandle:
-    import ray
-
-    if ray.is_initialized():
-        return RayHandle(False, None)
-    if address:
-        ctx = ray.init(address=address, log_to_driver=True)
-        return RayHandle(True, _dashboard(ctx))
-    res = spec.resources
-    # address="local": always a new Ray for this job, even when another one (say from
-    # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
-    ctx = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
-                   dashboard_host="127.0.0.1",
-                   object_store_memory=res.object_store_mb * 2**20 if res.object_store_mb
-                   else None)
-    url = _dashboard(ctx)
-    log(f"started a local Ray; dashboard: {url or 'not available'}")
-    return RayHandle(True, url)
-
-
-def _dashboard(ctx) -> str | None:
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url and "://" not in url else url
 
 
 def _gpus_per_replica(spec: JobSpec) -> float:
@@ -278,18 +165,19 @@ def build_dataset(plan: JobPlan, gpus: float, reporter=None):
         num_gpus=gpus)
 
 
-def execute(plan: JobPlan, address: str | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the plan; return the job record (also written beside the data)."""
-    import ray
+def execute(plan: JobPlan, address: str | None = None, log: Callable[[str], None] = print,
+            handle: RayHandle | None = None) -> dict[str, Any]:
+    """Run the plan; return the job record (also written beside the data).
+
+    Connects to (or starts) Ray unless ``handle`` comes from :func:`start`.
+    """
 
     from pipeline.progress import ProgressReporter
 
     if plan.spec.mode == "infer":
         ensure_weights_available(plan.card)
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    handle = connect(plan.spec, address, log)
+    handle = handle or connect(plan.spec, address, log)
+    started = handle.started  # the job's wall time counts from connecting to Ray
     try:
         gpus = _gpus_per_replica(plan.spec) if plan.spec.mode == "infer" else 0.0
         log(describe(plan, gpus, replica_threads(plan, gpus) if plan.spec.mode == "infer"
@@ -304,9 +192,8 @@ def execute(plan: JobPlan, address: str | None = None,
                     str(plan.output), min_rows_per_file=plan.spec.output.rows_per_file,
                     ray_remote_args={"num_cpus": WRITE_CPUS}, concurrency=WRITE_TASKS)
     finally:
-        if handle.started_here:
-            ray.shutdown()
-    wall = time.perf_counter() - t0
+        disconnect(handle)
+    wall = time.perf_counter() - handle.t0
     counts = count_statuses(plan.output)
     record = {**_record(plan, counts, wall, started, handle.dashboard_url), "state": "finished"}
     write_job_record(plan.output, record)

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.cluster import connect
 from pipeline.decode import DecodeSpec, decode_batch
 from pipeline.errors import ConfigError, JobFailed, ManifestError
 from pipeline.evaluation import CONFUSION_JSON
 from pipeline.models import ensure_weights_available
-from pipeline.run import connect
 from pipeline.trainloop import LoopConfig, train_loop_per_worker
 from pipeline.trainplan import TrainPlan, publish_best
 

@@ -24,7 +24,7 @@ from pipeline.evaluation import CONFUSION_CSV, CONFUSION_JSON
 from pipeline.jobspec import ManifestSpec, ModelSpec
 from pipeline.manifest import read_manifest
 from pipeline.models import ARCHS, CHECKPOINT_FILE, ModelCard, model_card
-from pipeline.run import input_size
+from pipeline.plan import input_size
 from pipeline.trainspec import TrainSpec
 
 # Written by Ray Train into the run directory; its presence means "a run to resume".

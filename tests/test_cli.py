@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,26 @@ def test_submit_then_summary(small_job, ray_session):
     assert again.exit_code == 2 and "--resume" in again.output
     summary = runner.invoke(app, ["summary", str(small_job.parent / "out")])
     assert summary.exit_code == 0 and "1 ok, 1 error" in summary.output
+
+
+@pytest.mark.slow
+def test_bad_checkpoint_found_while_ray_starts_stops_that_ray_and_writes_nothing(small_job):
+    # The model is resolved in a thread while the job's own Ray starts (run.start): a bad
+    # checkpoint must still end with the field, the fix, no output and no Ray left behind.
+    (small_job.parent / "broken.pt").write_bytes(b"not a checkpoint")
+    cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(small_job),
+           "--set", "model.weights=broken.pt", "--set", "model.num_classes=null",
+           "--set", "resources.num_cpus=1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 2, out
+    assert "started a local Ray" in out and "model.weights" in out and "cannot load" in out
+    assert "Traceback" not in out
+    assert not (small_job.parent / "out").exists()
+    # Ray names the session directory after the driver's pid; none of its processes remain.
+    left = subprocess.run(["pgrep", "-f", f"session_[0-9_-]*_{proc.pid}"],
+                          capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
 
 
 def test_schema_command_lists_the_columns():

@@ -5,7 +5,7 @@ import pytest
 from pipeline.errors import ConfigError, OutputError
 from pipeline.jobspec import ModelSpec, parse_jobspec
 from pipeline.models import build_network, model_card, save_checkpoint
-from pipeline.run import plan_job
+from pipeline.plan import plan_job
 
 
 @pytest.fixture
