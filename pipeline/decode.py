@@ -161,9 +161,10 @@ class _Packets:
 
 
 # A video's packets up to this size stay in memory between planning and decoding, so it
-# is opened and demuxed once (opening costs ~10 ms, as much as decoding a keyframe); a
-# larger one is opened and demuxed again to decode.
-KEEP_PACKETS_BYTES = 256 * 2**20
+# is opened and demuxed once (opening costs ~10 ms, as much as decoding a keyframe: it
+# matters for short videos). A larger one, whose decoding dwarfs a second open, is demuxed
+# again rather than held in the decode task's memory.
+KEEP_PACKETS_BYTES = 32 * 2**20
 
 
 def _demux(container, stream) -> tuple[_Packets, list | None]:
