@@ -8,8 +8,11 @@ through untouched, so every input row leaves as exactly one output row.
 
 from __future__ import annotations
 
+import platform
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +30,30 @@ class InferSpec:
     embeddings: bool = True
     threads: int = 0  # torch threads; 0 leaves torch's default
     job: str = ""
+
+
+# CPU flags of bf16 arithmetic: x86 (AVX-512 BF16, AMX) and Arm (FEAT_BF16).
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this machine's CPU computes in bf16 natively; None when it cannot tell."""
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:
+        return None
+    return bool(flags & BF16_CPU_FLAGS)
+
+
+def bf16_cpu_warning(spec: InferSpec, device: str) -> str | None:
+    """A warning for ``precision: bf16`` on a CPU without bf16 instructions: autocast
+    then emulates it and runs far slower than fp32 (benchmarks/README.md: an r3d_18
+    batch took over 10 minutes against 32 s in fp32 on an AVX2-only CPU)."""
+    if spec.precision != "bf16" or device != "cpu" or cpu_has_bf16() is not False:
+        return None
+    return (f"vidbatch: inference.precision is bf16 but this CPU ({platform.node()}) has no "
+            "bf16 instructions (avx512_bf16, amx_bf16); bf16 runs much slower than fp32 "
+            "here. Use precision: fp32 on this machine.")
 
 
 def pick_device(requested: str) -> str:
@@ -49,6 +76,9 @@ class Predictor:
         if spec.threads > 0:
             torch.set_num_threads(spec.threads)
         self.device = torch.device(pick_device(spec.device))
+        warning = bf16_cpu_warning(spec, self.device.type)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)  # Ray forwards it to the driver
         body, head = split_head(build_network(spec.card))
         self.clip_model = spec.card.kind == "clip"
         self.memory_format = None

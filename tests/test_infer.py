@@ -98,3 +98,32 @@ def test_all_error_batch_passes_through():
     table = Predictor(InferSpec(card=card))(batch_of(frames, ["error", "error"]))
     assert table["status"].to_pylist() == ["error", "error"]
     assert table["pred_label"].null_count == 2
+
+
+@pytest.mark.parametrize(("flags", "has"), [
+    ("fpu sse2 avx2 fma", False),                # x86 without bf16 (this project's CI CPU)
+    ("fpu avx2 avx512f avx512_bf16", True),      # Cooper Lake / Zen 4
+    ("fpu avx512f amx_bf16 amx_tile", True),     # Sapphire Rapids
+    ("fp asimd sve bf16 i8mm", True),            # Arm with FEAT_BF16
+])
+def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path, flags, has):
+    from pipeline.infer import cpu_has_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16(str(info)) is has
+    assert cpu_has_bf16(str(tmp_path / "absent")) is None
+
+
+def test_bf16_warning_only_for_bf16_on_a_cpu_without_it(clip_ckpt):
+    from pipeline.infer import bf16_cpu_warning, cpu_has_bf16
+
+    card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
+    bf16, fp32 = InferSpec(card=card, precision="bf16"), InferSpec(card=card)
+    assert bf16_cpu_warning(fp32, "cpu") is None
+    assert bf16_cpu_warning(bf16, "cuda") is None
+    warning = bf16_cpu_warning(bf16, "cpu")
+    if cpu_has_bf16() is False:
+        assert "precision: fp32" in warning and "much slower" in warning
+    else:
+        assert warning is None
