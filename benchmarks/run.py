@@ -28,7 +28,7 @@ import videos
 from procs import run_measured
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+RESULTS = videos.BENCH_DIR / "results"
 JOBS = {  # what each job decodes and runs (the definitions)
     "clip": {"kind": "clip", "arch": "r3d_18", "frames": 16, "short_side": 128, "crop": 112},
     "frame": {"kind": "frame", "arch": "resnet18", "frames": 8, "short_side": 256, "crop": 224},

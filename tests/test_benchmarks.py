@@ -1,0 +1,32 @@
+"""The benchmark harness end to end on a few tiny videos: it must keep running, and its
+ratios must come from the contenders' own outputs (benchmarks/README.md)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_harness_smoke_run(tmp_path):
+    env = {**os.environ, "VIDBATCH_BENCH_DIR": str(tmp_path)}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--videos", "3", "--seconds",
+           "2", "--repeats", "1", "--bound-iters", "1", "--batch-size", "2", "--cores", "2",
+           "--jobs", "clip,decode", "--bf16", "off",
+           "--only", "naive_clip,vidbatch_clip,vidbatch_decode_keyframes_pyav"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = sorted((tmp_path / "results").glob("*.json"))
+    assert len(results) == 1
+    data = json.loads(results[0].read_text())
+    runs = {r["name"]: r for r in data["runs"]}
+    assert set(runs) == {"naive_clip", "vidbatch_clip", "vidbatch_decode_keyframes_pyav"}
+    assert all(r["videos"] == 3 and r["wall_s"] > 0 for r in runs.values())
+    # Same seeded weights, same sampled frames: vidbatch's embeddings agree with the loop's.
+    assert runs["vidbatch_clip"]["cos_min_vs_naive_clip"] > 0.99
+    assert "| vidbatch_clip |" in proc.stdout
