@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ AGENT_WAIT_S = 120
 class RayHandle:
     started_here: bool
     dashboard_url: str | None
-    t0: float = field(default_factory=time.perf_counter)  # when connecting began
-    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    t0: float  # perf_counter when connecting began: the job's wall time counts from here
+    started: datetime  # the same moment, UTC
 
 
 def connect(spec: JobSpec, address: str | None, log: Callable[[str], None]) -> RayHandle:

@@ -21,6 +21,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -152,7 +153,7 @@ class _Packets:
     pts: list  # None where the container gives none
     keyframe: np.ndarray  # bool
 
-    @property
+    @cached_property  # read by the plan, packet_plan and the decode loop of one video
     def ranks(self) -> dict[int, int] | None:
         """Display index of every pts, or None when pts cannot identify frames."""
         if any(p is None for p in self.pts) or len(set(self.pts)) != len(self.pts):

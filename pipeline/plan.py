@@ -90,7 +90,7 @@ def check_inputs(spec: JobSpec, policy: str) -> tuple[pa.Table, int, int]:
 
 
 def assemble(spec: JobSpec, policy: str, card: ModelCard,
-              inputs: tuple[pa.Table, int, int]) -> JobPlan:
+             inputs: tuple[pa.Table, int, int]) -> JobPlan:
     decode = _decode_spec(spec, card)
     inf = spec.inference
     if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
