@@ -23,6 +23,17 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def local_directory(value: str) -> str:
+    """Validator of the directories vidbatch writes: they are local or mounted paths.
+    Manifests and videos may be URIs; outputs are not (a URI would otherwise be taken
+    as a relative path: ``s3://b/out`` would become the directory ``./s3:/b/out``)."""
+    if "://" in value:
+        raise ValueError(f"{value.split('://')[0]}:// URIs are not written by vidbatch; use "
+                         "a local directory, or on a cluster a shared filesystem mounted at "
+                         "the same path on every node (docs/cluster.md)")
+    return value
+
+
 class ManifestSpec(Spec):
     """Where the videos are listed. ``path`` is a CSV, Parquet or JSONL file, or a
     directory of Parquet files; local or any URI pyarrow's filesystems read."""
@@ -101,6 +112,7 @@ class ResourcesSpec(Spec):
 
 class OutputSpec(Spec):
     path: str
+    _local = field_validator("path")(local_directory)
     embeddings: bool = True
     top_k: int = Field(5, ge=1, le=1000)
     rows_per_file: int = Field(1000, ge=1, description="Parquet rows per file (at least)")
@@ -136,6 +148,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             msg = "unknown key; remove it or check its spelling (see README, 'Job spec')"
         elif e["type"] == "missing":
             msg = "required; add it to the spec"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from pipeline.jobspec import (
     Spec,
     _resolve,
     format_validation_error,
+    local_directory,
     read_spec_yaml,
 )
 
@@ -116,6 +117,7 @@ class TrainResourcesSpec(Spec):
 
 class CheckpointSpec(Spec):
     storage_path: str = Field(description="runs go to <storage_path>/<name>")
+    _local = field_validator("storage_path")(local_directory)
     every: int = Field(1, ge=1, description="checkpoint every this many epochs (and the last)")
     keep: int = Field(2, ge=1, description="checkpoints kept, best val_acc first (the latest "
                       "is always kept too, for resuming)")

@@ -53,6 +53,15 @@ def test_bad_value_names_field(tmp_path):
         load_jobspec(write(tmp_path, bad))
 
 
+def test_output_uri_fails_instead_of_becoming_a_relative_directory(tmp_path):
+    bad = {**MINIMAL, "output": {"path": "s3://bucket/out"}}
+    with pytest.raises(ConfigError) as e:
+        load_jobspec(write(tmp_path, bad))
+    assert "output.path: s3:// URIs are not written by vidbatch; use a local directory" \
+        in str(e.value)
+    assert not (tmp_path / "s3:").exists()
+
+
 def test_invalid_yaml_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_jobspec(write(tmp_path, "name: [unclosed\n"))
