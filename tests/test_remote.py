@@ -1,0 +1,79 @@
+"""Manifests and videos on S3, through pyarrow's S3 filesystem, against a local S3 server
+(moto): the manifest's relative paths resolve against its URI, the decode tasks read the
+videos from the bucket, a missing object and an empty one become error rows."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipeline.synth import moving_texture, write_video
+
+moto_server = pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3():
+    """A local S3 endpoint: ``(pyarrow S3FileSystem, environment for a vidbatch process)``."""
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
+                           access_key="testing", secret_key="testing", region="us-east-1",
+                           allow_bucket_creation=True)
+    try:
+        yield fs, env
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_manifest_and_videos_on_s3(s3, tmp_path):
+    fs, env = s3
+    fs.create_dir("videos")
+    for name, seed in (("a.mp4", 1), ("clips/b.mp4", 2)):
+        local = write_video(tmp_path / name.replace("/", "_"), moving_texture(12, 32, 40, seed))
+        with fs.open_output_stream(f"videos/{name}") as f:
+            f.write(local.read_bytes())
+    with fs.open_output_stream("videos/empty.mp4") as f:
+        f.write(b"")
+    with fs.open_output_stream("videos/m.csv") as f:
+        f.write(b"path,label\na.mp4,x\nclips/b.mp4,y\nmissing.mp4,z\nempty.mp4,w\n")
+    spec = {"name": "remote", "manifest": "s3://videos/m.csv",
+            "sampling": {"frames_per_clip": 2, "short_side": 32, "crop_size": 32},
+            "model": {"arch": "resnet18", "num_classes": 3},
+            "resources": {"num_cpus": 2, "object_store_mb": 128},
+            "max_error_fraction": 0.6, "output": {"path": "out"}}
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(job)],
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = pq.read_table(tmp_path / "out").to_pandas().set_index("path")
+    assert sorted(rows.index) == sorted(f"s3://videos/{p}" for p in
+                                        ("a.mp4", "clips/b.mp4", "missing.mp4", "empty.mp4"))
+    assert rows.loc["s3://videos/a.mp4", "status"] == "ok"
+    assert rows.loc["s3://videos/clips/b.mp4", "status"] == "ok"
+    assert rows.loc["s3://videos/clips/b.mp4", "label"] == "y"
+    assert rows.loc["s3://videos/a.mp4", "num_frames"] == 12
+    missing = rows.loc["s3://videos/missing.mp4"]
+    assert missing["status"] == "error" and "cannot read s3://videos/missing.mp4" in \
+        missing["error"], missing["error"]
+    empty = rows.loc["s3://videos/empty.mp4"]
+    assert empty["status"] == "error" and "empty (0 bytes)" in empty["error"]
