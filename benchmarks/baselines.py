@@ -190,7 +190,8 @@ def model_bound(cfg: dict) -> dict:
     card = model_card(ModelSpec(arch=cfg["arch"], weights=cfg["weights"]))
     replica = Predictor(InferSpec(card=card, precision=cfg["precision"],
                                   device=cfg.get("device", "cpu"),
-                                  channels_last=cfg["channels_last"], threads=cfg["threads"]))
+                                  channels_last=cfg["channels_last"], threads=cfg["threads"],
+                                  streams=cfg["streams"]))
     shape = (cfg["batch_size"], 1, cfg["frames"], cfg["crop"], cfg["crop"], 3)
     frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     replica.embed(frames)  # warm-up: allocator, oneDNN kernels
@@ -200,7 +201,8 @@ def model_bound(cfg: dict) -> dict:
         done.append(time.time())
     rate = steady_rate(done, per_item=cfg["batch_size"])
     return {"videos": cfg["batch_size"] * cfg["bound_iters"], "steady_videos_per_s": rate,
-            "note": f"batch {cfg['batch_size']}, {cfg['threads']} threads, "
+            "note": f"batch {cfg['batch_size']}, {cfg['threads']} threads in "
+                    f"{cfg['streams']} stream(s), "
                     f"{cfg['precision']}, channels_last={cfg['channels_last']}"}
 
 

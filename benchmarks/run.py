@@ -27,6 +27,8 @@ import vidbatch_jobs
 import videos
 from procs import run_measured
 
+from pipeline.infer import auto_streams
+
 HERE = Path(__file__).resolve().parent
 RESULTS = videos.BENCH_DIR / "results"
 JOBS = {  # what each job decodes and runs (the definitions)
@@ -73,11 +75,15 @@ def plan(jobs: list[str], only: list[str] | None, bf16: bool) -> list[Contender]
 
 def config(c: Contender, args, data: dict, folder: Path) -> dict:
     job = JOBS[c.job]
+    device = getattr(args, "device", "cpu")
+    streams = getattr(args, "model_streams", None) or auto_streams(
+        args.model_threads, args.batch_size, gpu=device == "cuda")
     return {**job, "name": c.name, "precision": c.precision, "batch_size": args.batch_size,
             "channels_last": args.channels_last, "threads": args.model_threads,
+            "streams": streams,
             "cores": args.cores, "bound_iters": args.bound_iters, "paths": data["paths"],
             "ids": data["ids"],
-            "device": getattr(args, "device", "cpu"),
+            "device": device,
             "manifest": data["manifest"], "weights": data["weights"][job["arch"]],
             "out_dir": str(folder), "result": str(folder / "result.json")}
 
@@ -164,6 +170,9 @@ def parse_args(argv=None):
                    "to the decode bound's process pool")
     p.add_argument("--model-threads", type=int, default=os.cpu_count(),
                    help="torch threads of the model bound")
+    p.add_argument("--model-streams", type=int, default=None, help="batch slices the model "
+                   "bound runs at once; default: what vidbatch's replica would (one per "
+                   "torch thread on CPU)")
     p.add_argument("--bound-iters", type=int, default=5, help="timed batches of the bound")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 "
                    "contenders: auto = only if the CPU has avx512_bf16/amx_bf16")

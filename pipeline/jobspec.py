@@ -85,6 +85,10 @@ class ResourcesSpec(Spec):
     threads_per_replica: int | None = Field(
         None, ge=1, description="torch threads in each replica; null: on CPU replicas the "
         "cores of a node shared by its replicas, on GPU replicas cpus_per_replica")
+    streams_per_replica: int | None = Field(
+        None, ge=1, le=256, description="slices of a batch that a replica runs at once, "
+        "each in its own thread with threads_per_replica / streams torch threads; null: on "
+        "CPU replicas one per torch thread (at most batch_size), on GPU replicas 1")
     batches_in_flight_per_replica: int | None = Field(
         None, ge=1, le=64, description="batches queued at each replica while it runs one "
         "(prefetch depth); null: Ray Data's default (2)")

@@ -102,13 +102,14 @@ def assemble(spec: JobSpec, policy: str, card: ModelCard,
     return JobPlan(spec, card, decode, infer, *inputs, Path(spec.output.path), policy)
 
 
-def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None = None) -> str:
+def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None = None,
+             streams: int | None = None) -> str:
     s, c, d = plan.spec, plan.card, plan.decode
     res = s.resources
     model = (
         f"  model  : {c.arch} ({c.kind} model), weights {c.weights}, {len(c.class_names)} "
         f"classes, {res.replicas} replica(s) x {res.cpus_per_replica:g} CPU"
-        f"{f' ({threads} torch threads)' if threads else ''}, GPUs/replica "
+        f"{_threads(threads, streams)}, GPUs/replica "
         f"{gpus if gpus is not None else res.gpus_per_replica}, {s.inference.precision}, "
         f"{s.inference.batch_size} videos/batch"
         if s.mode == "infer" else
@@ -132,6 +133,14 @@ def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None
         lines.append("  note   : weights: none means random weights; predictions are "
                      "meaningless (embeddings only show the pipeline works)")
     return "\n".join(lines)
+
+
+def _threads(threads: int | None, streams: int | None) -> str:
+    if not threads:
+        return ""
+    per = threads if not streams or streams == 1 else max(1, threads // streams)
+    each = f"{per} torch thread{'s' if per > 1 else ''}"
+    return f" ({each})" if per == threads else f" ({streams} streams x {each})"
 
 
 def check_paths(plan: JobPlan, sample: int = 20) -> tuple[int, list[str]]:

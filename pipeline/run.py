@@ -21,7 +21,7 @@ from typing import Any
 from pipeline.cluster import RayHandle, connect, disconnect
 from pipeline.decode import decode_batch
 from pipeline.errors import ConfigError, JobFailed
-from pipeline.infer import Predictor
+from pipeline.infer import Predictor, auto_streams
 from pipeline.jobspec import JobSpec
 from pipeline.models import ModelCard, ensure_weights_available, model_card
 from pipeline.plan import JobPlan, assemble, check_inputs, describe, plan_job
@@ -125,6 +125,13 @@ def replica_threads(plan: JobPlan, gpus: float) -> int:
     return max(1, int(res.cpus_per_replica), node_cpus // per_node)
 
 
+def replica_streams(plan: JobPlan, gpus: float) -> int:
+    """Batch slices a replica runs at once: ``resources.streams_per_replica``, else
+    :func:`~pipeline.infer.auto_streams` of its torch threads."""
+    return plan.spec.resources.streams_per_replica or auto_streams(
+        replica_threads(plan, gpus), plan.spec.inference.batch_size, gpus > 0)
+
+
 def build_dataset(plan: JobPlan, gpus: float, reporter=None):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> model actors.
 
@@ -138,7 +145,8 @@ def build_dataset(plan: JobPlan, gpus: float, reporter=None):
     per_block = max(res.videos_per_decode_task, math.ceil(plan.todo.num_rows / MAX_BLOCKS))
     blocks = [plan.todo.slice(i, per_block) for i in range(0, plan.todo.num_rows, per_block)]
     device = plan.infer.device if gpus > 0 else "cpu"
-    infer = replace(plan.infer, device=device, threads=replica_threads(plan, gpus))
+    infer = replace(plan.infer, device=device, threads=replica_threads(plan, gpus),
+                    streams=replica_streams(plan, gpus))
     ds = rd.from_arrow(blocks)
     if plan.spec.mode == "decode_only":
         from pipeline.progress import decode_only
@@ -181,8 +189,9 @@ def execute(plan: JobPlan, address: str | None = None, log: Callable[[str], None
     started = handle.started  # the job's wall time counts from connecting to Ray
     try:
         gpus = _gpus_per_replica(plan.spec) if plan.spec.mode == "infer" else 0.0
-        log(describe(plan, gpus, replica_threads(plan, gpus) if plan.spec.mode == "infer"
-                     else None))
+        model_job = plan.spec.mode == "infer"
+        log(describe(plan, gpus, replica_threads(plan, gpus) if model_job else None,
+                     replica_streams(plan, gpus) if model_job else None))
         prepare_output(plan.output, plan.policy, plan.spec.model_dump(mode="json"))
         plan.output.mkdir(parents=True, exist_ok=True)
         write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.infer import InferSpec, Predictor
+from pipeline.infer import InferSpec, Predictor, auto_streams
 from pipeline.jobspec import ModelSpec
 from pipeline.models import build_network, model_card, save_checkpoint
 
@@ -127,3 +127,26 @@ def test_bf16_warning_only_for_bf16_on_a_cpu_without_it(clip_ckpt):
         assert "precision: fp32" in warning and "much slower" in warning
     else:
         assert warning is None
+
+
+def test_streams_split_a_batch_and_keep_video_order(clip_ckpt):
+    """5 videos over 3 streams (slices of 2, 1, 2): the same embeddings, in input order,
+    as one pass over the whole batch; each stream's thread runs threads // streams torch
+    threads."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, size=(5, 1, 4, 32, 32, 3), dtype=np.uint8)
+    card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
+    one = Predictor(InferSpec(card=card, channels_last=False, threads=2)).embed(frames)
+    split = Predictor(InferSpec(card=card, channels_last=False, threads=2, streams=3))
+    np.testing.assert_allclose(split.embed(frames), one, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(split.embed(frames[:1]), one[:1], rtol=1e-4, atol=1e-5)
+    assert split._pool.submit(torch.get_num_threads).result() == 1
+    two = Predictor(InferSpec(card=card, threads=4, streams=2))
+    assert two._pool.submit(torch.get_num_threads).result() == 2
+
+
+def test_auto_streams_one_per_thread_on_cpu_one_on_gpu():
+    assert auto_streams(2, 8, gpu=False) == 2
+    assert auto_streams(16, 8, gpu=False) == 8  # never more streams than videos per batch
+    assert auto_streams(1, 8, gpu=False) == 1
+    assert auto_streams(8, 32, gpu=True) == 1
