@@ -161,3 +161,19 @@ def check_segments(table: pa.Table) -> None:
         raise ManifestError(
             f"manifest rows {', '.join(str(r + 1) for r in rows)}: need 0 <= start_s < end_s. "
             "Fix the segment bounds, or leave them empty for the whole video.")
+
+
+def as_dataset(table: pa.Table, rows_per_block: int):
+    """Manifest rows as a Ray Dataset of ``rows_per_block``-row blocks (one decode task
+    each), made without a Ray task per block.
+
+    ``from_arrow`` runs a remote task per block to read its metadata: measured on 2 cores,
+    1.7 s before a 96-row job could start (workers still cold) and 67 s for a million-row
+    manifest in 10,000 blocks. ``from_blocks`` (a DeveloperAPI) reads the same metadata on
+    the driver: 0.05-0.5 s and 19 s. A Ray without it gets ``from_arrow``.
+    """
+    import ray.data as rd
+
+    blocks = [table.slice(i, rows_per_block)
+              for i in range(0, table.num_rows, rows_per_block)] or [table]
+    return (getattr(rd, "from_blocks", None) or rd.from_arrow)(blocks)

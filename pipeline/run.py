@@ -23,6 +23,7 @@ from pipeline.decode import decode_batch
 from pipeline.errors import ConfigError, JobFailed
 from pipeline.infer import Predictor, auto_streams
 from pipeline.jobspec import JobSpec
+from pipeline.manifest import as_dataset
 from pipeline.models import ModelCard, ensure_weights_available, model_card
 from pipeline.plan import JobPlan, assemble, check_inputs, describe, plan_job
 from pipeline.sink import SCHEMA_VERSION, count_statuses, prepare_output, write_job_record
@@ -143,11 +144,10 @@ def build_dataset(plan: JobPlan, gpus: float, reporter=None):
 
     res = plan.spec.resources
     per_block = max(res.videos_per_decode_task, math.ceil(plan.todo.num_rows / MAX_BLOCKS))
-    blocks = [plan.todo.slice(i, per_block) for i in range(0, plan.todo.num_rows, per_block)]
     device = plan.infer.device if gpus > 0 else "cpu"
     infer = replace(plan.infer, device=device, threads=replica_threads(plan, gpus),
                     streams=replica_streams(plan, gpus))
-    ds = rd.from_arrow(blocks)
+    ds = as_dataset(plan.todo, per_block)
     if plan.spec.mode == "decode_only":
         from pipeline.progress import decode_only
 

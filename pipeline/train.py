@@ -34,6 +34,7 @@ from pipeline.cluster import connect
 from pipeline.decode import DecodeSpec, decode_batch
 from pipeline.errors import ConfigError, JobFailed, ManifestError
 from pipeline.evaluation import CONFUSION_JSON
+from pipeline.manifest import as_dataset
 from pipeline.models import ensure_weights_available
 from pipeline.trainloop import LoopConfig, train_loop_per_worker
 from pipeline.trainplan import TrainPlan, publish_best
@@ -75,8 +76,7 @@ def decode_rows(rows: pa.Table, spec: DecodeSpec, plan: TrainPlan):
     rd.DataContext.get_current().enable_progress_bars = False
     res = plan.spec.resources
     per = res.videos_per_decode_task
-    blocks = [rows.slice(i, per) for i in range(0, rows.num_rows, per)]
-    decoded = rd.from_arrow(blocks).map_batches(
+    decoded = as_dataset(rows, per).map_batches(
         decode_batch, fn_kwargs={"spec": spec}, batch_size=per, batch_format="numpy",
         num_cpus=res.cpus_per_decode_task).materialize()
     status = decoded.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import ManifestError
 from pipeline.jobspec import ManifestSpec
-from pipeline.manifest import MANIFEST_SCHEMA, derive_video_id, read_manifest
+from pipeline.manifest import MANIFEST_SCHEMA, as_dataset, derive_video_id, read_manifest
 
 ROWS = [{"path": "a.mp4", "label": "cat"}, {"path": "sub/b.mp4", "label": "dog"}]
 
@@ -92,3 +92,13 @@ def test_empty_path_is_kept_for_an_error_row(tmp_path):
     rows = [{"path": "a.mp4"}, {"path": ""}]
     t = read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", rows))))
     assert t.num_rows == 2 and t["path"].to_pylist()[1] is None
+
+
+def test_as_dataset_keeps_rows_order_and_block_size(ray_session):
+    table = pa.table({"video_id": [f"v{i}" for i in range(10)],
+                      "path": [f"/v{i}.mp4" for i in range(10)]})
+    ds = as_dataset(table, 4)
+    assert ds.num_blocks() == 3  # one decode task per 4 rows: 4, 4, 2
+    assert [r["video_id"] for r in ds.take_all()] == table["video_id"].to_pylist()
+    assert ds.schema().names == ["video_id", "path"]
+    assert as_dataset(table.slice(0, 0), 4).count() == 0
