@@ -27,7 +27,7 @@ import vidbatch_jobs
 import videos
 from procs import run_measured
 
-from pipeline.infer import auto_streams
+from pipeline.infer import auto_streams, cpu_has_bf16
 
 HERE = Path(__file__).resolve().parent
 RESULTS = videos.BENCH_DIR / "results"
@@ -135,12 +135,11 @@ def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines()
                   if ln.startswith("model name")), platform.processor())
-    flags = set(next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "").split())
     mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE).stdout.strip()
     return {"cpu": model, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-            "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}), "commit": commit,
+            "bf16": cpu_has_bf16() is True, "commit": commit,
             "python": platform.python_version(), "loadavg_start": os.getloadavg()}
 
 
@@ -175,7 +174,8 @@ def parse_args(argv=None):
                    "torch thread on CPU)")
     p.add_argument("--bound-iters", type=int, default=5, help="timed batches of the bound")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 "
-                   "contenders: auto = only if the CPU has avx512_bf16/amx_bf16")
+                   "contenders: auto = only if the CPU has bf16 instructions (avx512_bf16, "
+                   "amx_bf16, Arm bf16: pipeline.infer.cpu_has_bf16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to `vidbatch submit --set` (knob sweeps)")
     return p.parse_args(argv)
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and info["bf16"])
     contenders = plan(jobs, [o for o in args.only.split(",") if o], bf16)
     if not bf16:
-        print("bf16 contenders skipped (no avx512_bf16/amx_bf16 in /proc/cpuinfo, or --bf16 "
+        print("bf16 contenders skipped (no avx512_bf16/amx_bf16/bf16 in /proc/cpuinfo, or --bf16 "
               "off); --bf16 on runs them anyway")
     data = prepare_data(args, jobs)
     runs, outputs = [], {}
