@@ -73,6 +73,11 @@ def auto_streams(threads: int, batch_size: int, gpu: bool) -> int:
     return 1 if gpu else max(1, min(threads, batch_size))
 
 
+def stream_threads(threads: int, streams: int) -> int:
+    """torch threads of each of a replica's ``streams`` when it has ``threads``."""
+    return max(1, threads // max(1, streams))
+
+
 def pick_device(requested: str) -> str:
     import torch
 
@@ -92,7 +97,7 @@ class Predictor:
         self.spec = spec
         self.streams = max(1, spec.streams)
         threads = spec.threads if spec.threads > 0 else torch.get_num_threads()
-        per_stream = max(1, threads // self.streams)
+        per_stream = stream_threads(threads, self.streams)
         if spec.threads > 0 or self.streams > 1:
             torch.set_num_threads(per_stream)
         # Each stream's thread sets its thread count itself: OpenMP keeps it per thread.

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from pipeline.decode import DecodeSpec
 from pipeline.errors import ConfigError, ManifestError
-from pipeline.infer import InferSpec
+from pipeline.infer import InferSpec, stream_threads
 from pipeline.jobspec import JobSpec, SamplingSpec
 from pipeline.manifest import read_manifest
 from pipeline.models import ModelCard, model_card
@@ -138,7 +138,7 @@ def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None
 def _threads(threads: int | None, streams: int | None) -> str:
     if not threads:
         return ""
-    per = threads if not streams or streams == 1 else max(1, threads // streams)
+    per = stream_threads(threads, streams or 1)
     each = f"{per} torch thread{'s' if per > 1 else ''}"
     return f" ({each})" if per == threads else f" ({streams} streams x {each})"
 

@@ -126,11 +126,11 @@ def replica_threads(plan: JobPlan, gpus: float) -> int:
     return max(1, int(res.cpus_per_replica), node_cpus // per_node)
 
 
-def replica_streams(plan: JobPlan, gpus: float) -> int:
+def replica_streams(plan: JobPlan, gpus: float, threads: int) -> int:
     """Batch slices a replica runs at once: ``resources.streams_per_replica``, else
-    :func:`~pipeline.infer.auto_streams` of its torch threads."""
+    :func:`~pipeline.infer.auto_streams` of its torch threads (:func:`replica_threads`)."""
     return plan.spec.resources.streams_per_replica or auto_streams(
-        replica_threads(plan, gpus), plan.spec.inference.batch_size, gpus > 0)
+        threads, plan.spec.inference.batch_size, gpus > 0)
 
 
 def build_dataset(plan: JobPlan, gpus: float, reporter=None):
@@ -145,8 +145,9 @@ def build_dataset(plan: JobPlan, gpus: float, reporter=None):
     res = plan.spec.resources
     per_block = max(res.videos_per_decode_task, math.ceil(plan.todo.num_rows / MAX_BLOCKS))
     device = plan.infer.device if gpus > 0 else "cpu"
-    infer = replace(plan.infer, device=device, threads=replica_threads(plan, gpus),
-                    streams=replica_streams(plan, gpus))
+    threads = replica_threads(plan, gpus)
+    infer = replace(plan.infer, device=device, threads=threads,
+                    streams=replica_streams(plan, gpus, threads))
     ds = as_dataset(plan.todo, per_block)
     if plan.spec.mode == "decode_only":
         from pipeline.progress import decode_only
@@ -189,9 +190,9 @@ def execute(plan: JobPlan, address: str | None = None, log: Callable[[str], None
     started = handle.started  # the job's wall time counts from connecting to Ray
     try:
         gpus = _gpus_per_replica(plan.spec) if plan.spec.mode == "infer" else 0.0
-        model_job = plan.spec.mode == "infer"
-        log(describe(plan, gpus, replica_threads(plan, gpus) if model_job else None,
-                     replica_streams(plan, gpus) if model_job else None))
+        threads = replica_threads(plan, gpus) if plan.spec.mode == "infer" else None
+        log(describe(plan, gpus, threads,
+                     replica_streams(plan, gpus, threads) if threads else None))
         prepare_output(plan.output, plan.policy, plan.spec.model_dump(mode="json"))
         plan.output.mkdir(parents=True, exist_ok=True)
         write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),
