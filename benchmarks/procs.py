@@ -1,11 +1,13 @@
 """Run one contender in its own process session and measure it from the outside.
 
 Wall time: from ``Popen`` to the process's exit, so Python start-up, imports and Ray
-start-up/shutdown are included. Memory: every 0.25 s the sampler walks ``/proc`` for the
-process tree: the contender, all its descendants (Ray's gcs_server, raylet, dashboard,
-workers, ffmpeg children, ...) plus any process still in its session (it is a session
-leader), so daemons re-parented to init are counted too. For each it reads
-``/proc/PID/smaps_rollup``:
+start-up/shutdown are included. CPU: the machine's busy core-seconds from ``Popen`` until
+the session's last process is gone, less the sampler's own (a far steadier figure than wall
+time on a shared host, and what a job costs on a saturated machine). Memory: the sampler
+(:class:`Sampler`, within a CPU budget) walks ``/proc`` for the process tree: the
+contender, all its descendants (Ray's gcs_server, raylet, dashboard, workers, ffmpeg
+children, ...) plus any process still in its session (it is a session leader), so daemons
+re-parented to init are counted too. For each it reads ``/proc/PID/smaps_rollup``:
 
 * **PSS** (proportional set size; the figure we report): shared pages are divided among the
   processes that map them, so the sum counts shared libraries and Ray's object store
@@ -66,24 +68,34 @@ def memory_kb(pid: int) -> tuple[int, int]:
 class Sampler(threading.Thread):
     """Peak PSS/RSS sums (MiB) and peak process count of a process tree.
 
-    Reading ``smaps_rollup`` walks a process's page tables: every 0.25 s over a local Ray's
-    ~15 processes it cost 20-30 % of a core, taken from the 2 cores the job runs on. Once
-    a second costs about a quarter of that; the jobs' memory plateaus over many seconds."""
+    Reading ``smaps_rollup`` walks a process's page tables, so sampling costs CPU taken from
+    the cores the job runs on, and more for a local Ray's ~27 processes than for a
+    one-process contender: once a second it took 6.8 core-s in 40 s of the clip job (17 %
+    of one core, 8.5 % of this 2-core machine). So the sampler keeps to a CPU budget: after
+    each sample it waits ``interval_s`` or the sample's own duration / ``budget``, whichever
+    is longer (~0.17 s per sample of a local Ray -> one every ~7 s; the one-process
+    contenders are still sampled once a second). The jobs' memory plateaus over tens of
+    seconds; a peak shorter than the wait can be missed."""
 
-    def __init__(self, root: int, interval_s: float = 1.0):
+    def __init__(self, root: int, interval_s: float = 1.0, budget: float = 0.025):
         super().__init__(daemon=True)
-        self.root, self.interval_s = root, interval_s
-        self.peak_pss = self.peak_rss = self.peak_procs = 0
+        self.root, self.interval_s, self.budget = root, interval_s, budget
+        self.peak_pss = self.peak_rss = self.peak_procs = self.samples = 0
+        self.cpu_s = 0.0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
+            t0 = time.thread_time()
             pids = tree(self.root)
             mem = [memory_kb(p) for p in pids]
             self.peak_pss = max(self.peak_pss, sum(m[0] for m in mem))
             self.peak_rss = max(self.peak_rss, sum(m[1] for m in mem))
             self.peak_procs = max(self.peak_procs, len(pids))
-            self.stop.wait(self.interval_s)
+            spent = time.thread_time() - t0
+            self.cpu_s += spent
+            self.samples += 1
+            self.stop.wait(max(self.interval_s, spent / self.budget))
 
 
 def _reap_session(root: int, grace_s: float = 20.0) -> int:
@@ -106,11 +118,19 @@ def _read_lines(stream, log_path: Path, lines: list[tuple[float, str]]) -> None:
             log.write(line)
 
 
+def busy_core_s() -> float:
+    """Core-seconds this machine has spent busy since boot (``/proc/stat``: user, nice,
+    system, irq, softirq; idle, iowait and time stolen by a hypervisor excluded)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def run_measured(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> dict:
     """Run ``argv``; return wall time, exit code, peak memory and timestamped output lines."""
     lines: list[tuple[float, str]] = []
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    t0, busy0 = time.perf_counter(), busy_core_s()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True, bufsize=1)
     sampler = Sampler(proc.pid)
@@ -122,9 +142,14 @@ def run_measured(argv: list[str], log_path: Path, env: dict[str, str] | None = N
     rc = proc.wait()
     wall = time.perf_counter() - t0
     killed = _reap_session(proc.pid)
+    busy = busy_core_s() - busy0
     sampler.stop.set()
     sampler.join()
     reader.join(timeout=5)
     return {"rc": rc, "wall_s": wall, "peak_pss_mb": sampler.peak_pss / 1024,
             "peak_rss_mb": sampler.peak_rss / 1024, "peak_procs": sampler.peak_procs,
-            "leftover_processes_terminated": killed, "lines": list(lines)}
+            "leftover_processes_terminated": killed, "memory_samples": sampler.samples,
+            "sampler_cpu_s": round(sampler.cpu_s, 2),
+            # the machine's CPU time during the run, less the sampler's own (the harness is
+            # otherwise idle; nothing else may run during a benchmark)
+            "cpu_core_s": round(busy - sampler.cpu_s, 1), "lines": list(lines)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-NUMBERS = ("wall_s", "e2e_videos_per_s", "steady_videos_per_s", "peak_pss_mb", "peak_rss_mb",
-           "infer_only_videos_per_s")
+NUMBERS = ("wall_s", "cpu_core_s", "e2e_videos_per_s", "steady_videos_per_s", "peak_pss_mb",
+           "peak_rss_mb", "infer_only_videos_per_s")
 STAGES = ("decode_s", "prep_s", "infer_s", "write_s")
 # (label, contender, metric, reference, metric, target): the targets, then context
 # (target None): steady-state ratios are what long jobs approach, once start-up is amortised.
@@ -105,14 +105,15 @@ def one_line(r: dict) -> str:
     if r.get("skipped") or r.get("failed"):
         return f"[{r['repeat']}] {r['name']}: {r.get('skipped') or r.get('failed')}"
     return (f"[{r['repeat']}] {r['name']}: {r['videos']} videos, wall {_f(r['wall_s'], 1)} s, "
+            f"CPU {_f(r.get('cpu_core_s'), 0)} core-s, "
             f"{_f(r.get('e2e_videos_per_s'))} videos/s end to end, steady "
             f"{_f(r.get('steady_videos_per_s'))}, peak PSS {_f(r['peak_pss_mb'], 0)} MiB "
             f"(load {r['loadavg_before']:.1f})")
 
 
-HEADER = ("| contender | job | videos | wall s | videos/s end to end | videos/s steady | "
-          "x model bound | x naive | peak PSS MiB | peak RSS MiB | decode s | prep s | "
-          "infer s | write s | note |")
+HEADER = ("| contender | job | videos | wall s | CPU core-s | videos/s end to end | "
+          "videos/s steady | x model bound | x naive | peak PSS MiB | peak RSS MiB | decode s | "
+          "prep s | infer s | write s | note |")
 
 
 def markdown(summary: dict[str, dict], ratios_: list[dict], info: dict, args) -> str:
@@ -127,7 +128,8 @@ def markdown(summary: dict[str, dict], ratios_: list[dict], info: dict, args) ->
             [f"{k} {v:.4f}" for k, v in s.items() if k.startswith("cos_min") and v is not None]
             + ([s["note"]] if s["note"] else []))
         lines.append(f"| {name} | {s['job']} {s['precision']} | {s['videos'] or '–'} | "
-                     f"{_f(s['wall_s'], 1)} | {_f(s['e2e_videos_per_s'])} | "
+                     f"{_f(s['wall_s'], 1)} | {_f(s['cpu_core_s'], 0)} | "
+                     f"{_f(s['e2e_videos_per_s'])} | "
                      f"{_f(s['steady_videos_per_s'])} | {_f(s['x_model_bound'])} | "
                      f"{_f(s['x_naive'])} | {_f(s['peak_pss_mb'], 0)} | "
                      f"{_f(s['peak_rss_mb'], 0)} | {_f(st['decode_s'], 1)} | "
