@@ -3,12 +3,8 @@
 decord (the default, ``resources.decoder``) seeks to the sampled frames and resizes while
 decoding (``width``/``height``). Its bundled FFmpeg has no AV1 and it refuses some WebM
 files without a duration; for those, and for any decord failure, PyAV (which ships its own,
-newer FFmpeg) decodes the same indices. The result records which decoder ran.
-
-The PyAV path decodes only what the sampled frames need (:func:`packet_plan`): each group
-of pictures up to its last sampled frame, with unsampled non-reference pictures skipped
-by the decoder. decord decodes every picture from the keyframe to each sampled frame, so
-PyAV first is faster for sparse sampling of B-frame video (benchmarks/README.md).
+newer FFmpeg; :mod:`pipeline.decode_pyav`) decodes the same indices. The result records
+which decoder ran.
 
 Output frames are uint8 ``(clips, frames, crop, crop, 3)``: normalisation happens on the
 model replica, so the object store carries 4x fewer bytes than float32 would.
@@ -21,7 +17,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -76,8 +71,10 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return frames[..., top:top + size, left:left + size, :]
 
 
-def _plan(num_frames: int, fps: float, spec: DecodeSpec, start_s: float | None,
-          end_s: float | None, timestamps=None, keyframes=None) -> np.ndarray:
+def plan_indices(num_frames: int, fps: float, spec: DecodeSpec, start_s: float | None,
+                 end_s: float | None, timestamps=None, keyframes=None) -> np.ndarray:
+    """The frame indices to decode, ``(clips, frames)``: the segment's clips, moved to the
+    nearest keyframes when the spec asks for it and the decoder knows them."""
     first, last = segment_frames(num_frames, fps, start_s, end_s, timestamps)
     idx = clip_indices(first, last, spec.clips, spec.frames, spec.stride)
     if spec.snap_to_keyframes and keyframes is not None:
@@ -109,20 +106,21 @@ def _source(path: str):
     return data
 
 
-def _reader_input(src):
+def reader_input(src):
+    """What decord and PyAV open: a local path, or the bytes of a remote file as a file."""
     return io.BytesIO(src) if isinstance(src, bytes) else src
 
 
 def decode_with_decord(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
     import decord
 
-    probe = decord.VideoReader(_reader_input(src), ctx=decord.cpu(0), num_threads=spec.threads)
+    probe = decord.VideoReader(reader_input(src), ctx=decord.cpu(0), num_threads=spec.threads)
     n, fps = len(probe), float(probe.get_avg_fps())
     ts = None
     if start_s is not None or end_s is not None:
         ts = probe.get_frame_timestamp(range(n))[:, 0] if n else None
     keys = probe.get_key_indices() if spec.snap_to_keyframes and n else None
-    idx = _plan(n, fps, spec, start_s, end_s, ts, keys)
+    idx = plan_indices(n, fps, spec, start_s, end_s, ts, keys)
     uniq, inverse = np.unique(idx, return_inverse=True)
     # decord reports no frame size before decoding, and its width/height are the output
     # size after rotation, so decode the first frame (a keyframe: one frame's work) at full
@@ -133,186 +131,11 @@ def decode_with_decord(src, spec: DecodeSpec, start_s=None, end_s=None) -> Decod
     reader = probe
     if (th, tw) != (height, width):
         del probe
-        reader = decord.VideoReader(_reader_input(src), ctx=decord.cpu(0), width=tw, height=th,
+        reader = decord.VideoReader(reader_input(src), ctx=decord.cpu(0), width=tw, height=th,
                                     num_threads=spec.threads)
     frames = reader.get_batch([int(i) for i in uniq]).asnumpy()
     frames = center_crop(frames, spec.crop_size)[inverse.reshape(idx.shape)]
     return DecodedVideo(np.ascontiguousarray(frames), "decord", n, fps, width, height)
-
-
-def _av_open(src):
-    import av
-
-    return av.open(_reader_input(src), mode="r")
-
-
-@dataclass
-class _Packets:
-    """What one demux pass tells about a stream's packets, in decode order."""
-
-    pts: list  # None where the container gives none
-    keyframe: np.ndarray  # bool
-
-    @cached_property  # read by the plan, packet_plan and the decode loop of one video
-    def ranks(self) -> dict[int, int] | None:
-        """Display index of every pts, or None when pts cannot identify frames."""
-        if any(p is None for p in self.pts) or len(set(self.pts)) != len(self.pts):
-            return None
-        return {p: i for i, p in enumerate(sorted(self.pts))}
-
-
-# A video's packets up to this size stay in memory between planning and decoding, so it
-# is opened and demuxed once (opening costs ~10 ms, as much as decoding a keyframe: it
-# matters for short videos). A larger one, whose decoding dwarfs a second open, is demuxed
-# again rather than held in the decode task's memory.
-KEEP_PACKETS_BYTES = 32 * 2**20
-
-
-def _demux(container, stream) -> tuple[_Packets, list | None]:
-    """Every packet's pts and keyframe flag, and the packets themselves when they fit."""
-    pts, keys, kept, size = [], [], [], 0
-    for p in container.demux(stream):
-        if p.size <= 0:
-            continue
-        pts.append(p.pts)
-        keys.append(p.is_keyframe)
-        if kept is not None:
-            size += p.size
-            kept = kept if size <= KEEP_PACKETS_BYTES else None
-        if kept is not None:
-            kept.append(p)
-    return _Packets(pts, np.array(keys, bool)), kept
-
-
-def _video_stream(container):
-    stream = container.streams.best("video")
-    if stream is None:
-        raise VideoError("decode", "no video stream in the file")
-    return stream
-
-
-def packet_plan(packets: _Packets, wanted: set[int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Which packets to send to the decoder and which must come out as pictures.
-
-    Returns ``(send, needed)`` per packet (decode order), or None when frames cannot be
-    identified by pts. A group of pictures (keyframe to next keyframe) is sent up to its
-    last needed packet only: in decode order references come first, so nothing after it is
-    needed. Unneeded packets that are sent are decoded with ``skip_frame=NONREF``: the
-    decoder drops them unless other frames reference them. The next group is an exception
-    when it is open (its leading pictures reference this group's tail): then this group is
-    sent whole.
-    """
-    ranks = packets.ranks
-    if ranks is None:
-        return None
-    n = len(packets.pts)
-    needed = np.array([ranks[p] in wanted for p in packets.pts], bool)
-    send = np.ones(n, bool)
-    starts = [*np.flatnonzero(packets.keyframe).tolist(), n]
-    if not starts or starts[0] != 0:
-        starts = [0, *starts]
-    for g, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
-        c = starts[g + 2] if g + 2 < len(starts) else n
-        next_open = b < n and any(packets.pts[j] < packets.pts[b] for j in range(b + 1, c))
-        if next_open:
-            continue
-        hits = np.flatnonzero(needed[a:b])
-        send[a + (hits[-1] + 1 if hits.size else 0):b] = False
-    return send, needed
-
-
-def _to_rgb(frame, spec: DecodeSpec) -> tuple[np.ndarray, tuple[int, int]]:
-    """A decoded picture as uint8 RGB, rotated upright, short side resized."""
-    turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
-    fh, fw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
-    th, tw = resized_dims(fh, fw, spec.short_side)
-    rw, rh = (th, tw) if turns % 2 else (tw, th)
-    arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
-    return (np.rot90(arr, k=turns) if turns else arr), (fh, fw)
-
-
-def _pyav_frames(stream, source, wanted: set[int], spec: DecodeSpec, packets: _Packets,
-                 sparse: bool = True):
-    """Decode packet by packet, so that one corrupt packet costs one frame, not the rest.
-
-    ``source`` yields the stream's non-empty packets in decode order (then the decoder is
-    drained). ``sparse`` decodes only what the wanted frames need (:func:`packet_plan`)
-    and names pictures by pts; otherwise every packet is decoded and pictures are counted.
-    Returns ``(frames by index, (height, width), pictures decoded, corrupt packets)``.
-    """
-    import av
-
-    plan = packet_plan(packets, wanted) if sparse else None
-    ranks = packets.ranks if plan is not None else None
-    got: dict[int, np.ndarray] = {}
-    size, decoded, bad = None, 0, 0
-    stream.thread_count = max(1, spec.threads)
-    ctx = stream.codec_context
-    for k, packet in enumerate([*source, None]):  # None drains the decoder's delayed frames
-        if plan is not None and packet is not None:
-            if k >= len(plan[0]) or not plan[0][k]:
-                continue
-            ctx.skip_frame = "DEFAULT" if plan[1][k] else "NONREF"
-        try:
-            frames = ctx.decode(packet)
-        except av.FFmpegError:
-            bad += 1
-            continue
-        for frame in frames:
-            i, decoded = decoded, decoded + 1
-            if ranks is not None:
-                i = ranks.get(frame.pts, -1)
-            if i in wanted and i not in got:
-                got[i], shape = _to_rgb(frame, spec)
-                size = size or shape
-        if len(got) == len(wanted):
-            break
-    return got, size, decoded, bad
-
-
-def _decode_again(src, wanted: set[int], spec: DecodeSpec, packets: _Packets, sparse: bool):
-    """:func:`_pyav_frames` from a new open of the file."""
-    with _av_open(src) as container:
-        stream = _video_stream(container)
-        source = (p for p in container.demux(stream) if p.size > 0)
-        return _pyav_frames(stream, source, wanted, spec, packets, sparse)
-
-
-def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
-    """Demux once to count frames and read timestamps, then decode only what the sampled
-    frames need from the same packets (falling back to decoding every packet, from a
-    fresh open, if that misses any)."""
-    with _av_open(src) as container:
-        stream = _video_stream(container)
-        packets, kept = _demux(container, stream)
-        pts = packets.pts
-        n = len(pts)
-        tb = float(stream.time_base) if stream.time_base else 0.0
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else (n / (float(stream.duration) * tb) if stream.duration
-                                        else 0.0)
-        ranks = packets.ranks
-        ts = keys = None
-        if (start_s is not None or end_s is not None) and tb and ranks is not None:
-            ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
-        if spec.snap_to_keyframes and ranks is not None:
-            keys = sorted(ranks[p] for p, key in zip(pts, packets.keyframe) if key)
-        idx = _plan(n, fps, spec, start_s, end_s, ts, keys)
-        wanted = set(int(i) for i in np.unique(idx))
-        if kept is not None:
-            result = _pyav_frames(stream, kept, wanted, spec, packets)
-    if kept is None:  # too large to keep: demux again
-        result = _decode_again(src, wanted, spec, packets, sparse=True)
-    if len(result[0]) < len(wanted):
-        result = _decode_again(src, wanted, spec, packets, sparse=False)
-    got, size, decoded, bad_packets = result
-    if len(got) < len(wanted):
-        raise VideoError("decode", f"only {decoded} of {n} frames are decodable "
-                         f"({bad_packets} corrupt packets); sampled frames are missing")
-    note = f"{bad_packets} corrupt packets skipped" if bad_packets else None
-    frames = np.stack([center_crop(got[int(i)], spec.crop_size) for i in idx.reshape(-1)])
-    frames = frames.reshape(spec.shape)
-    return DecodedVideo(frames, "pyav", n, fps, size[1], size[0], note)
 
 
 def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
@@ -326,7 +149,7 @@ def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
     src = _source(path)
     first, second = (spec.decoder, "pyav") if spec.decoder == "decord" else ("pyav", "decord")
     try:
-        return DECODERS[first](src, spec, start_s, end_s)
+        return _decoder(first)(src, spec, start_s, end_s)
     except VideoError as e:
         if e.stage == "sample":
             raise
@@ -334,7 +157,7 @@ def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
     except Exception as e:  # decord raises DECORDError, RuntimeError, ...
         reason = _short(e)
     try:
-        video = DECODERS[second](src, spec, start_s, end_s)
+        video = _decoder(second)(src, spec, start_s, end_s)
     except VideoError as e:
         raise VideoError(e.stage, f"{e.message} ({NAMES[first]} also failed: {reason})") \
             from None
@@ -346,7 +169,14 @@ def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
     return video
 
 
-DECODERS = {"decord": decode_with_decord, "pyav": decode_with_pyav}
+def _decoder(name: str):
+    if name == "decord":
+        return decode_with_decord
+    from pipeline.decode_pyav import decode_with_pyav  # imports this module: not at the top
+
+    return decode_with_pyav
+
+
 NAMES = {"decord": "decord", "pyav": "PyAV"}
 
 

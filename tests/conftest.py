@@ -85,3 +85,14 @@ def numbered_frames():
         return out
 
     return _make
+
+
+@pytest.fixture
+def numbered_b_frames(tmp_path):
+    """60 frames, frame t filled with 4 * t, a keyframe every 20 frames and B-frames
+    (I B B B P ... in display order): what sparse decoding has to get right."""
+    frames = np.zeros((60, 48, 64, 3), dtype=np.uint8)
+    for t in range(60):
+        frames[t] = 4 * t
+    return write_video(tmp_path / "bframes.mp4", frames, options={
+        "crf": "1", "x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=3:b-adapt=0"})

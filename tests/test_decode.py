@@ -3,20 +3,15 @@
 import numpy as np
 import pytest
 
-import pipeline.decode as decode_module
 from pipeline.decode import (
     DecodeSpec,
-    _av_open,
-    _demux,
-    _pyav_frames,
     _source,
     decode_batch,
     decode_video,
     decode_with_decord,
-    decode_with_pyav,
-    packet_plan,
     resized_dims,
 )
+from pipeline.decode_pyav import decode_with_pyav
 from pipeline.errors import VideoError
 from pipeline.sampling import clip_indices
 from pipeline.synth import write_video
@@ -35,17 +30,6 @@ def numbered(tmp_path, numbered_frames):
 
 def frame_values(frames: np.ndarray) -> list[int]:
     return [int(round(f.mean())) // 8 for f in frames.reshape(-1, *frames.shape[-3:])]
-
-
-@pytest.fixture
-def numbered_b_frames(tmp_path):
-    """60 frames, frame t filled with 4 * t, a keyframe every 20 frames and B-frames
-    (I B B B P ... in display order): what sparse decoding has to get right."""
-    frames = np.zeros((60, 48, 64, 3), dtype=np.uint8)
-    for t in range(60):
-        frames[t] = 4 * t
-    return write_video(tmp_path / "bframes.mp4", frames, options={
-        "crf": "1", "x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=3:b-adapt=0"})
 
 
 def values4(frames: np.ndarray) -> list[int]:
@@ -173,12 +157,6 @@ def test_rotation_is_applied(shared_videos):
     assert np.abs(p.frames.astype(int) - v.frames).mean() < 8
 
 
-def test_best_stream_is_chosen(shared_videos):
-    # Stream 0 is 320x180; the best (and decord's) video stream is 480x270.
-    p = decode_with_pyav(_source(str(shared_videos / "torchcodec__nasa_13013.mp4")), spec())
-    assert (p.width, p.height, p.num_frames) == (480, 270, 390)
-
-
 def test_every_sample_video_gives_frames_or_a_reason(shared_videos):
     files = sorted(p for p in shared_videos.rglob("*") if p.suffix in (".mp4", ".mkv", ".mov",
                                                                         ".webm", ".avi"))
@@ -197,51 +175,6 @@ def test_both_decoders_return_the_sampled_frames_of_b_frame_video(numbered_b_fra
     v = decode_video(str(numbered_b_frames), s)
     assert v.decoder == decoder and v.num_frames == 60
     assert values4(v.frames) == clip_indices(0, 59, 2, 5).reshape(-1).tolist()
-
-
-def test_sparse_pyav_decodes_less_and_equals_decoding_everything(numbered_b_frames):
-    src = _source(str(numbered_b_frames))
-    wanted = {3, 9, 15, 25}  # the last group (frames 40..59) holds none
-    s = spec(short_side=48, crop_size=48)
-    with _av_open(src) as container:
-        stream = container.streams.video[0]
-        packets, kept = _demux(container, stream)
-        send, needed = packet_plan(packets, wanted)
-        assert needed.sum() == len(wanted)
-        assert send.sum() < 40 and not send[-20:].any()
-        sparse, _, n_sparse, _ = _pyav_frames(stream, kept, wanted, s, packets)
-    with _av_open(src) as container:
-        stream = container.streams.video[0]
-        dense, _, n_dense, _ = _pyav_frames(stream, container.demux(stream), wanted, s,
-                                            packets, sparse=False)
-    assert sorted(sparse) == sorted(dense) == sorted(wanted)
-    assert all(np.array_equal(sparse[i], dense[i]) for i in wanted)
-    assert n_sparse < n_dense
-    assert [int(round(sparse[i].mean() / 4)) for i in sorted(wanted)] == sorted(wanted)
-
-
-def test_pyav_reads_stream_facts_while_the_file_is_open(tmp_path):
-    # Regression: the stream's time base and rate were once read after its container was
-    # closed, which gave garbage (fps -23086.91) once the video had ~100+ packets.
-    frames = np.zeros((300, 48, 64, 3), dtype=np.uint8)
-    for t in range(300):
-        frames[t] = t % 250
-    path = str(write_video(tmp_path / "long.mp4", frames, options={"crf": "1"}))
-    for _ in range(3):
-        v = decode_video(path, spec(frames=2, stride=30, decoder="pyav"), start_s=5.0,
-                         end_s=7.0)
-        assert v.fps == pytest.approx(30.0) and v.duration_s == pytest.approx(10.0)
-        assert [int(round(f.mean())) for f in v.frames[0]] == [164, 194]
-
-
-def test_pyav_decodes_videos_too_large_to_keep_in_memory(numbered_b_frames, monkeypatch):
-    s = spec(clips=2, frames=5, decoder="pyav")
-    kept = decode_video(str(numbered_b_frames), s)
-    monkeypatch.setattr(decode_module, "KEEP_PACKETS_BYTES", 0)  # demux again to decode
-    again = decode_video(str(numbered_b_frames), s)
-    assert np.array_equal(kept.frames, again.frames)
-    assert values4(again.frames) == clip_indices(0, 59, 2, 5).reshape(-1).tolist()
-    assert (kept.num_frames, kept.fps) == (again.num_frames, again.fps) == (60, 30.0)
 
 
 @pytest.mark.parametrize("decoder", ["decord", "pyav"])
