@@ -16,6 +16,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -183,13 +184,25 @@ def stop(address: str, submission_id: str) -> bool:
 # ---------------------------------------------------------------- a persistent local head
 
 
+def _own_environment() -> dict[str, str]:
+    """This process's environment with its interpreter's directory first on ``PATH``.
+
+    ``ray`` is then the one installed beside vidbatch, and the head it starts, whose
+    environment the Jobs API entrypoints (``python -m pipeline.cli ...``) inherit, runs
+    this interpreter too: without it, ``.venv/bin/vidbatch up`` from a shell whose
+    virtual environment is not activated would start (or miss) another Python's Ray.
+    """
+    bin_dir = os.path.dirname(sys.executable)
+    return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+
 def up(num_cpus: int | None, dashboard_port: int = 8265) -> str:
     """Start a local Ray head whose dashboard binds to 127.0.0.1 only, with token auth.
 
     Ray 2.60's ``ray start`` enables token auth only when a token already exists or
     ``RAY_AUTH_MODE=token`` is set, so both are arranged here.
     """
-    env = {**os.environ}
+    env = _own_environment()
     env.setdefault("RAY_AUTH_MODE", "token")
     if env["RAY_AUTH_MODE"] == "token":
         subprocess.run(["ray", "get-auth-token", "--generate"], capture_output=True, env=env,
@@ -205,4 +218,5 @@ def up(num_cpus: int | None, dashboard_port: int = 8265) -> str:
 
 
 def down() -> None:
-    subprocess.run(["ray", "stop"], capture_output=True, text=True, check=False)
+    subprocess.run(["ray", "stop"], capture_output=True, text=True, check=False,
+                   env=_own_environment())
