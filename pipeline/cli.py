@@ -6,6 +6,7 @@ one message (no traceback) and sets the exit code (2 for bad input, 1 for a fail
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Annotated
@@ -311,5 +312,19 @@ def demo_train_data(
         typer.echo(f"wrote {len(rows)} {split} videos to {out / split} and {manifest}")
 
 
+def main() -> None:
+    """The ``vidbatch`` command: :data:`app`, then a quick exit.
+
+    With torch and torchvision loaded, the interpreter spent ~1.6 s exiting, mostly in the
+    garbage collector's passes over every object while it tears modules down; frozen
+    objects are skipped (0.4 s). Objects are still freed and ``atexit`` still runs (outputs
+    are closed by then); only cycles among them are left to the process's end.
+    """
+    try:
+        app()
+    finally:
+        gc.freeze()
+
+
 if __name__ == "__main__":
-    app()
+    main()
