@@ -13,15 +13,18 @@ and then applying the head equals averaging the logits, because the head is line
 Weights are ``none`` (random init), a torchvision weights name (``KINETICS400_V1``,
 ``IMAGENET1K_V1``, ``DEFAULT``), or a vidbatch checkpoint (a file, or a directory holding
 ``model.pt``). Checkpoints are read with ``torch.load(weights_only=True)``: no pickled code.
+Planning a job reads only a checkpoint's metadata, without torch (:mod:`pipeline.checkpoint`).
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.checkpoint import read_metadata
 from pipeline.errors import WeightsError
 from pipeline.jobspec import ModelSpec
 
@@ -76,23 +79,41 @@ def checkpoint_file(path: str) -> Path:
     return p / CHECKPOINT_FILE if p.is_dir() else p
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """Load a checkpoint safely (tensors and plain containers only)."""
-    import torch
-
+def _existing_checkpoint(path: str) -> Path:
     file = checkpoint_file(path)
     if not file.is_file():
         raise WeightsError(f"model.weights: checkpoint {file} not found. Point it at a file "
                            f"written by `vidbatch train` (or its directory), or use 'none'.")
+    return file
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """Load a checkpoint safely (tensors and plain containers only)."""
+    import torch
+
+    file = _existing_checkpoint(path)
     try:
         data = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
+        if not zipfile.is_zipfile(file):  # torch.save has written zip archives since 1.6
+            raise WeightsError(f"model.weights: {file} is not a PyTorch checkpoint: torch.save "
+                               "writes a zip archive, and this file is not one (another format,"
+                               " or cut short). Point it at a model.pt written by `vidbatch "
+                               "train` or a state dict saved with torch.save.") from None
         raise WeightsError(f"model.weights: cannot load {file} safely: {e}. Only tensors and "
                            "plain containers are accepted (torch.load weights_only=True).") from e
     if not isinstance(data, dict):
         raise WeightsError(f"model.weights: {file} holds a {type(data).__name__}, not a "
                            "checkpoint dict or a state dict")
     return data
+
+
+def read_checkpoint_metadata(path: str) -> dict[str, Any]:
+    """The checkpoint as :func:`read_checkpoint` gives it, with tensors replaced by their
+    shapes when :func:`pipeline.checkpoint.read_metadata` can read it without torch: enough
+    to plan a job, without importing torch on the driver or reading the weights there."""
+    data = read_metadata(_existing_checkpoint(path))
+    return data if data is not None else read_checkpoint(path)
 
 
 def _torchvision_weights(arch: str, name: str):
@@ -152,7 +173,7 @@ def model_card(spec: ModelSpec) -> ModelCard:
 
 def _checkpoint_card(spec: ModelSpec, labels: tuple[str, ...] | None) -> ModelCard:
     info = ARCHS[spec.arch]
-    data = read_checkpoint(spec.weights)
+    data = read_checkpoint_metadata(spec.weights)
     if data.get("format") == CHECKPOINT_FORMAT:
         if data["arch"] != spec.arch:
             raise WeightsError(f"model.arch is {spec.arch} but checkpoint {spec.weights} holds "

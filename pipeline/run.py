@@ -52,15 +52,16 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
           log: Callable[[str], None]) -> tuple[JobPlan, RayHandle]:
     """:func:`plan_job` and :func:`~pipeline.cluster.connect` at once, for ``execute``.
 
-    Resolving the model (importing torch and torchvision, reading the checkpoint or
-    fetching pretrained weights: 3-6 s) runs in a thread while Ray starts, which leaves
+    Resolving the model (importing torchvision for pretrained weights' metadata, fetching
+    them: 3-6 s; a checkpoint's metadata, read without torch: ~0.05 s, see
+    :mod:`pipeline.checkpoint`) runs in a thread while Ray starts, which leaves
     cores idle while its processes come up (on 2 cores: ~50 % CPU for the first ~13 s of a
     job; a 4-video job took 34.7 s instead of 36.7, medians of 5 interleaved runs). The
     manifest and the output policy are checked first, so that a bad manifest
     or output path fails before Ray starts; a bad model fails once Ray is up, and the Ray
     started here is shut down before the error is raised. Nothing is written either way.
     """
-    import ray  # noqa: F401  (imported here first: the thread below imports torch)
+    import ray  # noqa: F401  (imported here first: the thread below may import torch)
 
     policy = policy or spec.output.if_exists
     inputs = check_inputs(spec, policy)
