@@ -7,7 +7,8 @@ time on a shared host, and what a job costs on a saturated machine). Memory: the
 (:class:`Sampler`, within a CPU budget) walks ``/proc`` for the process tree: the
 contender, all its descendants (Ray's gcs_server, raylet, dashboard, workers, ffmpeg
 children, ...) plus any process still in its session (it is a session leader), so daemons
-re-parented to init are counted too. For each it reads ``/proc/PID/smaps_rollup``:
+re-parented to init are counted too, and, for a job that attaches to a running Ray, the
+processes of the session that started that Ray. For each it reads ``/proc/PID/smaps_rollup``:
 
 * **PSS** (proportional set size; the figure we report): shared pages are divided among the
   processes that map them, so the sum counts shared libraries and Ray's object store
@@ -39,10 +40,10 @@ def _stat(pid: str) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[3])
 
 
-def tree(root: int) -> list[int]:
-    """``root``, its descendants, and the processes of its session."""
+def tree(root: int, sessions: tuple[int, ...] = ()) -> list[int]:
+    """``root``, its descendants, and the processes of its session and of ``sessions``."""
     info = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(p))}
-    members = {pid for pid, (_, sid) in info.items() if sid == root}
+    members = {pid for pid, (_, sid) in info.items() if sid == root or sid in sessions}
     members.add(root)
     frontier = list(members)
     while frontier:
@@ -75,11 +76,14 @@ class Sampler(threading.Thread):
     each sample it waits ``interval_s`` or the sample's own duration / ``budget``, whichever
     is longer (~0.17 s per sample of a local Ray -> one every ~7 s; the one-process
     contenders are still sampled once a second). The jobs' memory plateaus over tens of
-    seconds; a peak shorter than the wait can be missed."""
+    seconds; a peak shorter than the wait can be missed. ``sessions``: other process
+    sessions counted with the tree (a Ray cluster the contender attaches to)."""
 
-    def __init__(self, root: int, interval_s: float = 1.0, budget: float = 0.025):
+    def __init__(self, root: int, interval_s: float = 1.0, budget: float = 0.025,
+                 sessions: tuple[int, ...] = ()):
         super().__init__(daemon=True)
         self.root, self.interval_s, self.budget = root, interval_s, budget
+        self.sessions = sessions
         self.peak_pss = self.peak_rss = self.peak_procs = self.samples = 0
         self.cpu_s = 0.0
         self.stop = threading.Event()
@@ -87,7 +91,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stop.is_set():
             t0 = time.thread_time()
-            pids = tree(self.root)
+            pids = tree(self.root, self.sessions)
             mem = [memory_kb(p) for p in pids]
             self.peak_pss = max(self.peak_pss, sum(m[0] for m in mem))
             self.peak_rss = max(self.peak_rss, sum(m[1] for m in mem))
@@ -126,14 +130,16 @@ def busy_core_s() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def run_measured(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> dict:
-    """Run ``argv``; return wall time, exit code, peak memory and timestamped output lines."""
+def run_measured(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 sessions: tuple[int, ...] = ()) -> dict:
+    """Run ``argv``; return wall time, exit code, peak memory and timestamped output lines.
+    ``sessions``: process sessions whose memory counts with the contender's (see Sampler)."""
     lines: list[tuple[float, str]] = []
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0, busy0 = time.perf_counter(), busy_core_s()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True, bufsize=1)
-    sampler = Sampler(proc.pid)
+    sampler = Sampler(proc.pid, sessions=sessions)
     sampler.start()
     # A reader thread, because a daemon that inherited the pipe would keep it open.
     reader = threading.Thread(target=_read_lines, args=(proc.stdout, log_path, lines),

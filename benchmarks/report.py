@@ -35,6 +35,12 @@ RATIOS = [
      "steady", None),
     ("context: frame, vidbatch / ray-read-videos, steady", "vidbatch_frame", "steady",
      "ray_read_videos", "steady", None),
+    ("context: clip fp32, vidbatch on a running Ray / naive, end to end", "vidbatch_clip_warm",
+     "e2e", "naive_clip", "e2e", None),
+    ("context: frame, vidbatch on a running Ray / naive, end to end", "vidbatch_frame_warm",
+     "e2e", "naive_frame", "e2e", None),
+    ("context: frame, vidbatch on a running Ray / ray-read-videos, end to end",
+     "vidbatch_frame_warm", "e2e", "ray_read_videos", "e2e", None),
 ]
 
 

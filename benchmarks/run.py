@@ -49,7 +49,7 @@ DECODE_ONLY = {
 @dataclass(frozen=True)
 class Contender:
     name: str
-    family: str  # model_bound | naive | ray_read_videos | decode_bound | vidbatch
+    family: str  # model_bound | naive | ray_read_videos | decode_bound | vidbatch | warm
     job: str
     precision: str = "fp32"
 
@@ -62,11 +62,13 @@ def plan(jobs: list[str], only: list[str] | None, bf16: bool) -> list[Contender]
         c += [Contender("naive_clip", "naive", "clip"),
               Contender("vidbatch_clip", "vidbatch", "clip")]
         c += [Contender("vidbatch_clip_bf16", "vidbatch", "clip", "bf16")] if bf16 else []
+        c += [Contender("vidbatch_clip_warm", "warm", "clip")]
     if "frame" in jobs:
         c += [Contender("model_bound_frame", "model_bound", "frame"),
               Contender("naive_frame", "naive", "frame"),
               Contender("ray_read_videos", "ray_read_videos", "frame"),
-              Contender("vidbatch_frame", "vidbatch", "frame")]
+              Contender("vidbatch_frame", "vidbatch", "frame"),
+              Contender("vidbatch_frame_warm", "warm", "frame")]
     if "decode" in jobs:
         c += [Contender("decode_bound", "decode_bound", "decode")]
         c += [Contender(name, "vidbatch", "decode") for name in DECODE_ONLY]
@@ -99,18 +101,29 @@ def run_one(c: Contender, args, data: dict, repeat: int, outputs: dict) -> dict:
     folder = RESULTS / "tmp" / c.name
     cfg = config(c, args, data, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if c.family == "vidbatch":
-        argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
-                                     [*DECODE_ONLY.get(c.name, []), *args.set])
+    if c.family == "warm":
+        try:
+            with vidbatch_jobs.running_cluster(c.name, cfg, folder, args.set,
+                                               child_env()) as session:
+                argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
+                                             args.set, attach=True)
+                m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env(), (session,))
+        except RuntimeError as e:
+            return {**base, "failed": str(e)}
     else:
-        (folder / "config.json").write_text(json.dumps(cfg))
-        argv = [sys.executable, str(HERE / "baselines.py"), c.family, str(folder / "config.json")]
-    m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env())
+        if c.family == "vidbatch":
+            argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
+                                         [*DECODE_ONLY.get(c.name, []), *args.set])
+        else:
+            (folder / "config.json").write_text(json.dumps(cfg))
+            argv = [sys.executable, str(HERE / "baselines.py"), c.family,
+                    str(folder / "config.json")]
+        m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env())
     lines = m.pop("lines")
     if m["rc"] != 0:
         tail = " | ".join(line for _, line in lines[-5:])
         return {**base, **m, "failed": f"exit {m['rc']}: {tail[-400:]}"}
-    res = (vidbatch_jobs.result(folder, lines) if c.family == "vidbatch"
+    res = (vidbatch_jobs.result(folder, lines) if c.family in ("vidbatch", "warm")
            else json.loads(Path(cfg["result"]).read_text()))
     row = {**base, **m, **res}
     if "skipped" not in res:
@@ -126,7 +139,8 @@ def add_cosines(row: dict, outputs: dict) -> None:
         return
     outputs[name] = emb
     pairs = {"vidbatch_clip_bf16": "vidbatch_clip", "vidbatch_clip": "naive_clip",
-             "vidbatch_frame": "naive_frame"}
+             "vidbatch_frame": "naive_frame", "vidbatch_clip_warm": "vidbatch_clip",
+             "vidbatch_frame_warm": "vidbatch_frame"}
     if pairs.get(name) in outputs:
         row["cos_min_vs_" + pairs[name]] = vidbatch_jobs.cosine_min(emb, outputs[pairs[name]])
 

@@ -7,13 +7,22 @@ the naive loop. That window excludes Ray start-up, model loading and the first b
 Per-stage times are the sums of the per-video ``decode_s`` and
 ``infer_s`` columns (busy seconds across all decode tasks / replicas, not wall time);
 vidbatch does not report its write time.
+
+The ``*_warm`` contenders run the same job as a driver attached to a Ray that is already up
+(:func:`running_cluster`: ``vidbatch up``, one small untimed job, then the timed
+``vidbatch submit --address auto``, then ``vidbatch down``): what each job of a series pays
+on a persistent cluster, without Ray's start-up and shutdown.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +48,52 @@ def write_spec(name: str, cfg: dict, folder: Path) -> Path:
     return path
 
 
-def command(spec: Path, sets: list[str]) -> list[str]:
-    exe = shutil.which("vidbatch") or str(Path(sys.executable).parent / "vidbatch")
-    return [exe, "submit", str(spec), "--overwrite", *[a for s in sets for a in ("--set", s)]]
+def _exe() -> str:
+    return shutil.which("vidbatch") or str(Path(sys.executable).parent / "vidbatch")
+
+
+def command(spec: Path, sets: list[str], attach: bool = False) -> list[str]:
+    """``vidbatch submit``; ``attach``: as a driver on the running Ray (``--address auto``)."""
+    return [_exe(), "submit", str(spec), "--overwrite", *[a for s in sets for a in ("--set", s)],
+            *(["--address", "auto"] if attach else [])]
+
+
+WARM_PORT = 8299  # the dashboard of the cluster the *_warm contenders attach to
+WARM_UP_VIDEOS = 2
+
+
+@contextmanager
+def running_cluster(name: str, cfg: dict, folder: Path, sets: list[str],
+                    env: dict[str, str]) -> Iterator[int]:
+    """A Ray started by ``vidbatch up`` (``cfg["cores"]`` CPUs) in a process session of its
+    own, warmed by one untimed job on the first videos of the manifest; yields that
+    session's id (so that its processes' memory counts) and ends with ``vidbatch down``."""
+    # ray start's daemons stay in the session of the process that ran it: `up`'s own. Its
+    # output goes to a file: the daemons would hold a pipe open.
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / "vidbatch_up.txt"
+    with log.open("w") as out:
+        up = subprocess.Popen([_exe(), "up", "--num-cpus", str(cfg["cores"]), "--port",
+                               str(WARM_PORT)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
+        up.wait()
+    try:
+        if up.returncode != 0:
+            raise RuntimeError(f"vidbatch up failed: {log.read_text()[-600:]}")
+        with open(cfg["manifest"], newline="") as f:
+            rows = list(csv.reader(f))[:1 + WARM_UP_VIDEOS]
+        manifest = folder / "warm_up.csv"
+        with manifest.open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        spec = write_spec(f"{name}-warm-up", {**cfg, "manifest": str(manifest)},
+                          folder / "warm_up")
+        warm = subprocess.run(command(spec, sets, attach=True), capture_output=True, text=True,
+                              env=env)
+        if warm.returncode != 0:
+            raise RuntimeError(f"warm-up job failed: {(warm.stdout + warm.stderr)[-600:]}")
+        yield up.pid
+    finally:
+        subprocess.run([_exe(), "down"], capture_output=True, env=env)
 
 
 def steady_from_rows(processed_at) -> float | None:
