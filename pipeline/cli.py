@@ -228,7 +228,7 @@ def up(num_cpus: Annotated[int | None, typer.Option(help="CPUs to offer (default
 
 @app.command()
 def down() -> None:
-    """Stop the Ray processes that `vidbatch up` (ray start) started on this machine."""
+    """Stop Ray on this machine (`ray stop`): the head `vidbatch up` started, and any other."""
     from pipeline.cluster import down as stop_head
 
     stop_head()

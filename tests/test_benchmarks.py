@@ -33,3 +33,23 @@ def test_harness_smoke_run(tmp_path):
     # Same seeded weights, same sampled frames: vidbatch's embeddings agree with the loop's.
     assert runs["vidbatch_clip"]["cos_min_vs_naive_clip"] > 0.99
     assert "| vidbatch_clip |" in proc.stdout
+
+
+def test_sampler_counts_another_session_only_when_asked():
+    """A Ray that `vidbatch up` started lives in its own session, outside the job's process
+    tree: the `_warm` contenders count it by session id (benchmarks/procs.py)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from procs import tree
+    finally:
+        sys.path.pop(0)
+    # A session leader whose child outlives it: the child is re-parented, not our descendant.
+    leader = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!"], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    orphan = int(leader.stdout.readline())
+    leader.wait()
+    try:
+        assert orphan not in tree(os.getpid())
+        assert orphan in tree(os.getpid(), (leader.pid,))
+    finally:
+        os.kill(orphan, 9)
