@@ -99,4 +99,3 @@ def test_body_gives_the_embedding_the_head_classifies(arch):
         f = body(x)
         logits = head(f)
     assert f.shape == (1, ARCHS[arch].embed_dim) and logits.shape == (1, 7)
-
