@@ -38,14 +38,20 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     port = free_port()
-    # Free agent ports too: the default (52365) is held by any other Ray on this machine,
-    # e.g. the test session's, and a head without its agent accepts no job submissions.
-    c = Cluster(initialize_head=True, connect=False, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": port, "dashboard_agent_listen_port": free_port(),
-        "object_store_memory": 200 * 2**20})
-    worker = c.add_node(num_cpus=2, object_store_memory=200 * 2**20,
-                        dashboard_agent_listen_port=free_port())
+    # The Jobs API runs its entrypoint (`python -m pipeline.cli`) with the PATH the head was
+    # started with: put this interpreter first, as `vidbatch up` does, so that the test also
+    # passes when pytest runs from a shell whose virtual environment is not activated.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable),
+                                            os.environ.get("PATH", "")]))
+        # Free agent ports too: the default (52365) is held by any other Ray on this
+        # machine, e.g. the test session's, and a head without its agent accepts no jobs.
+        c = Cluster(initialize_head=True, connect=False, head_node_args={
+            "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+            "dashboard_port": port, "dashboard_agent_listen_port": free_port(),
+            "object_store_memory": 200 * 2**20})
+        worker = c.add_node(num_cpus=2, object_store_memory=200 * 2**20,
+                            dashboard_agent_listen_port=free_port())
     c.wait_for_nodes()
     c.dashboard_url = f"http://127.0.0.1:{port}"
     c.worker = worker
