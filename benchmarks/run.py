@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,24 +102,23 @@ def run_one(c: Contender, args, data: dict, repeat: int, outputs: dict) -> dict:
     folder = RESULTS / "tmp" / c.name
     cfg = config(c, args, data, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if c.family == "warm":
-        try:
-            with vidbatch_jobs.running_cluster(c.name, cfg, folder, args.set,
-                                               child_env()) as session:
-                argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
-                                             args.set, attach=True)
-                m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env(), (session,))
-        except RuntimeError as e:
-            return {**base, "failed": str(e)}
+    if c.family in ("vidbatch", "warm"):
+        argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
+                                     [*DECODE_ONLY.get(c.name, []), *args.set],
+                                     attach=c.family == "warm")
     else:
-        if c.family == "vidbatch":
-            argv = vidbatch_jobs.command(vidbatch_jobs.write_spec(c.name, cfg, folder),
-                                         [*DECODE_ONLY.get(c.name, []), *args.set])
-        else:
-            (folder / "config.json").write_text(json.dumps(cfg))
-            argv = [sys.executable, str(HERE / "baselines.py"), c.family,
-                    str(folder / "config.json")]
-        m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env())
+        (folder / "config.json").write_text(json.dumps(cfg))
+        argv = [sys.executable, str(HERE / "baselines.py"), c.family, str(folder / "config.json")]
+    # `warm`: the job attaches to a Ray started (and stopped) around it, whose processes'
+    # memory counts with the job's
+    cluster = (vidbatch_jobs.running_cluster(c.name, cfg, folder, args.set, child_env())
+               if c.family == "warm" else nullcontext())
+    try:
+        with cluster as session:
+            m = run_measured(argv, folder / f"log_r{repeat}.txt", child_env(),
+                             (session,) if session else ())
+    except RuntimeError as e:  # the running Ray could not be started or warmed up
+        return {**base, "failed": str(e)}
     lines = m.pop("lines")
     if m["rc"] != 0:
         tail = " | ".join(line for _, line in lines[-5:])

@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from pipeline.cluster import _own_environment
 from pipeline.synth import moving_texture, write_video
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -42,8 +43,7 @@ def cluster():
     # started with: put this interpreter first, as `vidbatch up` does, so that the test also
     # passes when pytest runs from a shell whose virtual environment is not activated.
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable),
-                                            os.environ.get("PATH", "")]))
+        env.setenv("PATH", _own_environment()["PATH"])
         # Free agent ports too: the default (52365) is held by any other Ray on this
         # machine, e.g. the test session's, and a head without its agent accepts no jobs.
         c = Cluster(initialize_head=True, connect=False, head_node_args={
