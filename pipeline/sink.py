@@ -163,6 +163,8 @@ def prepare_output(path: Path, policy: str, spec: dict[str, Any] | None = None,
                           "Choose an empty or new output.path.")
     if policy == "resume":
         _check_same_job(path, spec)
+        if apply:
+            quarantine_partial_files(path)
     if policy == "overwrite" and apply:
         for p in entries:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -191,22 +193,34 @@ def _check_same_job(path: Path, spec: dict[str, Any] | None) -> None:
                           "output.path.")
 
 
+def _ids_in(f: Path) -> list[str] | None:
+    """The video ids of a data file, or None if it cannot be read (e.g. no Parquet footer)."""
+    try:
+        return pq.read_table(f, columns=["video_id"])["video_id"].to_pylist()
+    except (pa.ArrowInvalid, OSError):
+        return None
+
+
 def done_ids(path: Path) -> set[str]:
     """Video ids already written by an earlier run of the same job.
 
-    A file the earlier run was killed while writing has no Parquet footer; it is moved to
-    ``_partial/`` (kept for inspection, never read as data) and its rows are done again.
+    A file the earlier run was killed while writing has no Parquet footer: its rows are not
+    done (the run moves it aside first, :func:`quarantine_partial_files`). Reads only.
     """
     done: set[str] = set()
     for f in data_files(path):
-        try:
-            ids = pq.read_table(f, columns=["video_id"])["video_id"].to_pylist()
-        except (pa.ArrowInvalid, OSError):
+        done.update(_ids_in(f) or ())
+    return done
+
+
+def quarantine_partial_files(path: Path) -> None:
+    """Move data files without a Parquet footer (an earlier run was killed while writing
+    them) to ``_partial/``: kept for inspection, never read as data; their rows are done
+    again."""
+    for f in data_files(path):
+        if _ids_in(f) is None:
             (path / QUARANTINE).mkdir(exist_ok=True)
             os.replace(f, path / QUARANTINE / f.name)
-            continue
-        done.update(ids)
-    return done
 
 
 def count_statuses(path: Path) -> dict[str, int]:

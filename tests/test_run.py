@@ -155,6 +155,7 @@ def test_resume_finishes_a_killed_job_without_duplicates(dataset, finished, tmp_
     files[1].write_bytes(files[1].read_bytes()[:100])  # killed mid-write: no footer
     plan = plan_job(job(root, ckpt, out), policy="resume")
     assert plan.todo.num_rows == lost and plan.already_done == len(GOOD) + len(BAD) - lost
+    assert files[1].exists() and not (out / QUARANTINE).exists()  # planning writes nothing
     record = execute(plan, log=lambda s: None)
     ids = pq.read_table(out, columns=["video_id"])["video_id"].to_pylist()
     assert len(ids) == len(set(ids)) == len(GOOD) + len(BAD)
