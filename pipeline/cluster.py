@@ -25,11 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import pipeline
 from pipeline.errors import ConfigError, VidbatchError
-from pipeline.jobspec import JobSpec
+from pipeline.jobspec import JobSpec, spec_yaml
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_WAIT_S = 120
@@ -113,7 +111,7 @@ def submit_remote(spec: JobSpec, address: str, policy: str | None = None) -> str
     try:
         # Only the spec goes in the working dir: a folder holding a directory named `ray`
         # would shadow the real package on the cluster (see FIELD_NOTES).
-        (staging / "job.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        (staging / "job.yaml").write_text(spec_yaml(spec))
         flag = {"resume": " --resume", "overwrite": " --overwrite"}.get(policy or "", "")
         submission_id = f"vidbatch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         request = dict(

@@ -202,6 +202,14 @@ def parse_jobspec(data: Any, source: str = "<spec>", base_dir: Path | None = Non
     })
 
 
+def spec_yaml(spec: JobSpec) -> str:
+    """The spec as YAML that :func:`parse_jobspec` turns back into the same job elsewhere
+    (the Jobs API's entrypoint). Only the keys the spec gives are written, paths resolved:
+    a key left out must stay left out, because some defaults depend on more than the spec
+    (a checkpoint's sampling fills only the sampling keys the spec leaves out)."""
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+
+
 def read_spec_yaml(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
                    what: str = "job spec", example: str = "jobs/classify.yaml") -> Any:
     """Read a YAML spec file (safe loader only) and apply ``--set`` overrides."""

@@ -1,9 +1,10 @@
 """Planning a job (no Ray): sampling from checkpoints, and configuration errors."""
 
 import pytest
+import yaml
 
 from pipeline.errors import ConfigError, OutputError
-from pipeline.jobspec import ModelSpec, parse_jobspec
+from pipeline.jobspec import ModelSpec, parse_jobspec, spec_yaml
 from pipeline.models import build_network, model_card, save_checkpoint
 from pipeline.plan import plan_job
 
@@ -34,6 +35,17 @@ def test_the_job_spec_wins_where_it_says_something(trained):
     root, ckpt = trained
     d = plan_job(spec(root, ckpt, sampling={"frames_per_clip": 4, "frame_stride": None})).decode
     assert (d.frames, d.stride) == (4, None)
+
+
+@pytest.mark.parametrize("sampling", [{}, {"frames_per_clip": 4, "frame_stride": None}])
+def test_a_spec_sent_to_a_cluster_plans_the_same_job(trained, sampling):
+    """The Jobs API ships the spec as YAML and the cluster plans it again: the keys the spec
+    left out must stay out there, or the checkpoint's sampling would lose to defaults."""
+    root, ckpt = trained
+    here = spec(root, ckpt, sampling=sampling)
+    there = parse_jobspec(yaml.safe_load(spec_yaml(here)))
+    assert there.model_dump() == here.model_dump()
+    assert plan_job(there).decode == plan_job(here).decode
 
 
 def test_crop_larger_than_short_side(trained):
