@@ -80,6 +80,25 @@ def test_channels_last_and_bf16_stay_close_to_fp32(clip_ckpt):
     assert cos.min() > 0.99
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_gpu_replica_matches_the_cpu(clip_ckpt, precision):
+    """The CUDA path (pinned host memory, channels_last_3d, autocast) gives the CPU fp32
+    replica's embeddings and predictions (ties aside)."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, size=(3, 2, 4, 32, 32, 3), dtype=np.uint8)
+    card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
+    cpu = Predictor(InferSpec(card=card, device="cpu", channels_last=False))
+    gpu = Predictor(InferSpec(card=card, device="cuda", precision=precision))
+    assert gpu.device.type == "cuda"
+    ref, got = cpu.embed(frames), gpu.embed(frames)
+    cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() > (0.9999 if precision == "fp32" else 0.99)
+    table = gpu(batch_of(frames, ["ok", "error", "ok"]))
+    assert table["status"].to_pylist() == ["ok", "error", "ok"]
+    assert len(table["embedding"][0].as_py()) == ref.shape[1]
+
+
 def test_frame_model_averages_over_frames():
     torch.manual_seed(0)
     card = model_card(ModelSpec(arch="resnet18", num_classes=3))
