@@ -73,7 +73,7 @@ class Sampler(threading.Thread):
     the cores the job runs on, and more for a local Ray's ~27 processes than for a
     one-process contender: once a second it took 6.8 core-s in 40 s of the clip job (17 %
     of one core, 8.5 % of this 2-core machine). So the sampler keeps to a CPU budget: after
-    each sample it waits ``interval_s`` or the sample's own duration / ``budget``, whichever
+    each sample it waits ``interval_s`` or the sample's own CPU time / ``budget``, whichever
     is longer (~0.17 s per sample of a local Ray -> one every ~7 s; the one-process
     contenders are still sampled once a second). The jobs' memory plateaus over tens of
     seconds; a peak shorter than the wait can be missed. ``sessions``: other process
