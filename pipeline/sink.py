@@ -3,7 +3,7 @@
 Every manifest row becomes exactly one output row with ``status`` ``ok`` or ``error``;
 error rows keep the manifest columns and say why in ``error`` (prefixed by the stage that
 failed). Embeddings are ``fixed_size_list<float32>[D]``: Spark and pandas get plain arrays,
-DuckDB's Parquet reader ``FLOAT[]`` (cast to ``FLOAT[D]``; an Arrow table read through
+DuckDB's Parquet reader gives ``FLOAT[]`` (cast to ``FLOAT[D]``; an Arrow table read through
 DuckDB keeps ``FLOAT[D]``). Files are written by Ray Data's ``write_parquet``;
 the job record ``_vidbatch_job.json`` sits beside them (a leading underscore keeps Spark,
 DuckDB globs and pyarrow datasets from reading it as data).
