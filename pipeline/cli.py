@@ -9,11 +9,14 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline.errors import VidbatchError
+
+if TYPE_CHECKING:
+    from pipeline.outdir import OutputDir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch video classification and embedding on Ray.")
@@ -93,20 +96,21 @@ def _submit_remote(spec, address: str, policy: str | None, wait: bool) -> None:
         raise typer.Exit(1)
 
 
-def render_summary(output: Path, record: dict) -> str:
+def render_summary(output: OutputDir, record: dict) -> str:
     """The human summary of a finished job, from its files (not from driver memory)."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     c = record["counts"]
-    table = pads.dataset(str(output), format="parquet").to_table(
+    files = output.data_files()
+    table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
         columns=["video_id", "status", "error", "decoder", "pred_label", "pred_score"])
     lines = [
         f"job {record['job']}: {c['rows']} rows for {c['manifest_rows']} manifest rows -> "
         f"{c['ok']} ok, {c['error']} error; {c['processed_this_run']} processed in "
         f"{record['wall_s']:.1f} s ({record['videos_per_s'] or 0:.2f} videos/s, Ray start-up "
         "included)",
-        f"output: {output} ({len(list(output.glob('*.parquet')))} Parquet files + "
+        f"output: {output} ({len(files)} Parquet files + "
         "_vidbatch_job.json)",
     ]
     decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
@@ -130,17 +134,20 @@ def render_summary(output: Path, record: dict) -> str:
 
 
 @app.command()
-def summary(output: Annotated[Path, typer.Argument(help="A job's output directory")]) -> None:
+def summary(location: Annotated[str, typer.Argument(
+        metavar="OUTPUT", help="A job's output directory or URI")]) -> None:
     """Print the summary of a finished (or partly finished) job."""
+    from pipeline.outdir import OutputDir
     from pipeline.sink import JOB_RECORD, read_job_record
 
     try:
+        output = OutputDir.at(location)
         record = read_job_record(output)
     except VidbatchError as e:
         _fail(e)
     if record is None or "rows" not in record.get("counts", {}):
-        _fail(VidbatchError(f"{output / JOB_RECORD} not found or the job did not finish; "
-                            "run `vidbatch submit JOB --resume` to finish it"))
+        _fail(VidbatchError(f"{output.display(JOB_RECORD)} not found or the job did not "
+                            "finish; run `vidbatch submit JOB --resume` to finish it"))
     typer.echo(render_summary(output, record))
 
 

@@ -24,9 +24,9 @@ class Spec(BaseModel):
 
 
 def local_directory(value: str) -> str:
-    """Validator of the directories vidbatch writes: they are local or mounted paths.
-    Manifests and videos may be URIs; outputs are not (a URI would otherwise be taken
-    as a relative path: ``s3://b/out`` would become the directory ``./s3:/b/out``)."""
+    """Validator of a directory that must be local or mounted (training's storage path;
+    a URI would otherwise be taken as a relative path: ``s3://b/out`` would become the
+    directory ``./s3:/b/out``)."""
     if "://" in value:
         raise ValueError(f"{value.split('://')[0]}:// URIs are not written by vidbatch; use "
                          "a local directory, or on a cluster a shared filesystem mounted at "
@@ -115,8 +115,7 @@ class ResourcesSpec(Spec):
 
 
 class OutputSpec(Spec):
-    path: str
-    _local = field_validator("path")(local_directory)
+    path: str  # a local (or mounted) directory, or a URI pyarrow writes (s3://, gs://, ...)
     embeddings: bool = True
     top_k: int = Field(5, ge=1, le=1000)
     rows_per_file: int = Field(1000, ge=1, description="Parquet rows per file (at least)")

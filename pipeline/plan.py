@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,6 +20,7 @@ from pipeline.infer import InferSpec, stream_threads
 from pipeline.jobspec import JobSpec, SamplingSpec
 from pipeline.manifest import read_manifest
 from pipeline.models import ModelCard, model_card
+from pipeline.outdir import OutputDir
 from pipeline.sink import done_ids, prepare_output
 
 
@@ -33,7 +33,7 @@ class JobPlan:
     todo: pa.Table  # manifest rows still to process
     total_rows: int
     already_done: int
-    output: Path
+    output: OutputDir
     policy: str
 
 
@@ -77,10 +77,10 @@ def check_inputs(spec: JobSpec, policy: str) -> tuple[pa.Table, int, int]:
     manifest = read_manifest(spec.manifest)
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
-    output = Path(spec.output.path)
+    output = OutputDir.at(spec.output.path)
     prepare_output(output, policy, spec.model_dump(mode="json"), apply=False)
     todo, done = manifest, 0
-    if policy == "resume" and output.exists():
+    if policy == "resume":
         finished = done_ids(output)
         if finished:
             written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
@@ -99,7 +99,7 @@ def assemble(spec: JobSpec, policy: str, card: ModelCard,
                       channels_last=inf.channels_last, top_k=spec.output.top_k,
                       embeddings=spec.output.embeddings,
                       threads=spec.resources.threads_per_replica or 0, job=spec.name)
-    return JobPlan(spec, card, decode, infer, *inputs, Path(spec.output.path), policy)
+    return JobPlan(spec, card, decode, infer, *inputs, OutputDir.at(spec.output.path), policy)
 
 
 def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None = None,

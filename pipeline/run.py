@@ -195,13 +195,14 @@ def execute(plan: JobPlan, address: str | None = None, log: Callable[[str], None
         log(describe(plan, gpus, threads,
                      replica_streams(plan, gpus, threads) if threads else None))
         prepare_output(plan.output, plan.policy, plan.spec.model_dump(mode="json"))
-        plan.output.mkdir(parents=True, exist_ok=True)
+        plan.output.make()
         write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),
                                        "state": "running"})
         if plan.todo.num_rows:
             with ProgressReporter(plan.spec.name, plan.todo.num_rows, log) as reporter:
                 build_dataset(plan, gpus, reporter).write_parquet(
-                    str(plan.output), min_rows_per_file=plan.spec.output.rows_per_file,
+                    plan.output.root, filesystem=plan.output.fs,
+                    min_rows_per_file=plan.spec.output.rows_per_file,
                     ray_remote_args={"num_cpus": WRITE_CPUS}, concurrency=WRITE_TASKS)
     finally:
         disconnect(handle)

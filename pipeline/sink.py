@@ -12,19 +12,17 @@ DuckDB globs and pyarrow datasets from reading it as data).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.fs as pafs
 
 from pipeline.errors import OutputError
 from pipeline.models import ARCHS
+from pipeline.outdir import OutputDir
 
 if TYPE_CHECKING:
     from pipeline.infer import InferSpec
@@ -136,39 +134,37 @@ def output_table(batch: Batch, ok: np.ndarray, emb: np.ndarray | None, topi: np.
 # ---------------------------------------------------------------- output directory policy
 
 
-def data_files(path: Path) -> list[Path]:
-    return sorted(p for p in path.glob("*.parquet") if p.is_file())
-
-
-def prepare_output(path: Path, policy: str, spec: dict[str, Any] | None = None,
+def prepare_output(out: OutputDir, policy: str, spec: dict[str, Any] | None = None,
                    apply: bool = True) -> None:
     """Check (and with ``apply``, carry out) ``output.if_exists``: ``error``, ``resume`` or
     ``overwrite``. Never mixes runs silently, never deletes files vidbatch did not write."""
-    if not path.exists():
+    kind = out.kind()
+    if kind == pafs.FileType.NotFound:
         return
-    if not path.is_dir():
-        raise OutputError(f"output.path {path} exists and is not a directory; choose another "
+    if kind != pafs.FileType.Directory:
+        raise OutputError(f"output.path {out} exists and is not a directory; choose another "
                           "path")
-    entries = [p for p in path.iterdir()]
+    entries = out.entries()
     if not entries:
         return
     if policy == "error":
-        raise OutputError(f"output.path {path} already holds {len(entries)} entries. Use "
+        raise OutputError(f"output.path {out} already holds {len(entries)} entries. Use "
                           "--resume (output.if_exists: resume) to finish that job, --overwrite "
                           "to replace it, or choose another output.path.")
     ours = {JOB_RECORD, QUARANTINE}
-    foreign = [p.name for p in entries if p.suffix != ".parquet" and p.name not in ours]
+    foreign = [e.base_name for e in entries
+               if not e.base_name.endswith(".parquet") and e.base_name not in ours]
     if foreign:
-        raise OutputError(f"output.path {path} holds files vidbatch did not write "
+        raise OutputError(f"output.path {out} holds files vidbatch did not write "
                           f"({', '.join(sorted(foreign)[:5])}); refusing to {policy} there. "
                           "Choose an empty or new output.path.")
     if policy == "resume":
-        _check_same_job(path, spec)
+        _check_same_job(out, spec)
         if apply:
-            quarantine_partial_files(path)
+            quarantine_partial_files(out)
     if policy == "overwrite" and apply:
-        for p in entries:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for e in entries:
+            out.remove(e)
 
 
 # Spec sections that must match for a resumed run to continue the same job.
@@ -176,78 +172,73 @@ RESUME_KEYS = ("manifest", "sampling", "model", "name", "mode")
 DEFAULTS = {"mode": "infer"}  # keys older records lack, with the value they meant
 
 
-def _check_same_job(path: Path, spec: dict[str, Any] | None) -> None:
-    record = read_job_record(path)
+def _check_same_job(out: OutputDir, spec: dict[str, Any] | None) -> None:
+    record = read_job_record(out)
     if record is None or spec is None:
         return
     version = record.get("schema_version", "1")
     if version != SCHEMA_VERSION:
-        raise OutputError(f"cannot resume into {path}: its files have output schema {version}, "
+        raise OutputError(f"cannot resume into {out}: its files have output schema {version}, "
                           f"this vidbatch writes schema {SCHEMA_VERSION}. Use --overwrite, or "
                           "another output.path.")
     before = record.get("spec", {})
     changed = [k for k in RESUME_KEYS
                if before.get(k, DEFAULTS.get(k)) != spec.get(k, DEFAULTS.get(k))]
     if changed:
-        raise OutputError(f"cannot resume into {path}: it was written with different "
+        raise OutputError(f"cannot resume into {out}: it was written with different "
                           f"{', '.join(changed)} settings. Use --overwrite, or another "
                           "output.path.")
 
 
-def _ids_in(f: Path) -> list[str] | None:
+def _ids_in(out: OutputDir, f: str) -> list[str] | None:
     """The video ids of a data file, or None if it cannot be read (e.g. no Parquet footer)."""
     try:
-        return pq.read_table(f, columns=["video_id"])["video_id"].to_pylist()
+        return out.read_columns(f, ["video_id"])["video_id"].to_pylist()
     except (pa.ArrowInvalid, OSError):
         return None
 
 
-def done_ids(path: Path) -> set[str]:
+def done_ids(out: OutputDir) -> set[str]:
     """Video ids already written by an earlier run of the same job.
 
     A file the earlier run was killed while writing has no Parquet footer: its rows are not
     done (the run moves it aside first, :func:`quarantine_partial_files`). Reads only.
     """
     done: set[str] = set()
-    for f in data_files(path):
-        done.update(_ids_in(f) or ())
+    for f in out.data_files():
+        done.update(_ids_in(out, f) or ())
     return done
 
 
-def quarantine_partial_files(path: Path) -> None:
+def quarantine_partial_files(out: OutputDir) -> None:
     """Move data files without a Parquet footer (an earlier run was killed while writing
     them) to ``_partial/``: kept for inspection, never read as data; their rows are done
     again."""
-    for f in data_files(path):
-        if _ids_in(f) is None:
-            (path / QUARANTINE).mkdir(exist_ok=True)
-            os.replace(f, path / QUARANTINE / f.name)
+    for f in out.data_files():
+        if _ids_in(out, f) is None:
+            out.move_into(f, QUARANTINE)
 
 
-def count_statuses(path: Path) -> dict[str, int]:
+def count_statuses(out: OutputDir) -> dict[str, int]:
     """Rows per status over all data files (reads two small columns only)."""
-    files = data_files(path)
+    files = out.data_files()
     if not files:
         return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0}
-    t = pa.concat_tables(pq.read_table(f, columns=["video_id", "status"]) for f in files)
+    t = pa.concat_tables(out.read_columns(f, ["video_id", "status"]) for f in files)
     ok = int(pc.sum(pc.equal(t["status"], "ok")).as_py() or 0)
     return {"rows": t.num_rows, "ok": ok, "error": t.num_rows - ok,
             "unique_ids": len(pc.unique(t["video_id"]))}
 
 
-def read_job_record(path: Path) -> dict[str, Any] | None:
+def read_job_record(out: OutputDir) -> dict[str, Any] | None:
     try:
-        return json.loads((path / JOB_RECORD).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        text = out.read_text(JOB_RECORD)
+        return None if text is None else json.loads(text)
     except (OSError, json.JSONDecodeError) as e:
-        raise OutputError(f"cannot read {path / JOB_RECORD}: {e}; remove it or use "
+        raise OutputError(f"cannot read {out.display(JOB_RECORD)}: {e}; remove it or use "
                           "--overwrite") from e
 
 
-def write_job_record(path: Path, record: dict[str, Any]) -> Path:
-    target = path / JOB_RECORD
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+def write_job_record(out: OutputDir, record: dict[str, Any]) -> str:
+    out.write_text(JOB_RECORD, json.dumps(record, indent=2, default=str))
+    return out.display(JOB_RECORD)

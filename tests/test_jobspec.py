@@ -6,8 +6,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, OutputError
 from pipeline.jobspec import load_jobspec, parse_jobspec
+from pipeline.outdir import OutputDir
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {"name": "t", "manifest": "m.csv", "model": {"arch": "r3d_18"},
@@ -53,13 +54,15 @@ def test_bad_value_names_field(tmp_path):
         load_jobspec(write(tmp_path, bad))
 
 
-def test_output_uri_fails_instead_of_becoming_a_relative_directory(tmp_path):
-    bad = {**MINIMAL, "output": {"path": "s3://bucket/out"}}
-    with pytest.raises(ConfigError) as e:
-        load_jobspec(write(tmp_path, bad))
-    assert "output.path: s3:// URIs are not written by vidbatch; use a local directory" \
-        in str(e.value)
+def test_output_uri_stays_a_uri(tmp_path):
+    spec = load_jobspec(write(tmp_path, {**MINIMAL, "output": {"path": "s3://bucket/out"}}))
+    assert spec.output.path == "s3://bucket/out"
     assert not (tmp_path / "s3:").exists()
+
+
+def test_an_output_uri_pyarrow_cannot_open_is_refused():
+    with pytest.raises(OutputError, match="cannot write to output.path s4://bucket/out"):
+        OutputDir.at("s4://bucket/out")
 
 
 def test_invalid_yaml_is_a_config_error(tmp_path):

@@ -6,6 +6,7 @@ import yaml
 from pipeline.errors import ConfigError, OutputError
 from pipeline.jobspec import ModelSpec, parse_jobspec, spec_yaml
 from pipeline.models import build_network, model_card, save_checkpoint
+from pipeline.outdir import OutputDir
 from pipeline.plan import plan_job
 
 
@@ -68,8 +69,8 @@ def _written_by(root, **spec_over):
     out.mkdir()
     (out / "part-0.parquet").write_bytes(b"")
     s = spec(root, "none", **spec_over)
-    return out, {"spec": s.model_dump(mode="json"), "schema_version": SCHEMA_VERSION}, \
-        write_job_record
+    return OutputDir.at(str(out)), \
+        {"spec": s.model_dump(mode="json"), "schema_version": SCHEMA_VERSION}, write_job_record
 
 
 def test_resume_refuses_another_mode(tmp_path):

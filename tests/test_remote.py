@@ -1,16 +1,21 @@
-"""Manifests and videos on S3, through pyarrow's S3 filesystem, against a local S3 server
-(moto): the manifest's relative paths resolve against its URI, the decode tasks read the
-videos from the bucket, a missing object and an empty one become error rows."""
+"""Manifests, videos and output on S3, through pyarrow's S3 filesystem, against a local S3
+server (moto): the manifest's relative paths resolve against its URI, the decode tasks read
+the videos from the bucket, a missing object and an empty one become error rows, the output
+is written, resumed and summarised there."""
 
 import os
 import socket
 import subprocess
 import sys
 
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.errors import OutputError
+from pipeline.outdir import OutputDir
+from pipeline.sink import prepare_output
 from pipeline.synth import moving_texture, write_video
 
 moto_server = pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")
@@ -42,8 +47,16 @@ def s3():
         server.stop()
 
 
+def submit(job, env, *args):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(job), *args],
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 @pytest.mark.slow
-def test_manifest_and_videos_on_s3(s3, tmp_path):
+def test_manifest_videos_and_output_on_s3(s3, tmp_path):
     fs, env = s3
     fs.create_dir("videos")
     for name, seed in (("a.mp4", 1), ("clips/b.mp4", 2)):
@@ -58,14 +71,11 @@ def test_manifest_and_videos_on_s3(s3, tmp_path):
             "sampling": {"frames_per_clip": 2, "short_side": 32, "crop_size": 32},
             "model": {"arch": "resnet18", "num_classes": 3},
             "resources": {"num_cpus": 2, "object_store_mb": 128},
-            "max_error_fraction": 0.6, "output": {"path": "out"}}
+            "max_error_fraction": 0.6, "output": {"path": "s3://videos/out/"}}
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(job)],
-                          env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = pq.read_table(tmp_path / "out").to_pandas().set_index("path")
+    submit(job, env)
+    rows = pq.read_table("videos/out", filesystem=fs).to_pandas().set_index("path")
     assert sorted(rows.index) == sorted(f"s3://videos/{p}" for p in
                                         ("a.mp4", "clips/b.mp4", "missing.mp4", "empty.mp4"))
     assert rows.loc["s3://videos/a.mp4", "status"] == "ok"
@@ -77,3 +87,43 @@ def test_manifest_and_videos_on_s3(s3, tmp_path):
         missing["error"], missing["error"]
     empty = rows.loc["s3://videos/empty.mp4"]
     assert empty["status"] == "error" and "empty (0 bytes)" in empty["error"]
+
+    # A file cut short (a killed run): --resume sets it aside and does its rows again.
+    files = data_files(fs, "videos/out")
+    cut = pq.read_metadata(files[0], filesystem=fs).num_rows
+    with fs.open_input_stream(files[0]) as f:
+        head = f.read(100)
+    with fs.open_output_stream(files[0]) as f:
+        f.write(head)
+    out = submit(job, env, "--resume")
+    assert f"{cut} processed" in out, out
+    ids = pq.read_table("videos/out", filesystem=fs, columns=["video_id"])["video_id"]
+    assert len(ids) == len(set(ids.to_pylist())) == 4
+    assert fs.get_file_info(f"videos/out/_partial/{files[0].rsplit('/', 1)[1]}").is_file
+
+    summary = subprocess.run([sys.executable, "-m", "pipeline.cli", "summary",
+                              "s3://videos/out"], env={**os.environ, **env},
+                             capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0, summary.stdout + summary.stderr
+    assert "4 rows for 4 manifest rows -> 2 ok, 2 error" in summary.stdout
+
+
+def data_files(fs, prefix: str) -> list[str]:
+    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector(prefix))
+                  if i.path.endswith(".parquet"))
+
+
+def test_overwrite_on_s3_removes_only_what_vidbatch_wrote(s3):
+    fs, env = s3
+    fs.create_dir("bucket")
+    for name in ("part-0.parquet", "_partial/part-1.parquet", "_vidbatch_job.json"):
+        with fs.open_output_stream(f"bucket/out/{name}") as f:
+            f.write(b"x")
+    out = OutputDir("s3://bucket/out", fs, "bucket/out")
+    prepare_output(out, "overwrite")
+    assert out.entries() == []
+    with fs.open_output_stream("bucket/out/notes.txt") as f:
+        f.write(b"mine")
+    with pytest.raises(OutputError, match="notes.txt"):
+        prepare_output(out, "overwrite")
+    assert fs.get_file_info("bucket/out/notes.txt").is_file
