@@ -28,9 +28,10 @@ def local_directory(value: str) -> str:
     a URI would otherwise be taken as a relative path: ``s3://b/out`` would become the
     directory ``./s3:/b/out``)."""
     if "://" in value:
-        raise ValueError(f"{value.split('://')[0]}:// URIs are not written by vidbatch; use "
-                         "a local directory, or on a cluster a shared filesystem mounted at "
-                         "the same path on every node (docs/cluster.md)")
+        raise ValueError(f"{value.split('://')[0]}:// URIs are not supported here (training "
+                         "writes its run directory with local file operations); use a local "
+                         "directory, or on a cluster a shared filesystem mounted at the same "
+                         "path on every node (docs/cluster.md, docs/training.md)")
     return value
 
 

@@ -67,7 +67,7 @@ def test_unknown_key_and_bad_values_name_the_field(tmp_path):
     assert "augment.crop_scale" in str(e.value)
     with pytest.raises(ConfigError) as e:
         parse_trainspec(spec_dict(tmp_path, "x.csv", checkpoint={"storage_path": "gs://b/r"}))
-    assert "checkpoint.storage_path: gs:// URIs are not written by vidbatch" in str(e.value)
+    assert "checkpoint.storage_path: gs:// URIs are not supported here" in str(e.value)
 
 
 def test_overrides_and_relative_paths(tmp_path):
