@@ -20,7 +20,7 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 # bytes per element of the storage classes torch.save names
 _ELEMENT_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2,
@@ -73,7 +73,7 @@ class _MetaUnpickler(pickle.Unpickler):
         return None
 
 
-def read_metadata(file: Path) -> dict[str, Any] | None:
+def read_metadata(file: Path | BinaryIO) -> dict[str, Any] | None:
     """The checkpoint's top-level dict with every tensor a :class:`TensorInfo`, or ``None``
     when this reader cannot vouch for the file (then ``torch.load`` decides)."""
     try:

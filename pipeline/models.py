@@ -18,6 +18,7 @@ Planning a job reads only a checkpoint's metadata, without torch (:mod:`pipeline
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -79,23 +80,55 @@ def checkpoint_file(path: str) -> Path:
     return p / CHECKPOINT_FILE if p.is_dir() else p
 
 
-def _existing_checkpoint(path: str) -> Path:
-    file = checkpoint_file(path)
+def _not_found(file: str) -> WeightsError:
+    return WeightsError(f"model.weights: checkpoint {file} not found. Point it at a file "
+                        f"written by `vidbatch train` (or its directory), or use 'none'.")
+
+
+def _remote_checkpoint(uri: str):
+    """``(filesystem, path, URI)`` of the checkpoint a URI names (the file, or
+    ``model.pt`` under it), through pyarrow's filesystems (s3://, gs://, hdfs://)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            path = f"{path.rstrip('/')}/{CHECKPOINT_FILE}"
+            uri = f"{uri.rstrip('/')}/{CHECKPOINT_FILE}"
+        found = fs.get_file_info(path).type == pafs.FileType.File
+    except (pa.ArrowInvalid, ValueError, OSError) as e:
+        raise WeightsError(f"model.weights: cannot open {uri}: {e}") from None
+    if not found:
+        raise _not_found(uri)
+    return fs, path, uri
+
+
+def _checkpoint_source(path: str, whole: bool):
+    """``(what torch.load / zipfile open, its name for messages)``: a local file's path,
+    or a remote file opened for random access (``whole``: read into memory, for the many
+    small reads of torch.load)."""
+    if "://" in path and not path.startswith("file://"):
+        fs, inner, uri = _remote_checkpoint(path)
+        if whole:
+            with fs.open_input_stream(inner) as f:
+                return io.BytesIO(f.read()), uri
+        return fs.open_input_file(inner), uri
+    file = checkpoint_file(path.removeprefix("file://"))
     if not file.is_file():
-        raise WeightsError(f"model.weights: checkpoint {file} not found. Point it at a file "
-                           f"written by `vidbatch train` (or its directory), or use 'none'.")
-    return file
+        raise _not_found(str(file))
+    return file, str(file)
 
 
 def read_checkpoint(path: str) -> dict[str, Any]:
     """Load a checkpoint safely (tensors and plain containers only)."""
     import torch
 
-    file = _existing_checkpoint(path)
+    source, file = _checkpoint_source(path, whole=True)
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        data = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:
-        if not zipfile.is_zipfile(file):  # torch.save has written zip archives since 1.6
+        if not zipfile.is_zipfile(source):  # torch.save has written zip archives since 1.6
             raise WeightsError(f"model.weights: {file} is not a PyTorch checkpoint: torch.save "
                                "writes a zip archive, and this file is not one (another format,"
                                " or cut short). Point it at a model.pt written by `vidbatch "
@@ -111,8 +144,14 @@ def read_checkpoint(path: str) -> dict[str, Any]:
 def read_checkpoint_metadata(path: str) -> dict[str, Any]:
     """The checkpoint as :func:`read_checkpoint` gives it, with tensors replaced by their
     shapes when :func:`pipeline.checkpoint.read_metadata` can read it without torch: enough
-    to plan a job, without importing torch on the driver or reading the weights there."""
-    data = read_metadata(_existing_checkpoint(path))
+    to plan a job, without importing torch on the driver or reading the weights there (of a
+    remote checkpoint, only the archive's directory and its pickle are fetched)."""
+    source, _ = _checkpoint_source(path, whole=False)
+    try:
+        data = read_metadata(source)
+    finally:
+        if hasattr(source, "close"):
+            source.close()
     return data if data is not None else read_checkpoint(path)
 
 

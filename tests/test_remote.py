@@ -1,7 +1,8 @@
-"""Manifests, videos and output on S3, through pyarrow's S3 filesystem, against a local S3
-server (moto): the manifest's relative paths resolve against its URI, the decode tasks read
-the videos from the bucket, a missing object and an empty one become error rows, the output
-is written, resumed and summarised there."""
+"""Manifests, videos, checkpoints and output on S3, through pyarrow's S3 filesystem, against a
+local S3 server (moto): the manifest's relative paths resolve against its URI, the decode
+tasks read the videos from the bucket, a missing object and an empty one become error rows,
+the replicas load the checkpoint from it, the output is written, resumed and summarised
+there."""
 
 import os
 import socket
@@ -11,9 +12,13 @@ import sys
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 
-from pipeline.errors import OutputError
+from pipeline.checkpoint import TensorInfo
+from pipeline.errors import OutputError, WeightsError
+from pipeline.jobspec import ModelSpec
+from pipeline.models import build_network, model_card, read_checkpoint_metadata, save_checkpoint
 from pipeline.outdir import OutputDir
 from pipeline.sink import prepare_output
 from pipeline.synth import moving_texture, write_video
@@ -56,7 +61,7 @@ def submit(job, env, *args):
 
 
 @pytest.mark.slow
-def test_manifest_videos_and_output_on_s3(s3, tmp_path):
+def test_manifest_videos_checkpoint_and_output_on_s3(s3, tmp_path):
     fs, env = s3
     fs.create_dir("videos")
     for name, seed in (("a.mp4", 1), ("clips/b.mp4", 2)):
@@ -67,9 +72,13 @@ def test_manifest_videos_and_output_on_s3(s3, tmp_path):
         f.write(b"")
     with fs.open_output_stream("videos/m.csv") as f:
         f.write(b"path,label\na.mp4,x\nclips/b.mp4,y\nmissing.mp4,z\nempty.mp4,w\n")
+    card = model_card(ModelSpec(arch="resnet18", num_classes=3))
+    ckpt = save_checkpoint(tmp_path / "model.pt", build_network(card), card)
+    with fs.open_output_stream("videos/model.pt") as f:
+        f.write(ckpt.read_bytes())
     spec = {"name": "remote", "manifest": "s3://videos/m.csv",
             "sampling": {"frames_per_clip": 2, "short_side": 32, "crop_size": 32},
-            "model": {"arch": "resnet18", "num_classes": 3},
+            "model": {"arch": "resnet18", "weights": "s3://videos/model.pt"},
             "resources": {"num_cpus": 2, "object_store_mb": 128},
             "max_error_fraction": 0.6, "output": {"path": "s3://videos/out/"}}
     job = tmp_path / "job.yaml"
@@ -82,6 +91,7 @@ def test_manifest_videos_and_output_on_s3(s3, tmp_path):
     assert rows.loc["s3://videos/clips/b.mp4", "status"] == "ok"
     assert rows.loc["s3://videos/clips/b.mp4", "label"] == "y"
     assert rows.loc["s3://videos/a.mp4", "num_frames"] == 12
+    assert (rows["weights"] == "s3://videos/model.pt").all()
     missing = rows.loc["s3://videos/missing.mp4"]
     assert missing["status"] == "error" and "cannot read s3://videos/missing.mp4" in \
         missing["error"], missing["error"]
@@ -127,3 +137,25 @@ def test_overwrite_on_s3_removes_only_what_vidbatch_wrote(s3):
     with pytest.raises(OutputError, match="notes.txt"):
         prepare_output(out, "overwrite")
     assert fs.get_file_info("bucket/out/notes.txt").is_file
+
+
+def test_checkpoint_on_s3_plans_and_loads(s3, tmp_path, monkeypatch):
+    """``model.weights`` as a URI: the driver reads the checkpoint's metadata from the
+    bucket, a replica loads its weights from it; a run's directory stands for its model.pt."""
+    fs, env = s3
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    card = model_card(ModelSpec(arch="resnet18", num_classes=3))
+    local = save_checkpoint(tmp_path / "model.pt", build_network(card), card)
+    fs.create_dir("models")
+    with fs.open_output_stream("models/run/best/model.pt") as f:
+        f.write(local.read_bytes())
+    remote = model_card(ModelSpec(arch="resnet18", weights="s3://models/run/best"))
+    assert remote.source == "checkpoint" and remote.class_names == card.class_names
+    meta = read_checkpoint_metadata("s3://models/run/best")  # shapes only: no torch.load
+    assert meta["state_dict"]["fc.weight"] == TensorInfo((3, 512))
+    want = torch.load(local, weights_only=True)["state_dict"]
+    got = build_network(remote).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items())
+    with pytest.raises(WeightsError, match="checkpoint s3://models/run/other/model.pt not found"):
+        model_card(ModelSpec(arch="resnet18", weights="s3://models/run/other/model.pt"))
