@@ -71,9 +71,9 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
     return assemble(spec, policy, card, check_inputs(spec, policy))
 
 
-def check_inputs(spec: JobSpec, policy: str) -> tuple[pa.Table, int, int]:
-    """``(rows to do, manifest rows, rows already done)``, after checking the manifest and
-    the output policy: everything that needs no model."""
+def check_inputs(spec: JobSpec, policy: str) -> tuple[pa.Table, int, int, OutputDir]:
+    """``(rows to do, manifest rows, rows already done, output)``, after checking the
+    manifest and the output policy: everything that needs no model."""
     manifest = read_manifest(spec.manifest)
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
@@ -86,11 +86,11 @@ def check_inputs(spec: JobSpec, policy: str) -> tuple[pa.Table, int, int]:
             written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
             todo = manifest.filter(pc.invert(written))
             done = manifest.num_rows - todo.num_rows
-    return todo, manifest.num_rows, done
+    return todo, manifest.num_rows, done, output
 
 
 def assemble(spec: JobSpec, policy: str, card: ModelCard,
-             inputs: tuple[pa.Table, int, int]) -> JobPlan:
+             inputs: tuple[pa.Table, int, int, OutputDir]) -> JobPlan:
     decode = _decode_spec(spec, card)
     inf = spec.inference
     if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
@@ -99,7 +99,7 @@ def assemble(spec: JobSpec, policy: str, card: ModelCard,
                       channels_last=inf.channels_last, top_k=spec.output.top_k,
                       embeddings=spec.output.embeddings,
                       threads=spec.resources.threads_per_replica or 0, job=spec.name)
-    return JobPlan(spec, card, decode, infer, *inputs, OutputDir.at(spec.output.path), policy)
+    return JobPlan(spec, card, decode, infer, *inputs, policy)
 
 
 def describe(plan: JobPlan, gpus: float | str | None = None, threads: int | None = None,
