@@ -33,6 +33,7 @@ class JobPlan:
     todo: pa.Table  # manifest rows still to process
     total_rows: int
     already_done: int
+    unreadable: tuple[str, ...]  # output files whose rows are done again (set aside first)
     output: OutputDir
     policy: str
 
@@ -71,26 +72,27 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
     return assemble(spec, policy, card, check_inputs(spec, policy))
 
 
-def check_inputs(spec: JobSpec, policy: str) -> tuple[pa.Table, int, int, OutputDir]:
-    """``(rows to do, manifest rows, rows already done, output)``, after checking the
-    manifest and the output policy: everything that needs no model."""
+def check_inputs(spec: JobSpec, policy: str
+                 ) -> tuple[pa.Table, int, int, tuple[str, ...], OutputDir]:
+    """``(rows to do, manifest rows, rows already done, unreadable output files, output)``,
+    after checking the manifest and the output policy: everything that needs no model."""
     manifest = read_manifest(spec.manifest)
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
     output = OutputDir.at(spec.output.path)
     prepare_output(output, policy, spec.model_dump(mode="json"), apply=False)
-    todo, done = manifest, 0
+    todo, done, unreadable = manifest, 0, ()
     if policy == "resume":
-        finished = done_ids(output)
+        finished, unreadable = done_ids(output)
         if finished:
             written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
             todo = manifest.filter(pc.invert(written))
             done = manifest.num_rows - todo.num_rows
-    return todo, manifest.num_rows, done, output
+    return todo, manifest.num_rows, done, unreadable, output
 
 
 def assemble(spec: JobSpec, policy: str, card: ModelCard,
-             inputs: tuple[pa.Table, int, int, OutputDir]) -> JobPlan:
+             inputs: tuple[pa.Table, int, int, tuple[str, ...], OutputDir]) -> JobPlan:
     decode = _decode_spec(spec, card)
     inf = spec.inference
     if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):

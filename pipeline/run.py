@@ -26,7 +26,13 @@ from pipeline.jobspec import JobSpec
 from pipeline.manifest import as_dataset
 from pipeline.models import ModelCard, ensure_weights_available, model_card
 from pipeline.plan import JobPlan, assemble, check_inputs, describe, plan_job
-from pipeline.sink import SCHEMA_VERSION, count_statuses, prepare_output, write_job_record
+from pipeline.sink import (
+    SCHEMA_VERSION,
+    count_statuses,
+    prepare_output,
+    set_aside,
+    write_job_record,
+)
 
 __all__ = ["JobPlan", "execute", "plan_job", "start"]
 
@@ -195,6 +201,7 @@ def execute(plan: JobPlan, address: str | None = None, log: Callable[[str], None
         log(describe(plan, gpus, threads,
                      replica_streams(plan, gpus, threads) if threads else None))
         prepare_output(plan.output, plan.policy, plan.spec.model_dump(mode="json"))
+        set_aside(plan.output, plan.unreadable)
         plan.output.make()
         write_job_record(plan.output, {**_record(plan, None, 0.0, started, handle.dashboard_url),
                                        "state": "running"})

@@ -160,8 +160,6 @@ def prepare_output(out: OutputDir, policy: str, spec: dict[str, Any] | None = No
                           "Choose an empty or new output.path.")
     if policy == "resume":
         _check_same_job(out, spec)
-        if apply:
-            quarantine_partial_files(out)
     if policy == "overwrite" and apply:
         for e in entries:
             out.remove(e)
@@ -198,25 +196,28 @@ def _ids_in(out: OutputDir, f: str) -> list[str] | None:
         return None
 
 
-def done_ids(out: OutputDir) -> set[str]:
-    """Video ids already written by an earlier run of the same job.
+def done_ids(out: OutputDir) -> tuple[set[str], tuple[str, ...]]:
+    """Video ids already written by an earlier run of the same job, and the data files that
+    cannot be read. Reads only.
 
     A file the earlier run was killed while writing has no Parquet footer: its rows are not
-    done (the run moves it aside first, :func:`quarantine_partial_files`). Reads only.
+    done, and the run sets the file aside before it starts (:func:`set_aside`).
     """
     done: set[str] = set()
+    unreadable = []
     for f in out.data_files():
-        done.update(_ids_in(out, f) or ())
-    return done
+        ids = _ids_in(out, f)
+        if ids is None:
+            unreadable.append(f)
+        done.update(ids or ())
+    return done, tuple(unreadable)
 
 
-def quarantine_partial_files(out: OutputDir) -> None:
-    """Move data files without a Parquet footer (an earlier run was killed while writing
-    them) to ``_partial/``: kept for inspection, never read as data; their rows are done
-    again."""
-    for f in out.data_files():
-        if _ids_in(out, f) is None:
-            out.move_into(f, QUARANTINE)
+def set_aside(out: OutputDir, files: tuple[str, ...]) -> None:
+    """Move data files whose rows are being done again (:func:`done_ids`) to ``_partial/``:
+    kept for inspection, never read as data."""
+    for f in files:
+        out.move_into(f, QUARANTINE)
 
 
 def count_statuses(out: OutputDir) -> dict[str, int]:
