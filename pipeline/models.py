@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.checkpoint import read_metadata
 from pipeline.errors import WeightsError
 from pipeline.jobspec import ModelSpec
+from pipeline.outdir import is_uri
 
 CHECKPOINT_FORMAT = "vidbatch.checkpoint/1"
 CHECKPOINT_FILE = "model.pt"
@@ -108,7 +109,7 @@ def _checkpoint_source(path: str, whole: bool):
     """``(what torch.load / zipfile open, its name for messages)``: a local file's path,
     or a remote file opened for random access (``whole``: read into memory, for the many
     small reads of torch.load)."""
-    if "://" in path and not path.startswith("file://"):
+    if is_uri(path):
         fs, inner, uri = _remote_checkpoint(path)
         if whole:
             with fs.open_input_stream(inner) as f:

@@ -21,6 +21,8 @@ from pipeline.errors import OutputError
 
 
 def is_uri(location: str) -> bool:
+    """Whether ``location`` is a URI for pyarrow's filesystems rather than a local path
+    (``file://`` counts as local)."""
     return "://" in location and not location.startswith("file://")
 
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -99,7 +98,7 @@ def test_manifest_videos_checkpoint_and_output_on_s3(s3, tmp_path):
     assert empty["status"] == "error" and "empty (0 bytes)" in empty["error"]
 
     # A file cut short (a killed run): --resume sets it aside and does its rows again.
-    files = data_files(fs, "videos/out")
+    files = OutputDir("s3://videos/out", fs, "videos/out").data_files()
     cut = pq.read_metadata(files[0], filesystem=fs).num_rows
     with fs.open_input_stream(files[0]) as f:
         head = f.read(100)
@@ -116,11 +115,6 @@ def test_manifest_videos_checkpoint_and_output_on_s3(s3, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert summary.returncode == 0, summary.stdout + summary.stderr
     assert "4 rows for 4 manifest rows -> 2 ok, 2 error" in summary.stdout
-
-
-def data_files(fs, prefix: str) -> list[str]:
-    return sorted(i.path for i in fs.get_file_info(pafs.FileSelector(prefix))
-                  if i.path.endswith(".parquet"))
 
 
 def test_overwrite_on_s3_removes_only_what_vidbatch_wrote(s3):
