@@ -2,7 +2,7 @@
 
 ``python benchmarks/baselines.py NAME CONFIG.json`` runs one and writes its result JSON to
 ``config["result"]``. None of them imports vidbatch's pipeline except ``model_bound``, which
-uses vidbatch's own replica code (``Predictor.embed``) so that "the same model, batch size,
+uses vidbatch's own replica code (``ClassifyReplica.embed``) so that "the same model, batch size,
 precision and threads" holds by construction.
 
 Steady state here: videos finished after the first one, divided by the time from the first
@@ -182,16 +182,16 @@ def decode_bound(cfg: dict) -> dict:
 
 
 def model_bound(cfg: dict) -> dict:
-    """vidbatch's replica code (``Predictor.embed``) on random uint8 clips in memory."""
-    from pipeline.infer import InferSpec, Predictor
-    from pipeline.jobspec import ModelSpec
-    from pipeline.models import model_card
+    """vidbatch's replica code (``ClassifyReplica.embed``) on random uint8 clips in memory."""
+    from pipeline.model.runtime import Runtime
+    from pipeline.model.spec import ModelSpec
+    from pipeline.model.zoo import model_card
+    from pipeline.tasks.classify import ClassifyConfig, ClassifyReplica
 
     card = model_card(ModelSpec(arch=cfg["arch"], weights=cfg["weights"]))
-    replica = Predictor(InferSpec(card=card, precision=cfg["precision"],
-                                  device=cfg.get("device", "cpu"),
-                                  channels_last=cfg["channels_last"], threads=cfg["threads"],
-                                  streams=cfg["streams"]))
+    replica = ClassifyReplica(ClassifyConfig.of(card, Runtime(
+        precision=cfg["precision"], device=cfg.get("device", "cpu"),
+        channels_last=cfg["channels_last"], threads=cfg["threads"], streams=cfg["streams"])))
     shape = (cfg["batch_size"], 1, cfg["frames"], cfg["crop"], cfg["crop"], 3)
     frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     replica.embed(frames)  # warm-up: allocator, oneDNN kernels

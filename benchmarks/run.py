@@ -28,7 +28,7 @@ import vidbatch_jobs
 import videos
 from procs import run_measured
 
-from pipeline.infer import auto_streams, cpu_has_bf16
+from pipeline.model.runtime import auto_streams, cpu_has_bf16
 
 HERE = Path(__file__).resolve().parent
 RESULTS = videos.BENCH_DIR / "results"
@@ -189,7 +189,7 @@ def parse_args(argv=None):
     p.add_argument("--bound-iters", type=int, default=5, help="timed batches of the bound")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 "
                    "contenders: auto = only if the CPU has bf16 instructions (avx512_bf16, "
-                   "amx_bf16, Arm bf16: pipeline.infer.cpu_has_bf16)")
+                   "amx_bf16, Arm bf16: pipeline.model.runtime.cpu_has_bf16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="passed to `vidbatch submit --set` (knob sweeps)")
     return p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""``vidbatch``: a thin command line over ``pipeline.run`` and friends.
+"""``vidbatch``: a thin command line over ``pipeline.infer``, ``pipeline.train`` and
+``pipeline.cluster``.
 
 Every user-fixable problem is a :class:`~pipeline.errors.VidbatchError`; it is printed as
 one message (no traceback) and sets the exit code (2 for bad input, 1 for a failed job).
@@ -9,17 +10,14 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from pipeline.errors import VidbatchError
 
-if TYPE_CHECKING:
-    from pipeline.outdir import OutputDir
-
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Batch video classification and embedding on Ray.")
+                  help="Batch video analysis on Ray: every manifest row -> one Parquet row.")
 
 
 def _fail(e: VidbatchError) -> None:
@@ -53,9 +51,8 @@ def submit(
 ) -> None:
     """Run an inference job: every manifest row -> one Parquet row (ok or error)."""
     from pipeline.cluster import is_jobs_api
-    from pipeline.jobspec import load_jobspec
-    from pipeline.plan import check_paths, describe, plan_job
-    from pipeline.run import execute, start
+    from pipeline.infer.spec import load_jobspec
+    from pipeline.infer.summary import render_summary
 
     if resume and overwrite:
         _fail(VidbatchError("--resume and --overwrite contradict each other; pick one"))
@@ -65,18 +62,26 @@ def submit(
         if is_jobs_api(address) and not dry_run:
             return _submit_remote(spec, address, policy, wait)
         if dry_run:
-            plan = plan_job(spec, policy)
-            typer.echo(describe(plan))
-            checked, missing = check_paths(plan)
-            typer.echo(f"checked {checked} sampled paths: {checked - len(missing)} exist"
-                       + (f", missing: {', '.join(missing[:5])}" if missing else ""))
-            typer.echo("dry run: nothing was started or written")
-            return
+            return _dry_run(spec, policy)
+        from pipeline.infer.run import execute, start  # imports Ray: not before the Jobs API
+
         plan, handle = start(spec, policy, address, typer.echo)
         record = execute(plan, log=typer.echo, handle=handle)
     except VidbatchError as e:
         _fail(e)
     typer.echo(render_summary(plan.output, record))
+
+
+def _dry_run(spec, policy: str | None) -> None:
+    """Plan the job, check a sample of its paths, print both; start and write nothing."""
+    from pipeline.infer.plan import check_paths, describe, plan_job
+
+    plan = plan_job(spec, policy)
+    typer.echo(describe(plan))
+    checked, missing = check_paths(plan)
+    typer.echo(f"checked {checked} sampled paths: {checked - len(missing)} exist"
+               + (f", missing: {', '.join(missing[:5])}" if missing else ""))
+    typer.echo("dry run: nothing was started or written")
 
 
 def _submit_remote(spec, address: str, policy: str | None, wait: bool) -> None:
@@ -96,59 +101,18 @@ def _submit_remote(spec, address: str, policy: str | None, wait: bool) -> None:
         raise typer.Exit(1)
 
 
-def render_summary(output: OutputDir, record: dict) -> str:
-    """The human summary of a finished job, from its files (not from driver memory)."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
-    c = record["counts"]
-    files = output.data_files()
-    table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
-        columns=["video_id", "status", "error", "decoder", "pred_label", "pred_score"])
-    lines = [
-        f"job {record['job']}: {c['rows']} rows for {c['manifest_rows']} manifest rows -> "
-        f"{c['ok']} ok, {c['error']} error; {c['processed_this_run']} processed in "
-        f"{record['wall_s']:.1f} s ({record['videos_per_s'] or 0:.2f} videos/s, Ray start-up "
-        "included)",
-        f"output: {output} ({len(files)} Parquet files + "
-        "_vidbatch_job.json)",
-    ]
-    decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
-        [("video_id", "count")]).to_pylist()
-    if decoders:
-        lines.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
-                                              for d in decoders))
-    errors = table.filter(pc.equal(table["status"], "error")).to_pylist()
-    for row in errors[:8]:
-        lines.append(f"  error {row['video_id']}: {row['error'][:160]}")
-    if len(errors) > 8:
-        lines.append(f"  ... and {len(errors) - 8} more error rows")
-    if record["spec"].get("mode") == "decode_only":
-        lines.append("mode decode_only: no model ran; pred_* and embedding are null, decode_s "
-                     "is each video's decode time")
-    elif not record["model"]["predictions_meaningful"]:
-        lines.append("note: weights: none -> random weights; pred_label/pred_score are "
-                     "meaningless. Use a checkpoint from `vidbatch train` or torchvision "
-                     "weights for real predictions.")
-    return "\n".join(lines)
-
-
 @app.command()
 def summary(location: Annotated[str, typer.Argument(
         metavar="OUTPUT", help="A job's output directory or URI")]) -> None:
     """Print the summary of a finished (or partly finished) job."""
-    from pipeline.outdir import OutputDir
-    from pipeline.sink import JOB_RECORD, read_job_record
+    from pipeline.infer.summary import finished_record, render_summary
+    from pipeline.output.outdir import OutputDir
 
     try:
         output = OutputDir.at(location)
-        record = read_job_record(output)
+        typer.echo(render_summary(output, finished_record(output)))
     except VidbatchError as e:
         _fail(e)
-    if record is None or "rows" not in record.get("counts", {}):
-        _fail(VidbatchError(f"{output.display(JOB_RECORD)} not found or the job did not "
-                            "finish; run `vidbatch submit JOB --resume` to finish it"))
-    typer.echo(render_summary(output, record))
 
 
 JobsAddress = Annotated[str, typer.Option(
@@ -260,15 +224,18 @@ def demo_data(
 
 
 @app.command()
-def schema(arch: Annotated[str, typer.Option(help="Model architecture")] = "r3d_18") -> None:
-    """Print the output Parquet schema."""
-    from pipeline.models import ARCHS
-    from pipeline.sink import output_schema
+def schema(task: Annotated[str, typer.Option(help="Analysis task")] = "classify",
+           arch: Annotated[str, typer.Option(help="Model architecture")] = "r3d_18") -> None:
+    """Print the output Parquet schema of a task."""
+    from pipeline.model.archs import ARCHS
+    from pipeline.tasks.registry import TASKS
 
+    if task not in TASKS:
+        _fail(VidbatchError(f"--task: unknown {task!r}; choose one of {sorted(TASKS)}"))
     if arch not in ARCHS:
         _fail(VidbatchError(f"--arch: unknown {arch!r}; choose one of {sorted(ARCHS)}"))
-    typer.echo(json.dumps({f.name: str(f.type) for f in output_schema(ARCHS[arch].embed_dim)},
-                          indent=2))
+    fields = TASKS[task].schema(arch)
+    typer.echo(json.dumps({f.name: str(f.type) for f in fields}, indent=2))
 
 
 @app.command()
@@ -284,9 +251,9 @@ def train(
         "--set", help="Override a spec value: --set optim.epochs=3 (repeatable).")] = None,
 ) -> None:
     """Train or fine-tune a ResNet with Ray Train; the best checkpoint feeds `submit`."""
-    from pipeline.train import render_summary, run_training
-    from pipeline.trainplan import plan_training
-    from pipeline.trainspec import load_trainspec
+    from pipeline.train.plan import plan_training
+    from pipeline.train.run import render_summary, run_training
+    from pipeline.train.spec import load_trainspec
 
     try:
         plan = plan_training(load_trainspec(job, set_ or ()), resume=resume)
@@ -322,10 +289,11 @@ def demo_train_data(
 def main() -> None:
     """The ``vidbatch`` command: :data:`app`, then a quick exit.
 
-    With torch and torchvision loaded, the interpreter spent ~1.6 s exiting, mostly in the
+    With torch and torchvision loaded, the interpreter spends most of its exit in the
     garbage collector's passes over every object while it tears modules down; frozen
-    objects are skipped (0.4 s). Objects are still freed and ``atexit`` still runs (outputs
-    are closed by then); only cycles among them are left to the process's end.
+    objects are skipped (benchmarks/README.md has the timing). Objects are still freed and
+    ``atexit`` still runs (outputs are closed by then); only cycles among them are left to
+    the process's end.
     """
     try:
         app()

@@ -20,61 +20,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pipeline
 from pipeline.errors import ConfigError, VidbatchError
-from pipeline.jobspec import JobSpec, spec_yaml
+from pipeline.infer.spec import spec_yaml
+from pipeline.spec import JobSpec
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_WAIT_S = 120
-
-
-@dataclass
-class RayHandle:
-    started_here: bool
-    dashboard_url: str | None
-    t0: float  # perf_counter when connecting began: the job's wall time counts from here
-    started: datetime  # the same moment, UTC
-
-
-def connect(spec: JobSpec, address: str | None, log: Callable[[str], None]) -> RayHandle:
-    """Attach to the cluster at ``address`` as its driver, or start a local Ray for this job
-    (``resources.num_cpus``, ``object_store_mb``) with its dashboard on 127.0.0.1."""
-    import ray
-
-    t0, started = time.perf_counter(), datetime.now(timezone.utc)
-    if ray.is_initialized():
-        return RayHandle(False, None, t0, started)
-    if address:
-        ctx = ray.init(address=address, log_to_driver=True)
-        return RayHandle(True, _dashboard(ctx), t0, started)
-    res = spec.resources
-    # address="local": always a new Ray for this job, even when another one (say from
-    # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
-    ctx = ray.init(address="local", num_cpus=res.num_cpus, include_dashboard=True,
-                   dashboard_host="127.0.0.1",
-                   object_store_memory=res.object_store_mb * 2**20 if res.object_store_mb
-                   else None)
-    url = _dashboard(ctx)
-    log(f"started a local Ray; dashboard: {url or 'not available'}")
-    return RayHandle(True, url, t0, started)
-
-
-def disconnect(handle: RayHandle) -> None:
-    """Shut down the Ray that :func:`connect` started or attached to (not one it found)."""
-    import ray
-
-    if handle.started_here:
-        ray.shutdown()
-
-
-def _dashboard(ctx) -> str | None:
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url and "://" not in url else url
 
 
 def is_jobs_api(address: str | None) -> bool:
@@ -110,7 +65,7 @@ def submit_remote(spec: JobSpec, address: str, policy: str | None = None) -> str
     staging = Path(tempfile.mkdtemp(prefix="vidbatch-submit-"))
     try:
         # Only the spec goes in the working dir: a folder holding a directory named `ray`
-        # would shadow the real package on the cluster (see FIELD_NOTES).
+        # would shadow the real package on the cluster.
         (staging / "job.yaml").write_text(spec_yaml(spec))
         flag = {"resume": " --resume", "overwrite": " --overwrite"}.get(policy or "", "")
         submission_id = f"vidbatch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"

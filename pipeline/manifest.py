@@ -2,8 +2,9 @@
 
 A manifest is a CSV, Parquet or JSONL file (or a directory of Parquet files) with a ``path``
 column and optional ``video_id``, ``label``, ``start_s`` and ``end_s``. It is read once on
-the driver (paths are short strings: a million rows are ~100 MB of Arrow) and normalised
-to :data:`MANIFEST_SCHEMA`, so every later stage sees the same columns and types.
+the driver (paths are short strings: a million rows fit in the driver's memory) and
+normalised to :data:`MANIFEST_SCHEMA`, so every later stage sees the same columns and
+types.
 
 Relative video paths are resolved against the manifest's own directory.
 """
@@ -11,7 +12,6 @@ Relative video paths are resolved against the manifest's own directory.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
@@ -22,7 +22,8 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 
 from pipeline.errors import ManifestError
-from pipeline.jobspec import ManifestSpec
+from pipeline.paths import join, parent
+from pipeline.spec import ManifestSpec
 
 MANIFEST_SCHEMA = pa.schema([
     ("row", pa.int64()),  # 0-based position in the manifest, for messages and ordering
@@ -96,15 +97,7 @@ def _column_as(table: pa.Table, name: str, typ: pa.DataType, what: str) -> pa.Ar
 
 
 def _resolve_paths(paths: list[str | None], base: str) -> list[str | None]:
-    out: list[str | None] = []
-    for p in paths:
-        if p is None or p.strip() == "":
-            out.append(None)
-        elif "://" in p or p.startswith("/") or "://" in base:
-            out.append(p if "://" in p or p.startswith("/") else f"{base.rstrip('/')}/{p}")
-        else:
-            out.append(os.path.normpath(os.path.join(base, p)))
-    return out
+    return [None if p is None or p.strip() == "" else join(base, p) for p in paths]
 
 
 def read_manifest(spec: ManifestSpec) -> pa.Table:
@@ -118,9 +111,8 @@ def read_manifest(spec: ManifestSpec) -> pa.Table:
         raise ManifestError(
             f"manifest {spec.path} has no {spec.path_column!r} column (it has "
             f"{raw.column_names}). Add one, or set manifest.path_column in the job spec.")
-    base = spec.path.rsplit("/", 1)[0] if "://" in spec.path else str(Path(spec.path).parent)
     paths = _resolve_paths(_column_as(raw, spec.path_column, pa.string(), "text").to_pylist(),
-                           base)
+                           parent(spec.path))
     given_ids = _column_as(raw, spec.id_column, pa.string(), "text").to_pylist()
     ids = [gid if gid else derive_video_id(p or f"row-{i}")
            for i, (gid, p) in enumerate(zip(given_ids, paths))]
@@ -161,19 +153,3 @@ def check_segments(table: pa.Table) -> None:
         raise ManifestError(
             f"manifest rows {', '.join(str(r + 1) for r in rows)}: need 0 <= start_s < end_s. "
             "Fix the segment bounds, or leave them empty for the whole video.")
-
-
-def as_dataset(table: pa.Table, rows_per_block: int):
-    """Manifest rows as a Ray Dataset of ``rows_per_block``-row blocks (one decode task
-    each), made without a Ray task per block.
-
-    ``from_arrow`` runs a remote task per block to read its metadata: measured on 2 cores,
-    1.7 s before a 96-row job could start (workers still cold) and 67 s for a million-row
-    manifest in 10,000 blocks. ``from_blocks`` (a DeveloperAPI) reads the same metadata on
-    the driver: 0.05-0.5 s and 19 s. A Ray without it gets ``from_arrow``.
-    """
-    import ray.data as rd
-
-    blocks = [table.slice(i, rows_per_block)
-              for i in range(0, table.num_rows, rows_per_block)] or [table]
-    return (getattr(rd, "from_blocks", None) or rd.from_arrow)(blocks)

@@ -1,5 +1,7 @@
 """The benchmark harness end to end on a few tiny videos: it must keep running, and its
-ratios must come from the contenders' own outputs (benchmarks/README.md)."""
+ratios must come from the contenders' own outputs (benchmarks/README.md).
+
+Marked ``bench``: outside the default run; ``pytest -m bench`` runs it (so does CI)."""
 
 import json
 import os
@@ -12,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 def test_harness_smoke_run(tmp_path):
     env = {**os.environ, "VIDBATCH_BENCH_DIR": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--videos", "3", "--seconds",

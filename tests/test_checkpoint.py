@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from pipeline.checkpoint import read_metadata
 from pipeline.errors import WeightsError
-from pipeline.jobspec import ModelSpec
-from pipeline.models import build_network, model_card, read_checkpoint, save_checkpoint
+from pipeline.model.checkpoint import read_checkpoint, save_checkpoint
+from pipeline.model.checkpoint_meta import read_metadata
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import build_network, model_card
 
 
 def test_planning_reads_a_checkpoint_without_torch(tmp_path):
@@ -28,8 +29,8 @@ def test_planning_reads_a_checkpoint_without_torch(tmp_path):
     torch.save(full["state_dict"], tmp_path / "bare.pt")
     assert read_metadata(tmp_path / "bare.pt")["fc.weight"].shape == (3, 512)
     # in a fresh interpreter: planning from either file imports no torch
-    code = ("import sys; from pipeline.models import model_card; from pipeline.jobspec import "
-            "ModelSpec; c = model_card(ModelSpec(arch='r3d_18', weights=sys.argv[1])); "
+    code = ("import sys; from pipeline.model.zoo import model_card; from pipeline.model.spec "
+            "import ModelSpec; c = model_card(ModelSpec(arch='r3d_18', weights=sys.argv[1])); "
             "print(len(c.class_names), c.class_names[0], 'torch' in sys.modules)")
     for f, first in (("model.pt", "a"), ("bare.pt", "class_0")):
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f)], check=True,

@@ -171,7 +171,7 @@ def test_killed_model_replica_loses_nothing(cluster, videos, tmp_path):
     out = tmp_path / "out"
     proc = vidbatch("submit", "--address", cluster.address, str(write_job(videos, out)))
     _wait_for_output_rows(out, 2, proc)
-    replicas = _pids("ReportingPredictor")
+    replicas = _pids("ReportingReplica")
     assert replicas, "no model replica process found"
     for pid in replicas:
         os.kill(pid, signal.SIGKILL)

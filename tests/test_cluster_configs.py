@@ -13,8 +13,10 @@ import copy
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import requires
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from pipeline.jobspec import load_jobspec
+from pipeline.infer.spec import load_jobspec
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -255,6 +257,25 @@ def test_dockerfile_installs_the_project_with_admitted_pins():
         if dep.name in pins:
             assert Version(pins[dep.name]) in dep.specifier, (dep, pins[dep.name])
     assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "ray"  # non-root, as in Ray's image
+
+
+def test_pip_install_dot_ships_every_subpackage(tmp_path):
+    """The image installs the project with `pip install .` (not editable): the wheel must
+    hold every subpackage of pipeline/, not only its top level. Built from a copy of what
+    the image copies, so that no earlier build/ folder can fill the gaps."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "pipeline", src / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(src)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("vidbatch-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        shipped = {n for n in z.namelist() if n.startswith("pipeline/")}
+    here = {p.relative_to(REPO).as_posix() for p in (REPO / "pipeline").rglob("*.py")}
+    assert here <= shipped, sorted(here - shipped)
 
 
 def test_dockerignore_keeps_what_the_image_copies():

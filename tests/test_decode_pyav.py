@@ -4,10 +4,11 @@ decoding every packet."""
 import numpy as np
 import pytest
 
-import pipeline.decode_pyav as decode_pyav
-from pipeline.decode import DecodeSpec, _source, decode_video
-from pipeline.decode_pyav import _av_open, _demux, _pyav_frames, decode_with_pyav, packet_plan
-from pipeline.sampling import clip_indices
+import pipeline.decode.video_pyav as decode_pyav
+from pipeline.decode.base import DecodeSpec, open_source
+from pipeline.decode.fallback import decode_video
+from pipeline.decode.sampling import clip_indices
+from pipeline.decode.video_pyav import _av_open, _demux, _pyav_frames, decode_with_pyav, packet_plan
 from pipeline.synth import write_video
 
 
@@ -17,7 +18,7 @@ def spec(**kw):
 
 
 def test_sparse_pyav_decodes_less_and_equals_decoding_everything(numbered_b_frames):
-    src = _source(str(numbered_b_frames))
+    src = open_source(str(numbered_b_frames))
     wanted = {3, 9, 15, 25}  # the last group (frames 40..59) holds none
     s = spec(short_side=48, crop_size=48)
     with _av_open(src) as container:
@@ -64,5 +65,5 @@ def test_pyav_decodes_videos_too_large_to_keep_in_memory(numbered_b_frames, monk
 
 def test_best_stream_is_chosen(shared_videos):
     # Stream 0 is 320x180; the best (and decord's) video stream is 480x270.
-    p = decode_with_pyav(_source(str(shared_videos / "torchcodec__nasa_13013.mp4")), spec())
+    p = decode_with_pyav(open_source(str(shared_videos / "torchcodec__nasa_13013.mp4")), spec())
     assert (p.width, p.height, p.num_frames) == (480, 270, 390)

@@ -7,8 +7,8 @@ import yaml
 from pydantic import ValidationError
 
 from pipeline.errors import ConfigError, OutputError
-from pipeline.jobspec import load_jobspec, parse_jobspec
-from pipeline.outdir import OutputDir
+from pipeline.infer.spec import load_jobspec, parse_jobspec
+from pipeline.output.outdir import OutputDir
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {"name": "t", "manifest": "m.csv", "model": {"arch": "r3d_18"},

@@ -6,9 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.dataflow import manifest_blocks
 from pipeline.errors import ManifestError
-from pipeline.jobspec import ManifestSpec
-from pipeline.manifest import MANIFEST_SCHEMA, as_dataset, derive_video_id, read_manifest
+from pipeline.manifest import MANIFEST_SCHEMA, derive_video_id, read_manifest
+from pipeline.spec import ManifestSpec
 
 ROWS = [{"path": "a.mp4", "label": "cat"}, {"path": "sub/b.mp4", "label": "dog"}]
 
@@ -94,11 +95,11 @@ def test_empty_path_is_kept_for_an_error_row(tmp_path):
     assert t.num_rows == 2 and t["path"].to_pylist()[1] is None
 
 
-def test_as_dataset_keeps_rows_order_and_block_size(ray_session):
+def test_manifest_blocks_keep_rows_order_and_block_size(ray_session):
     table = pa.table({"video_id": [f"v{i}" for i in range(10)],
                       "path": [f"/v{i}.mp4" for i in range(10)]})
-    ds = as_dataset(table, 4)
+    ds = manifest_blocks(table, 4)
     assert ds.num_blocks() == 3  # one decode task per 4 rows: 4, 4, 2
     assert [r["video_id"] for r in ds.take_all()] == table["video_id"].to_pylist()
     assert ds.schema().names == ["video_id", "path"]
-    assert as_dataset(table.slice(0, 0), 4).count() == 0
+    assert manifest_blocks(table.slice(0, 0), 4).count() == 0

@@ -4,15 +4,10 @@ import pytest
 import torch
 
 from pipeline.errors import WeightsError
-from pipeline.jobspec import ModelSpec
-from pipeline.models import (
-    ARCHS,
-    build_network,
-    ensure_weights_available,
-    model_card,
-    save_checkpoint,
-    split_head,
-)
+from pipeline.model.archs import ARCHS
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import build_network, ensure_weights_available, model_card, split_head
 
 
 def test_none_weights_use_arch_defaults():

@@ -4,10 +4,12 @@ import pytest
 import yaml
 
 from pipeline.errors import ConfigError, OutputError
-from pipeline.jobspec import ModelSpec, parse_jobspec, spec_yaml
-from pipeline.models import build_network, model_card, save_checkpoint
-from pipeline.outdir import OutputDir
-from pipeline.plan import plan_job
+from pipeline.infer.plan import plan_job
+from pipeline.infer.spec import parse_jobspec, spec_yaml
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import build_network, model_card
+from pipeline.output.outdir import OutputDir
 
 
 @pytest.fixture
@@ -63,7 +65,8 @@ def test_fp16_without_gpus(trained):
 
 def _written_by(root, **spec_over):
     """An output directory as a finished run of ``spec`` leaves it."""
-    from pipeline.sink import SCHEMA_VERSION, write_job_record
+    from pipeline.output.rows import SCHEMA_VERSION
+    from pipeline.output.store import write_job_record
 
     out = root / "out"
     out.mkdir()

@@ -14,12 +14,13 @@ import pytest
 import torch
 import yaml
 
-from pipeline.checkpoint import TensorInfo
 from pipeline.errors import OutputError, WeightsError
-from pipeline.jobspec import ModelSpec
-from pipeline.models import build_network, model_card, read_checkpoint_metadata, save_checkpoint
-from pipeline.outdir import OutputDir
-from pipeline.sink import prepare_output
+from pipeline.model.checkpoint import read_checkpoint_metadata, save_checkpoint
+from pipeline.model.checkpoint_meta import TensorInfo
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import build_network, model_card
+from pipeline.output.outdir import OutputDir
+from pipeline.output.store import prepare_output
 from pipeline.synth import moving_texture, write_video
 
 moto_server = pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")

@@ -10,12 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.decode import DecodeSpec, decode_video
+from pipeline.decode.base import DecodeSpec
+from pipeline.decode.fallback import decode_video
 from pipeline.errors import JobFailed, OutputError
-from pipeline.jobspec import ModelSpec, parse_jobspec
-from pipeline.models import build_network, model_card, save_checkpoint
-from pipeline.run import execute, plan_job
-from pipeline.sink import JOB_RECORD, QUARANTINE
+from pipeline.infer.plan import plan_job
+from pipeline.infer.run import execute
+from pipeline.infer.spec import parse_jobspec
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import build_network, model_card
+from pipeline.output.store import JOB_RECORD, QUARANTINE
 from pipeline.synth import moving_texture, write_video
 
 pytestmark = pytest.mark.slow
@@ -154,7 +158,7 @@ def test_resume_finishes_a_killed_job_without_duplicates(dataset, finished, tmp_
     files[0].unlink()  # never written
     files[1].write_bytes(files[1].read_bytes()[:100])  # killed mid-write: no footer
     plan = plan_job(job(root, ckpt, out), policy="resume")
-    assert plan.todo.num_rows == lost and plan.already_done == len(GOOD) + len(BAD) - lost
+    assert plan.todo.num_rows == lost and plan.inputs.already_done == len(GOOD) + len(BAD) - lost
     assert files[1].exists() and not (out / QUARANTINE).exists()  # planning writes nothing
     record = execute(plan, log=lambda s: None)
     ids = pq.read_table(out, columns=["video_id"])["video_id"].to_pylist()

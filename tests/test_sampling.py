@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from pipeline.decode.sampling import clip_indices, segment_frames, snap_to_keyframes
 from pipeline.errors import VideoError
-from pipeline.sampling import clip_indices, segment_frames, snap_to_keyframes
 
 
 def test_uniform_one_clip_takes_window_centres():

@@ -14,17 +14,19 @@ import pyarrow.dataset as pads
 import pytest
 import torch
 
-from pipeline.augment import ClipAugment, crop_box, pick_positions
 from pipeline.errors import JobFailed
-from pipeline.evaluation import Tally, confusion_summary
-from pipeline.jobspec import JobSpec
-from pipeline.models import ModelCard, read_checkpoint
-from pipeline.run import execute, plan_job
+from pipeline.infer.plan import plan_job
+from pipeline.infer.run import execute
+from pipeline.infer.spec import parse_jobspec
+from pipeline.model.card import ModelCard
+from pipeline.model.checkpoint import read_checkpoint
 from pipeline.synth import make_motion_set, write_manifest
-from pipeline.train import HISTORY, run_training
-from pipeline.trainloop import ClipClassifier, lr_at
-from pipeline.trainplan import plan_training
-from pipeline.trainspec import OptimSpec, parse_trainspec
+from pipeline.train.augment import ClipAugment, crop_box, pick_positions
+from pipeline.train.loop import ClipClassifier, lr_at
+from pipeline.train.metrics import Tally, confusion_summary
+from pipeline.train.plan import plan_training
+from pipeline.train.run import HISTORY, run_training
+from pipeline.train.spec import OptimSpec, parse_trainspec
 
 
 def test_augment_keeps_each_clip_whole():
@@ -145,30 +147,53 @@ def history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_failure_recovery_interruption_resume_and_inference(ray_session, motion_manifests,
-                                                            tmp_path):
-    """One real run (2 gloo workers) through every recovery path, then the batch job.
+@pytest.fixture(scope="module")
+def recovered_run(ray_session, motion_manifests, tmp_path_factory) -> dict:
+    """One real run (2 gloo workers) through every recovery path, shared by the tests below.
 
     Workers fail at the start of epoch 2 (Ray Train restarts them from the epoch-1
     checkpoint: max_failures=1) and again at epoch 3 (no failures left: the run stops, as
     an interrupted run would). ``--resume`` then trains epoch 3 only.
     """
+    tmp_path = tmp_path_factory.mktemp("recovered")
     spec = tiny_spec(tmp_path, motion_manifests, max_failures=1,
                      optim={"epochs": 3, "batch_size": 3, "optimizer": "sgd", "lr": 0.01})
+    run_dir = tmp_path / "runs" / "tiny"
     lines: list[str] = []
     with pytest.raises(JobFailed, match="--resume") as failed:
         run_training(plan_training(spec), log=lines.append, fail_at_epochs=(2, 3))
-    run_dir = tmp_path / "runs" / "tiny"
-    assert [h["epoch"] for h in history(run_dir)] == [1, 2], str(failed.value)
-    assert any(line.startswith("epoch 2/3: ") for line in lines)
-    assert any("val: 4 of 5 videos decoded, 1 failed" in line for line in lines)
+    interrupted = history(run_dir)
+    summary = run_training(plan_training(spec, resume=True), log=lines.append)
+    return {"run_dir": run_dir, "lines": lines, "failure": str(failed.value),
+            "interrupted": interrupted, "summary": summary, "tmp_path": tmp_path}
+
+
+@pytest.mark.slow
+def test_a_failed_worker_recovers_and_the_next_failure_stops_the_run(recovered_run):
+    assert [h["epoch"] for h in recovered_run["interrupted"]] == [1, 2], \
+        recovered_run["failure"]
+    assert any(line.startswith("epoch 2/3: ") for line in recovered_run["lines"])
+
+
+@pytest.mark.slow
+def test_decode_failures_are_counted_listed_and_reported(recovered_run):
+    run_dir = recovered_run["run_dir"]
+    assert any("val: 4 of 5 videos decoded, 1 failed" in line
+               for line in recovered_run["lines"])
     assert "broken" in (run_dir / "decode_errors.csv").read_text()
     assert all(h["val_decode_errors"] == 1 for h in history(run_dir))
 
-    summary = run_training(plan_training(spec, resume=True), log=lines.append)
-    assert [h["epoch"] for h in history(run_dir)] == [1, 2, 3]  # 1 and 2 were not redone
-    assert history(run_dir)[2]["train_clips"] == 12 and history(run_dir)[2]["val_clips"] == 4
+
+@pytest.mark.slow
+def test_resume_trains_only_the_missing_epochs(recovered_run):
+    h = history(recovered_run["run_dir"])
+    assert [e["epoch"] for e in h] == [1, 2, 3]  # 1 and 2 were not redone
+    assert h[2]["train_clips"] == 12 and h[2]["val_clips"] == 4
+
+
+@pytest.mark.slow
+def test_the_best_checkpoint_records_what_inference_needs(recovered_run):
+    summary = recovered_run["summary"]
     best = Path(summary["best_dir"])
     assert {p.name for p in best.iterdir()} == {"model.pt", "confusion.json", "confusion.csv"}
     ckpt = read_checkpoint(str(best))
@@ -179,17 +204,21 @@ def test_failure_recovery_interruption_resume_and_inference(ray_session, motion_
     confusion = json.loads((best / "confusion.json").read_text())
     assert sum(map(sum, confusion["matrix"])) == 4
 
-    job = JobSpec.model_validate({
+
+@pytest.mark.slow
+def test_a_job_runs_on_the_trained_checkpoint(recovered_run, motion_manifests):
+    out = recovered_run["tmp_path"] / "out"
+    job = parse_jobspec({
         "name": "use-trained", "manifest": str(motion_manifests[1]),
         "sampling": {"frames_per_clip": 4, "frame_stride": 2},
-        "model": {"arch": "mc3_18", "weights": str(best)},
+        "model": {"arch": "mc3_18", "weights": recovered_run["summary"]["best_dir"]},
         "resources": {"decode_timeout_s": None},
-        "output": {"path": str(tmp_path / "out")}})
+        "output": {"path": str(out)}})
     plan = plan_job(job)
-    assert plan.card.class_names == ("down", "left", "right", "up")
+    assert plan.model.class_names == ("down", "left", "right", "up")
     assert (plan.decode.short_side, plan.decode.crop_size) == (32, 32)
     execute(plan, log=lambda _: None)
-    rows = pads.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()
+    rows = pads.dataset(str(out), format="parquet").to_table().to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(rows) == 5 and len(ok) == 4
     assert {r["pred_label"] for r in ok} <= {"down", "left", "right", "up"}
@@ -198,9 +227,10 @@ def test_failure_recovery_interruption_resume_and_inference(ray_session, motion_
 def test_fine_tune_from_a_checkpoint_replaces_the_head(tmp_path):
     from torchvision.models import get_model
 
-    from pipeline.jobspec import ModelSpec
-    from pipeline.models import model_card, save_checkpoint
-    from pipeline.trainloop import LoopConfig, build_model
+    from pipeline.model.checkpoint import save_checkpoint
+    from pipeline.model.spec import ModelSpec
+    from pipeline.model.zoo import model_card
+    from pipeline.train.loop import LoopConfig, build_model
 
     three = ModelCard("resnet18", "frame", "none", "none", ("a", "b", "c"), (0.5,) * 3,
                       (0.25,) * 3, 32, 32, False)

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import ConfigError, ManifestError, OutputError
 from pipeline.synth import make_motion_set, write_manifest
-from pipeline.trainplan import plan_training, split_rows
-from pipeline.trainspec import load_trainspec, parse_trainspec
+from pipeline.train.plan import plan_training, split_rows
+from pipeline.train.spec import load_trainspec, parse_trainspec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,7 +176,7 @@ def test_cli_train_prints_the_fix_without_traceback(tmp_path):
 
 
 def test_more_gpus_than_the_cluster_has(ray_session, motion_videos, tmp_path):
-    from pipeline.train import check_cluster
+    from pipeline.train.run import check_cluster
 
     spec = parse_trainspec(spec_dict(tmp_path, str(motion_videos / "all.csv"),
                                      resources={"workers": 2, "gpus_per_worker": 1}))

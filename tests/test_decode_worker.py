@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeSpec, decode_batch
+from pipeline.decode.base import DecodeSpec
+from pipeline.decode.stage import decode_batch
+from pipeline.decode.worker import DecodeWorker
 from pipeline.errors import VideoError
-from pipeline.guard import DecodeWorker
 
 
 def spec(timeout_s=None):

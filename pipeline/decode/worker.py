@@ -1,10 +1,10 @@
 """A time limit for native decoders: decode in a child process that can be killed.
 
-decord is known to hang on some inputs inside native code that holds the GIL (dmlc/decord
-#363, #373, #269), and native decoders can crash the process outright. Neither can be
-stopped from a Python thread, so :class:`DecodeWorker` runs decodes in one long-lived child
-process per decode worker: a hang past the limit kills the child (the row becomes an
-``error``), a crash is reported the same way, and the next video gets a fresh child.
+decord is known to hang on some inputs inside native code that holds the GIL, and native
+decoders can crash the process outright. Neither can be stopped from a Python thread, so
+:class:`DecodeWorker` runs decodes in one long-lived child process per decode worker: a
+hang past the limit kills the child (the row becomes an ``error``), a crash is reported the
+same way, and the next video gets a fresh child.
 
 The child is started with ``spawn`` (no inherited threads or locks from the Ray worker) and
 asks the kernel to kill it if its parent dies, so no decoder outlives the job.
@@ -17,6 +17,7 @@ import signal
 import sys
 from typing import Any
 
+from pipeline.decode.fallback import decode_video
 from pipeline.errors import VideoError
 
 _PR_SET_PDEATHSIG = 1
@@ -34,8 +35,6 @@ def _die_with_parent() -> None:
 
 def _serve(conn) -> None:
     """Child loop: receive ``(path, spec, start_s, end_s)``, send back the result."""
-    from pipeline.decode import decode_video
-
     _die_with_parent()
     while True:
         try:
@@ -52,7 +51,7 @@ def _serve(conn) -> None:
 
 
 class DecodeWorker:
-    """Runs :func:`pipeline.decode.decode_video` in a killable child process."""
+    """Runs :func:`pipeline.decode.fallback.decode_video` in a killable child process."""
 
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s

@@ -3,13 +3,14 @@
 The flow of :func:`run_training`:
 
 1. connect to (or start) Ray and check that the cluster has the CPUs/GPUs asked for;
-2. decode the train and val rows with ``pipeline.decode.decode_batch`` in Ray Data tasks
-   and **materialize** them once (object store, spilled to disk when large): the clips are
-   small, and decoding once instead of every epoch is what makes CPU training affordable.
+2. decode the train and val rows with the decode stage in Ray Data tasks
+   (``pipeline.dataflow``, as inference does) and **materialize** them once (object
+   store, spilled to disk when large): the clips are small, and decoding once instead of
+   every epoch is what makes CPU training affordable.
    The random temporal offset still varies per epoch because several clip positions per
    video are decoded (``augment.temporal_positions``). Videos that fail to decode are
    counted, listed in ``<run>/decode_errors.csv``, printed, and reported with every epoch;
-3. ``TorchTrainer`` with DDP workers runs :func:`pipeline.trainloop.train_loop_per_worker`;
+3. ``TorchTrainer`` with DDP workers runs :func:`pipeline.train.loop.train_loop_per_worker`;
    a controller-side callback appends each epoch's metrics to ``<run>/history.jsonl``,
    which the driver prints as it grows;
 4. the best checkpoint (by ``val_acc``) is copied to ``<run>/best`` with its confusion
@@ -30,14 +31,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.cluster import connect
-from pipeline.decode import DecodeSpec, decode_batch
+from pipeline import dataflow
+from pipeline.decode.base import DecodeSpec
 from pipeline.errors import ConfigError, JobFailed, ManifestError
-from pipeline.evaluation import CONFUSION_JSON
-from pipeline.manifest import as_dataset
-from pipeline.models import ensure_weights_available
-from pipeline.trainloop import LoopConfig, train_loop_per_worker
-from pipeline.trainplan import TrainPlan, publish_best
+from pipeline.model.zoo import ensure_weights_available
+from pipeline.ray_session import connect, disconnect
+from pipeline.train.loop import LoopConfig, train_loop_per_worker
+from pipeline.train.metrics import CONFUSION_JSON
+from pipeline.train.plan import TrainPlan, publish_best
 
 HISTORY = "history.jsonl"
 DECODE_ERRORS = "decode_errors.csv"
@@ -75,10 +76,8 @@ def decode_rows(rows: pa.Table, spec: DecodeSpec, plan: TrainPlan):
     # prepare_data are the progress that matters here.
     rd.DataContext.get_current().enable_progress_bars = False
     res = plan.spec.resources
-    per = res.videos_per_decode_task
-    decoded = as_dataset(rows, per).map_batches(
-        decode_batch, fn_kwargs={"spec": spec}, batch_size=per, batch_format="numpy",
-        num_cpus=res.cpus_per_decode_task).materialize()
+    blocks = dataflow.manifest_blocks(rows, res.videos_per_decode_task)
+    decoded = dataflow.decoded(blocks, spec, res).materialize()
     status = decoded.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()
     errors = status[status["status"] != "ok"].sort_values("row").to_dict("records")
     clips = decoded.map_batches(clip_rows, batch_format="numpy").materialize()
@@ -119,14 +118,12 @@ def loop_config(plan: TrainPlan, ok_train: int, counts: dict[str, int],
     # Ray Train splits the train set into equal shards (streaming_split(equal=True)), so
     # every worker takes the same number of steps, which DDP requires.
     per_worker = ok_train // spec.resources.workers
-    d = plan.val_decode
     return LoopConfig(
         start=plan.start, card=plan.card, optim=spec.optim, augment=plan.augment,
         steps_per_epoch=max(1, math.ceil(per_worker / spec.optim.batch_size)),
         checkpoint_every=spec.checkpoint.every, fail_at_epochs=fail_at_epochs,
         extra={"decode_errors": counts, "spec": spec.model_dump(mode="json"),
-               "sampling": {"clips": d.clips, "frames": d.frames, "stride": d.stride,
-                            "short_side": d.short_side, "crop_size": d.crop_size}})
+               "sampling": plan.val_decode.record()})
 
 
 def _epoch_log_callback(path: Path):
@@ -176,7 +173,7 @@ def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
             logging_config=LoggingConfig(log_level="WARNING")),
         datasets={"train": train_ds.randomize_block_order(), "val": val_ds},
         # val is not split: each worker evaluates the rows row % world == rank of it, so
-        # no val video is dropped to make shards equal (see trainloop._val_batches).
+        # no val video is dropped to make shards equal (see loop._val_batches).
         dataset_config=DataConfig(datasets_to_split=["train"]))
 
 
@@ -230,17 +227,15 @@ def run_training(plan: TrainPlan, address: str | None = None,
     """Train; return the summary (also written to ``<run>/train_summary.json``).
 
     Args:
-        plan: from :func:`pipeline.trainplan.plan_training`.
+        plan: from :func:`pipeline.train.plan.plan_training`.
         address: Ray cluster address; None uses the initialized Ray or starts a local one.
         log: where progress lines go.
         fail_at_epochs: tests only: make the workers fail at the start of these epochs
-            (once per attempt that got past an earlier epoch; see trainloop._maybe_fail).
+            (once per attempt that got past an earlier epoch; see loop._maybe_fail).
     """
-    import ray
-
     ensure_weights_available(plan.start)
     t0 = time.perf_counter()
-    handle = connect(plan.spec, address, log)
+    handle = connect(plan.spec.resources, address, log)
     try:
         check_cluster(plan)
         log(describe(plan))
@@ -256,8 +251,7 @@ def run_training(plan: TrainPlan, address: str | None = None,
                             ) from e
         summary = finish(plan, result, time.perf_counter() - t0, counts)
     finally:
-        if handle.started_here:
-            ray.shutdown()
+        disconnect(handle)
     return summary
 
 

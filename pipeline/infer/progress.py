@@ -13,11 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
+import pyarrow as pa
 import ray
 
-from pipeline.decode import decode_batch
-from pipeline.infer import Predictor, decoded_rows
+from pipeline.output.rows import Batch, Provenance, rows_table
 
 
 @ray.remote(num_cpus=0)
@@ -56,15 +57,17 @@ class Reporter:
                 self.videos.inc(n, tags={"job": self.job, "status": status})
 
 
-class ReportingPredictor(Predictor):
-    """A :class:`Predictor` that also reports each batch's outcome."""
+class ReportingReplica:
+    """A task's replica that also reports each batch's outcome (Ray Data builds one per
+    actor, like the replica it wraps)."""
 
-    def __init__(self, spec, tracker_name: str, namespace: str):
-        super().__init__(spec)
-        self.reporter = Reporter(spec.job, tracker_name, namespace)
+    def __init__(self, replica: type, kwargs: dict, job: str, tracker_name: str,
+                 namespace: str):
+        self.replica = replica(**kwargs)
+        self.reporter = Reporter(job, tracker_name, namespace)
 
-    def __call__(self, batch):
-        table = super().__call__(batch)
+    def __call__(self, batch: Batch) -> pa.Table:
+        table = self.replica(batch)
         self.reporter.report(table)
         return table
 
@@ -72,14 +75,16 @@ class ReportingPredictor(Predictor):
 _reporters: dict[str, Reporter] = {}
 
 
-def decode_only(batch, spec, infer, tracker_name: str | None = None, namespace: str = ""):
-    """The whole ``mode: decode_only`` job for one batch, in the decode task: decode, then
-    the output rows without predictions (frames are dropped, never shipped)."""
-    table = decoded_rows(decode_batch(batch, spec), infer)
-    if tracker_name:
-        if tracker_name not in _reporters:
-            _reporters[tracker_name] = Reporter(infer.job, tracker_name, namespace)
-        _reporters[tracker_name].report(table)
+def decode_only(batch: Batch, spec: Any, decode_stage: Callable[..., Batch],
+                schema: pa.Schema, provenance: Provenance, tracker_name: str,
+                namespace: str) -> pa.Table:
+    """The whole ``mode: decode_only`` job for one batch, in the decode task: the task's
+    ``decode_stage``, then the output rows with null task columns (frames are dropped,
+    never shipped)."""
+    table = rows_table(decode_stage(batch, spec=spec), schema, provenance)
+    if tracker_name not in _reporters:
+        _reporters[tracker_name] = Reporter(provenance.job, tracker_name, namespace)
+    _reporters[tracker_name].report(table)
     return table
 
 

@@ -1,9 +1,11 @@
-"""Job specs: YAML -> frozen, validated pydantic models.
+"""Spec parts shared by every job and by training: frozen, validated pydantic models.
 
-Relative paths in a spec are resolved against the directory of the spec file, so that
-``vidbatch submit jobs/classify.yaml`` means the same thing from any working directory.
-Validation errors are turned into ``ConfigError`` messages of the form
-``field.path: problem`` (see :func:`format_validation_error`).
+A job spec is :class:`JobSpec` (what every task has) extended by its task's sections
+(``pipeline.tasks``; a model section such as :mod:`pipeline.model.spec`); a training spec
+(``pipeline.train.spec``) reuses the manifest, sampling and decode-resource sections.
+Both are read by :func:`read_spec_yaml` (safe loader, ``--set`` overrides), and validation
+errors become ``ConfigError`` messages of the form ``field.path: problem``
+(:func:`format_validation_error`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
+from pipeline.paths import is_uri
 
-ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "r3d_18", "mc3_18", "r2plus1d_18")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
 class Spec(BaseModel):
@@ -27,12 +30,17 @@ def local_directory(value: str) -> str:
     """Validator of a directory that must be local or mounted (training's storage path;
     a URI would otherwise be taken as a relative path: ``s3://b/out`` would become the
     directory ``./s3:/b/out``)."""
-    if "://" in value:
+    if is_uri(value):
         raise ValueError(f"{value.split('://')[0]}:// URIs are not supported here (training "
                          "writes its run directory with local file operations); use a local "
                          "directory, or on a cluster a shared filesystem mounted at the same "
                          "path on every node (docs/cluster.md, docs/training.md)")
     return value
+
+
+def manifest_shorthand(v: Any) -> Any:
+    """``manifest: path.csv`` means ``manifest: {path: path.csv}``."""
+    return {"path": v} if isinstance(v, str) else v
 
 
 class ManifestSpec(Spec):
@@ -46,7 +54,7 @@ class ManifestSpec(Spec):
 
 
 class SamplingSpec(Spec):
-    """Which frames to decode. See ``pipeline.sampling`` for worked examples."""
+    """Which frames to decode. See ``pipeline.decode.sampling`` for worked examples."""
 
     clips_per_video: int = Field(1, ge=1, le=64)
     frames_per_clip: int = Field(16, ge=1, le=512)
@@ -62,15 +70,6 @@ class SamplingSpec(Spec):
                                     "up to half a keyframe interval off")
 
 
-class ModelSpec(Spec):
-    arch: Literal[ARCHITECTURES]  # type: ignore[valid-type]
-    weights: str = Field("none", description="'none', a torchvision weights name "
-                         "(KINETICS400_V1, IMAGENET1K_V1, DEFAULT), or a checkpoint path")
-    labels: str | None = Field(None, description="text file with one class name per line")
-    num_classes: int | None = Field(None, ge=1, description="only with weights: none and no "
-                                    "labels file")
-
-
 class InferenceSpec(Spec):
     batch_size: int = Field(8, ge=1, le=4096, description="videos per forward pass (all "
                             "their clips, or frames for 2D models, go through together)")
@@ -79,20 +78,9 @@ class InferenceSpec(Spec):
     channels_last: bool = True
 
 
-class ResourcesSpec(Spec):
-    replicas: int = Field(1, ge=1, description="model actors")
-    gpus_per_replica: float | Literal["auto"] = "auto"
-    cpus_per_replica: float = Field(1, gt=0)
-    threads_per_replica: int | None = Field(
-        None, ge=1, description="torch threads in each replica; null: on CPU replicas the "
-        "cores of a node shared by its replicas, on GPU replicas cpus_per_replica")
-    streams_per_replica: int | None = Field(
-        None, ge=1, le=256, description="slices of a batch that a replica runs at once, "
-        "each in its own thread with threads_per_replica / streams torch threads; null: on "
-        "CPU replicas one per torch thread (at most batch_size), on GPU replicas 1")
-    batches_in_flight_per_replica: int | None = Field(
-        None, ge=1, le=64, description="batches queued at each replica while it runs one "
-        "(prefetch depth); null: Ray Data's default (2)")
+class DecodeResourcesSpec(Spec):
+    """The decode stage and the local Ray: the same keys in jobs and in training."""
+
     cpus_per_decode_task: float = Field(1, gt=0)
     decode_parallelism: int | None = Field(None, ge=1, description="max concurrent decode "
                                            "tasks; null lets Ray Data choose")
@@ -107,6 +95,22 @@ class ResourcesSpec(Spec):
                                  "when no --address is given; null uses all")
     object_store_mb: int | None = Field(None, ge=75)
 
+
+class ResourcesSpec(DecodeResourcesSpec):
+    replicas: int = Field(1, ge=1, description="model actors")
+    gpus_per_replica: float | Literal["auto"] = "auto"
+    cpus_per_replica: float = Field(1, gt=0)
+    threads_per_replica: int | None = Field(
+        None, ge=1, description="torch threads in each replica; null: on CPU replicas the "
+        "cores of a node shared by its replicas, on GPU replicas cpus_per_replica")
+    streams_per_replica: int | None = Field(
+        None, ge=1, le=256, description="slices of a batch that a replica runs at once, "
+        "each in its own thread with threads_per_replica / streams torch threads; null: on "
+        "CPU replicas one per torch thread (at most batch_size), on GPU replicas 1")
+    batches_in_flight_per_replica: int | None = Field(
+        None, ge=1, le=64, description="batches queued at each replica while it runs one "
+        "(prefetch depth); null: Ray Data's default (2)")
+
     @field_validator("gpus_per_replica")
     @classmethod
     def _non_negative(cls, v: float | str) -> float | str:
@@ -117,39 +121,38 @@ class ResourcesSpec(Spec):
 
 class OutputSpec(Spec):
     path: str  # a local (or mounted) directory, or a URI pyarrow writes (s3://, gs://, ...)
-    embeddings: bool = True
-    top_k: int = Field(5, ge=1, le=1000)
     rows_per_file: int = Field(1000, ge=1, description="Parquet rows per file (at least)")
     if_exists: Literal["error", "resume", "overwrite"] = "error"
 
 
 class JobSpec(Spec):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    """What every job has; a task's spec class (``pipeline.tasks``) adds its own sections."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    task: str = "classify"
     mode: Literal["infer", "decode_only"] = Field(
         "infer", description="decode_only decodes exactly what the model would get and "
-        "writes the rows without running it (no model replicas, null predictions)")
+        "writes the rows without running it (no model replicas, null task columns)")
     manifest: ManifestSpec
     sampling: SamplingSpec = SamplingSpec()
-    model: ModelSpec
     inference: InferenceSpec = InferenceSpec()
     resources: ResourcesSpec = ResourcesSpec()
     output: OutputSpec
     max_error_fraction: float = Field(0.5, ge=0, le=1)
 
-    @field_validator("manifest", mode="before")
-    @classmethod
-    def _manifest_shorthand(cls, v: Any) -> Any:
-        return {"path": v} if isinstance(v, str) else v
+    _shorthand = field_validator("manifest", mode="before")(
+        classmethod(lambda cls, v: manifest_shorthand(v)))
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, what: str = "job spec",
+                            reference: str = "README, 'The job spec'") -> str:
     """One line per problem: ``field.path: message``."""
-    lines = [f"invalid job spec {source}:"]
+    lines = [f"invalid {what} {source}:"]
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling (see README, 'Job spec')"
+            msg = f"unknown key; remove it or check its spelling (see {reference})"
         elif e["type"] == "missing":
             msg = "required; add it to the spec"
         elif e["type"] == "value_error":
@@ -158,10 +161,14 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _resolve(base: Path, value: str) -> str:
-    if "://" in value or Path(value).is_absolute():
-        return value
-    return str((base / value).resolve())
+def validate(cls: type[Spec], data: Any, source: str, what: str, reference: str) -> Any:
+    """``cls`` validated from parsed YAML, or a ``ConfigError`` naming every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid {what} {source}: expected a mapping at the top level")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source, what, reference)) from None
 
 
 def apply_override(data: dict, assignment: str) -> None:
@@ -176,38 +183,6 @@ def apply_override(data: dict, assignment: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment!r}: {part} is not a section")
     node[parts[-1]] = yaml.safe_load(raw)
-
-
-def parse_jobspec(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
-    """Validate a parsed spec; resolve relative paths against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid job spec {source}: expected a mapping at the top level")
-    try:
-        spec = JobSpec.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
-    if base_dir is None:
-        return spec
-    weights = spec.model.weights
-    if weights.endswith((".pt", ".pth", ".ckpt")) or "/" in weights:
-        weights = _resolve(base_dir, weights)
-    return spec.model_copy(update={
-        "manifest": spec.manifest.model_copy(
-            update={"path": _resolve(base_dir, spec.manifest.path)}),
-        "output": spec.output.model_copy(update={"path": _resolve(base_dir, spec.output.path)}),
-        "model": spec.model.model_copy(update={
-            "weights": weights,
-            "labels": _resolve(base_dir, spec.model.labels) if spec.model.labels else None,
-        }),
-    })
-
-
-def spec_yaml(spec: JobSpec) -> str:
-    """The spec as YAML that :func:`parse_jobspec` turns back into the same job elsewhere
-    (the Jobs API's entrypoint). Only the keys the spec gives are written, paths resolved:
-    a key left out must stay left out, because some defaults depend on more than the spec
-    (a checkpoint's sampling fills only the sampling keys the spec leaves out)."""
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_unset=True), sort_keys=False)
 
 
 def read_spec_yaml(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
@@ -225,9 +200,3 @@ def read_spec_yaml(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
         for assignment in overrides:
             apply_override(data, assignment)
     return data
-
-
-def load_jobspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobSpec:
-    """Read, override and validate a YAML job spec."""
-    return parse_jobspec(read_spec_yaml(path, overrides), str(path),
-                         Path(path).resolve().parent)

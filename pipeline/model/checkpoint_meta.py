@@ -2,8 +2,8 @@
 
 Planning a job needs a checkpoint's metadata (architecture, class names, normalisation, the
 classifier's shape), not its weights. ``torch.load`` would import torch on the driver
-(~2 s, while Ray starts on the same cores) and read every tensor (~130 MB for r3d_18), only
-for the replicas to load them again. ``torch.save`` writes a zip archive whose
+(seconds, while Ray starts on the same cores) and read every tensor, only for the replicas
+to load them again. ``torch.save`` writes a zip archive whose
 ``<name>/data.pkl`` is a pickle of the containers, with each tensor a call to
 ``torch._utils._rebuild_tensor_v2`` over a storage kept in ``<name>/data/<key>``. Unpickling
 that with only those few names allowed gives the containers and, for each tensor, its shape;

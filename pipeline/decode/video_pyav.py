@@ -15,14 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from pipeline.decode import (
-    DecodedVideo,
-    DecodeSpec,
-    center_crop,
-    plan_indices,
-    reader_input,
-    resized_dims,
-)
+from pipeline.decode.base import DecodedVideo, DecodeSpec, reader_input
 from pipeline.errors import VideoError
 
 
@@ -48,7 +41,7 @@ class _Packets:
 
 
 # A video's packets up to this size stay in memory between planning and decoding, so it
-# is opened and demuxed once (opening costs ~10 ms, as much as decoding a keyframe: it
+# is opened and demuxed once (an open costs about as much as decoding a keyframe, which
 # matters for short videos). A larger one, whose decoding dwarfs a second open, is demuxed
 # again rather than held in the decode task's memory.
 KEEP_PACKETS_BYTES = 32 * 2**20
@@ -111,7 +104,7 @@ def _to_rgb(frame, spec: DecodeSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """A decoded picture as uint8 RGB, rotated upright, short side resized."""
     turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
     fh, fw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
-    th, tw = resized_dims(fh, fw, spec.short_side)
+    th, tw = spec.resized(fh, fw)
     rw, rh = (th, tw) if turns % 2 else (tw, th)
     arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
     return (np.rot90(arr, k=turns) if turns else arr), (fh, fw)
@@ -164,7 +157,8 @@ def _decode_again(src, wanted: set[int], spec: DecodeSpec, packets: _Packets, sp
         return _pyav_frames(stream, source, wanted, spec, packets, sparse)
 
 
-def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> DecodedVideo:
+def decode_with_pyav(src: str | bytes, spec: DecodeSpec, start_s: float | None = None,
+                     end_s: float | None = None) -> DecodedVideo:
     """Demux once to count frames and read timestamps, then decode only what the sampled
     frames need from the same packets (falling back to decoding every packet, from a
     fresh open, if that misses any)."""
@@ -183,7 +177,7 @@ def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> Decoded
             ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
         if spec.snap_to_keyframes and ranks is not None:
             keys = sorted(ranks[p] for p, key in zip(pts, packets.keyframe) if key)
-        idx = plan_indices(n, fps, spec, start_s, end_s, ts, keys)
+        idx = spec.indices(n, fps, start_s, end_s, ts, keys)
         wanted = set(int(i) for i in np.unique(idx))
         if kept is not None:
             result = _pyav_frames(stream, kept, wanted, spec, packets)
@@ -196,6 +190,6 @@ def decode_with_pyav(src, spec: DecodeSpec, start_s=None, end_s=None) -> Decoded
         raise VideoError("decode", f"only {decoded} of {n} frames are decodable "
                          f"({bad_packets} corrupt packets); sampled frames are missing")
     note = f"{bad_packets} corrupt packets skipped" if bad_packets else None
-    frames = np.stack([center_crop(got[int(i)], spec.crop_size) for i in idx.reshape(-1)])
+    frames = np.stack([spec.crop(got[int(i)]) for i in idx.reshape(-1)])
     frames = frames.reshape(spec.shape)
     return DecodedVideo(frames, "pyav", n, fps, size[1], size[0], note)

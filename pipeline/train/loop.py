@@ -20,17 +20,13 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from pipeline.augment import ClipAugment
-from pipeline.evaluation import Tally, write_confusion
-from pipeline.models import (
-    CHECKPOINT_FILE,
-    ModelCard,
-    build_network,
-    channels_first,
-    read_checkpoint,
-    save_checkpoint,
-)
-from pipeline.trainspec import OptimSpec
+from pipeline.model.card import ModelCard
+from pipeline.model.checkpoint import CHECKPOINT_FILE, read_checkpoint, save_checkpoint
+from pipeline.model.layout import Normalize
+from pipeline.model.zoo import build_network
+from pipeline.train.augment import ClipAugment
+from pipeline.train.metrics import Tally, write_confusion
+from pipeline.train.spec import OptimSpec
 
 STATE_FILE = "train_state.pt"  # optimizer + epoch, beside model.pt, for resuming
 
@@ -48,7 +44,8 @@ class LoopConfig:
 
 
 class ClipClassifier(nn.Module):
-    """A zoo network over float clips ``(N, T, H, W, 3)`` in 0..255 -> logits.
+    """A zoo network over float clips ``(N, T, H, W, 3)`` in 0..255 -> logits, normalised
+    as the inference replica does (:class:`~pipeline.model.layout.Normalize`).
 
     Frame models see ``N * T`` frames and average their logits over time, which is what
     inference computes (it averages embeddings, then applies the linear head).
@@ -56,12 +53,11 @@ class ClipClassifier(nn.Module):
 
     def __init__(self, net: nn.Module, card: ModelCard):
         super().__init__()
-        self.net, self.clip_model = net, card.kind == "clip"
-        self.register_buffer("mean", torch.tensor(card.mean) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(card.std) * 255, persistent=False)
+        self.net, self.clip_model = net, card.clip_model
+        self.normalize = Normalize(card)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        x = channels_first((clips - self.mean) / self.std, self.clip_model).contiguous()
+        x = self.normalize(clips).contiguous()
         if self.clip_model:
             return self.net(x)
         n, t = clips.shape[:2]

@@ -1,9 +1,9 @@
 """Training specs: ``jobs/train.yaml`` -> a frozen, validated :class:`TrainSpec`.
 
-Built from the same pieces as the inference spec (``ManifestSpec``, ``SamplingSpec``, the
-architecture list, ``--set`` overrides, ``field.path: message`` errors, paths relative to
-the spec file), so that a training run and the batch jobs that use its checkpoint describe
-videos, sampling and models the same way.
+Built from the same pieces as the job spec (:mod:`pipeline.spec`: ``ManifestSpec``,
+``SamplingSpec``, the decode resources, the architecture list, ``--set`` overrides,
+``field.path: message`` errors, paths relative to the spec file), so that a training run
+and the jobs that use its checkpoint describe videos, sampling and models the same way.
 """
 
 from __future__ import annotations
@@ -11,23 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeline.errors import ConfigError
-from pipeline.jobspec import (
-    ARCHITECTURES,
+from pipeline.model.archs import ARCHITECTURES
+from pipeline.paths import is_checkpoint_ref, resolve
+from pipeline.spec import (
+    NAME_PATTERN,
+    DecodeResourcesSpec,
     ManifestSpec,
     SamplingSpec,
     Spec,
-    _resolve,
-    format_validation_error,
     local_directory,
+    manifest_shorthand,
     read_spec_yaml,
+    validate,
 )
-
-
-def _manifest_shorthand(v: Any) -> Any:
-    return {"path": v} if isinstance(v, str) else v
 
 
 class DataSpec(Spec):
@@ -39,7 +37,7 @@ class DataSpec(Spec):
     split_seed: int = 0
 
     _shorthand = field_validator("train", "val", mode="before")(
-        classmethod(lambda cls, v: _manifest_shorthand(v)))
+        classmethod(lambda cls, v: manifest_shorthand(v)))
 
 
 class AugmentSpec(Spec):
@@ -99,20 +97,10 @@ class OptimSpec(Spec):
         return self
 
 
-class TrainResourcesSpec(Spec):
+class TrainResourcesSpec(DecodeResourcesSpec):
     workers: int = Field(2, ge=1, description="Ray Train workers (DDP processes)")
     gpus_per_worker: float = Field(0, ge=0, description="0 trains on CPU (gloo)")
     cpus_per_worker: float = Field(1, gt=0)
-    cpus_per_decode_task: float = Field(1, gt=0)
-    videos_per_decode_task: int = Field(4, ge=1, le=4096)
-    decode_threads: int = Field(1, ge=0)
-    decoder: Literal["decord", "pyav"] = Field("decord", description="tried first; the "
-                                               "other one is the fallback")
-    decode_timeout_s: float | None = Field(120, gt=0, description="per-video limit, as in "
-                                           "inference; null decodes in-process, no limit")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started "
-                                 "when no --address is given; null uses all")
-    object_store_mb: int | None = Field(None, ge=75)
 
 
 class CheckpointSpec(Spec):
@@ -124,7 +112,7 @@ class CheckpointSpec(Spec):
 
 
 class TrainSpec(Spec):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = Field(pattern=NAME_PATTERN)
     data: DataSpec
     sampling: SamplingSpec = SamplingSpec()
     augment: AugmentSpec = AugmentSpec()
@@ -139,31 +127,24 @@ class TrainSpec(Spec):
 def _resolve_paths(spec: TrainSpec, base: Path) -> TrainSpec:
     data = spec.data
     weights = spec.model.weights
-    if weights.endswith((".pt", ".pth", ".ckpt")) or "/" in weights:
-        weights = _resolve(base, weights)
+    if is_checkpoint_ref(weights):
+        weights = resolve(base, weights)
     return spec.model_copy(update={
         "data": data.model_copy(update={
-            "train": data.train.model_copy(update={"path": _resolve(base, data.train.path)}),
-            "val": data.val and data.val.model_copy(update={"path": _resolve(base,
-                                                                             data.val.path)}),
+            "train": data.train.model_copy(update={"path": resolve(base, data.train.path)}),
+            "val": data.val and data.val.model_copy(update={"path": resolve(base,
+                                                                            data.val.path)}),
         }),
         "model": spec.model.model_copy(update={"weights": weights}),
         "checkpoint": spec.checkpoint.model_copy(update={
-            "storage_path": _resolve(base, spec.checkpoint.storage_path)}),
+            "storage_path": resolve(base, spec.checkpoint.storage_path)}),
     })
 
 
 def parse_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = None
                     ) -> TrainSpec:
     """Validate a parsed training spec; resolve relative paths against ``base_dir``."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid training spec {source}: expected a mapping at the top "
-                          "level")
-    try:
-        spec = TrainSpec.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source).replace(
-            "see README, 'Job spec'", "see docs/training.md")) from None
+    spec = validate(TrainSpec, data, source, "training spec", "docs/training.md")
     return spec if base_dir is None else _resolve_paths(spec, base_dir)
 
 

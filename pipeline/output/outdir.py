@@ -18,12 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.errors import OutputError
-
-
-def is_uri(location: str) -> bool:
-    """Whether ``location`` is a URI for pyarrow's filesystems rather than a local path
-    (``file://`` counts as local)."""
-    return "://" in location and not location.startswith("file://")
+from pipeline.paths import local_path
 
 
 @dataclass(frozen=True)
@@ -37,8 +32,9 @@ class OutputDir:
 
     @classmethod
     def at(cls, location: str) -> OutputDir:
-        if not is_uri(location):
-            local = posixpath.abspath(location.removeprefix("file://"))
+        local = local_path(location)
+        if local is not None:
+            local = posixpath.abspath(local)
             return cls(local, pafs.LocalFileSystem(), local)
         try:
             fs, root = pafs.FileSystem.from_uri(location)

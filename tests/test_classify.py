@@ -1,12 +1,14 @@
-"""The model replica, called directly (no Ray): results equal a plain torch computation."""
+"""The classify replica, called directly (no Ray): results equal a plain torch computation."""
 
 import numpy as np
 import pytest
 import torch
 
-from pipeline.infer import InferSpec, Predictor, auto_streams
-from pipeline.jobspec import ModelSpec
-from pipeline.models import build_network, model_card, save_checkpoint
+from pipeline.model.checkpoint import save_checkpoint
+from pipeline.model.runtime import Runtime, auto_streams
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import build_network, model_card
+from pipeline.tasks.classify import ClassifyConfig, ClassifyReplica
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +18,11 @@ def clip_ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     save_checkpoint(path, build_network(card), card)
     return path
+
+
+def replica_of(card, top_k=5, **runtime):
+    """A classify replica of ``card``; ``runtime``: :class:`Runtime` fields."""
+    return ClassifyReplica(ClassifyConfig.of(card, Runtime(**runtime), top_k=top_k))
 
 
 def batch_of(frames: np.ndarray, status: list[str]):
@@ -53,7 +60,7 @@ def test_clip_predictions_match_a_direct_computation(clip_ckpt):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(3, 2, 4, 32, 32, 3), dtype=np.uint8)
     card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
-    table = Predictor(InferSpec(card=card, top_k=2, channels_last=False))(
+    table = replica_of(card, top_k=2, channels_last=False)(
         batch_of(frames, ["ok", "error", "ok"]))
     assert table.num_rows == 3
     assert table["status"].to_pylist() == ["ok", "error", "ok"]
@@ -72,9 +79,9 @@ def test_channels_last_and_bf16_stay_close_to_fp32(clip_ckpt):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, size=(2, 1, 4, 32, 32, 3), dtype=np.uint8)
     card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
-    ref = Predictor(InferSpec(card=card, channels_last=False)).embed(frames)
-    cl = Predictor(InferSpec(card=card, channels_last=True)).embed(frames)
-    bf = Predictor(InferSpec(card=card, precision="bf16")).embed(frames)
+    ref = replica_of(card, channels_last=False).embed(frames)
+    cl = replica_of(card, channels_last=True).embed(frames)
+    bf = replica_of(card, precision="bf16").embed(frames)
     np.testing.assert_allclose(cl, ref, rtol=1e-3, atol=1e-4)
     cos = (bf * ref).sum(1) / np.linalg.norm(bf, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() > 0.99
@@ -88,8 +95,8 @@ def test_gpu_replica_matches_the_cpu(clip_ckpt, precision):
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 256, size=(3, 2, 4, 32, 32, 3), dtype=np.uint8)
     card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
-    cpu = Predictor(InferSpec(card=card, device="cpu", channels_last=False))
-    gpu = Predictor(InferSpec(card=card, device="cuda", precision=precision))
+    cpu = replica_of(card, device="cpu", channels_last=False)
+    gpu = replica_of(card, device="cuda", precision=precision)
     assert gpu.device.type == "cuda"
     ref, got = cpu.embed(frames), gpu.embed(frames)
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
@@ -102,7 +109,7 @@ def test_gpu_replica_matches_the_cpu(clip_ckpt, precision):
 def test_frame_model_averages_over_frames():
     torch.manual_seed(0)
     card = model_card(ModelSpec(arch="resnet18", num_classes=3))
-    pred = Predictor(InferSpec(card=card, channels_last=False))
+    pred = replica_of(card, channels_last=False)
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 256, size=(1, 2, 3, 32, 32, 3), dtype=np.uint8)
     emb = pred.embed(frames)
@@ -114,7 +121,7 @@ def test_frame_model_averages_over_frames():
 def test_all_error_batch_passes_through():
     card = model_card(ModelSpec(arch="resnet18", num_classes=3))
     frames = np.zeros((2, 1, 2, 32, 32, 3), dtype=np.uint8)
-    table = Predictor(InferSpec(card=card))(batch_of(frames, ["error", "error"]))
+    table = replica_of(card)(batch_of(frames, ["error", "error"]))
     assert table["status"].to_pylist() == ["error", "error"]
     assert table["pred_label"].null_count == 2
 
@@ -126,7 +133,7 @@ def test_all_error_batch_passes_through():
     ("fp asimd sve bf16 i8mm", True),            # Arm with FEAT_BF16
 ])
 def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path, flags, has):
-    from pipeline.infer import cpu_has_bf16
+    from pipeline.model.runtime import cpu_has_bf16
 
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
@@ -134,14 +141,12 @@ def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path, flags, has):
     assert cpu_has_bf16(str(tmp_path / "absent")) is None
 
 
-def test_bf16_warning_only_for_bf16_on_a_cpu_without_it(clip_ckpt):
-    from pipeline.infer import bf16_cpu_warning, cpu_has_bf16
+def test_bf16_warning_only_for_bf16_on_a_cpu_without_it():
+    from pipeline.model.runtime import bf16_cpu_warning, cpu_has_bf16
 
-    card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
-    bf16, fp32 = InferSpec(card=card, precision="bf16"), InferSpec(card=card)
-    assert bf16_cpu_warning(fp32, "cpu") is None
-    assert bf16_cpu_warning(bf16, "cuda") is None
-    warning = bf16_cpu_warning(bf16, "cpu")
+    assert bf16_cpu_warning("fp32", "cpu") is None
+    assert bf16_cpu_warning("bf16", "cuda") is None
+    warning = bf16_cpu_warning("bf16", "cpu")
     if cpu_has_bf16() is False:
         assert "precision: fp32" in warning and "much slower" in warning
     else:
@@ -155,13 +160,13 @@ def test_streams_split_a_batch_and_keep_video_order(clip_ckpt):
     rng = np.random.default_rng(3)
     frames = rng.integers(0, 256, size=(5, 1, 4, 32, 32, 3), dtype=np.uint8)
     card = model_card(ModelSpec(arch="r3d_18", weights=str(clip_ckpt)))
-    one = Predictor(InferSpec(card=card, channels_last=False, threads=2)).embed(frames)
-    split = Predictor(InferSpec(card=card, channels_last=False, threads=2, streams=3))
+    one = replica_of(card, channels_last=False, threads=2).embed(frames)
+    split = replica_of(card, channels_last=False, threads=2, streams=3)
     np.testing.assert_allclose(split.embed(frames), one, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(split.embed(frames[:1]), one[:1], rtol=1e-4, atol=1e-5)
-    assert split._pool.submit(torch.get_num_threads).result() == 1
-    two = Predictor(InferSpec(card=card, threads=4, streams=2))
-    assert two._pool.submit(torch.get_num_threads).result() == 2
+    assert split.streams._pool.submit(torch.get_num_threads).result() == 1
+    two = replica_of(card, threads=4, streams=2)
+    assert two.streams._pool.submit(torch.get_num_threads).result() == 2
 
 
 def test_auto_streams_one_per_thread_on_cpu_one_on_gpu():

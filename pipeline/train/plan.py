@@ -17,15 +17,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.augment import ClipAugment
-from pipeline.decode import DecodeSpec
+from pipeline.decode.base import DecodeSpec
 from pipeline.errors import ConfigError, ManifestError, OutputError
-from pipeline.evaluation import CONFUSION_CSV, CONFUSION_JSON
-from pipeline.jobspec import ManifestSpec, ModelSpec
 from pipeline.manifest import read_manifest
-from pipeline.models import ARCHS, CHECKPOINT_FILE, ModelCard, model_card
-from pipeline.plan import input_size
-from pipeline.trainspec import TrainSpec
+from pipeline.model.card import ModelCard
+from pipeline.model.checkpoint import CHECKPOINT_FILE
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import model_card
+from pipeline.spec import ManifestSpec
+from pipeline.train.augment import ClipAugment
+from pipeline.train.metrics import CONFUSION_CSV, CONFUSION_JSON
+from pipeline.train.spec import TrainSpec
 
 # Written by Ray Train into the run directory; its presence means "a run to resume".
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
@@ -99,7 +101,8 @@ def _with_targets(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
 
 
 def read_splits(spec: TrainSpec) -> tuple[pa.Table, pa.Table, tuple[str, ...]]:
-    """``(train rows, val rows, class names)`` with the bad-input checks of the issue."""
+    """``(train rows, val rows, class names)``; refuses unlabelled rows, empty splits, a
+    single class and val classes that train lacks."""
     data = spec.data
     train = _labelled(read_manifest(data.train), data.train, "train")
     if data.val is None:
@@ -146,36 +149,26 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
                           "cluster).") from e
 
 
-def _cards(spec: TrainSpec, names: tuple[str, ...]) -> tuple[ModelCard, ModelCard]:
-    start = model_card(ModelSpec(arch=spec.model.arch, weights=spec.model.weights))
-    short, crop = input_size(spec.sampling, start)
-    info = ARCHS[spec.model.arch]
-    card = ModelCard(spec.model.arch, info.kind, "", "checkpoint", names, start.mean,
-                     start.std, short, crop, meaningful=True)
-    return start, card
-
-
 def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
     """Validate a training spec against its data and storage. Starts nothing."""
     train, val, names = read_splits(spec)
-    start, card = _cards(spec, names)
-    s, res = spec.sampling, spec.resources
-    val_decode = DecodeSpec(clips=s.clips_per_video, frames=s.frames_per_clip,
-                            stride=s.frame_stride, short_side=card.short_side,
-                            crop_size=card.crop_size, threads=res.decode_threads,
-                            timeout_s=res.decode_timeout_s,
-                            snap_to_keyframes=s.snap_to_keyframes, decoder=res.decoder)
+    start = model_card(ModelSpec(arch=spec.model.arch, weights=spec.model.weights))
+    val_decode = DecodeSpec.from_sampling(spec.sampling, spec.resources, start.short_side,
+                                          start.crop_size)
     # Without a stride, clips spread over 1/positions of the video would play faster than
     # the clips seen at validation and inference: then only the inference clips are
     # candidates (see docs/training.md).
+    s = spec.sampling
     positions = spec.augment.temporal_positions if s.frame_stride else s.clips_per_video
-    train_decode = replace(val_decode, clips=positions, crop_size=card.short_side)
+    train_decode = replace(val_decode, clips=positions, crop_size=val_decode.short_side)
     a = spec.augment
-    augment = ClipAugment(crop_size=card.crop_size, crop_scale=a.crop_scale,
+    augment = ClipAugment(crop_size=val_decode.crop_size, crop_scale=a.crop_scale,
                           crop_ratio=a.crop_ratio, hflip=a.hflip)
     run_dir = Path(spec.checkpoint.storage_path) / spec.name
     check_run_dir(run_dir, resume)
-    card = replace(card, weights=str(run_dir / "best"))
+    card = replace(start, weights=str(run_dir / "best"), source="checkpoint",
+                   class_names=names, short_side=val_decode.short_side,
+                   crop_size=val_decode.crop_size, meaningful=True, extra={})
     return TrainPlan(spec, start, card, train_decode, val_decode, augment, train, val,
                      run_dir, resume)
 

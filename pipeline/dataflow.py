@@ -1,0 +1,78 @@
+"""The one module that wires Ray Data, for inference and training alike.
+
+manifest rows -> blocks (:func:`manifest_blocks`) -> decode tasks on CPUs (:func:`decoded`,
+a task's decode stage, by default :func:`pipeline.decode.stage.decode_batch`) -> an actor
+pool of replicas
+(:func:`through_replicas`) -> Parquet (:func:`write`). Stages themselves are plain functions
+and classes over ``dict[str, np.ndarray]`` batches; only this module calls ``map_batches``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.decode.stage import decode_batch
+from pipeline.output.outdir import OutputDir
+from pipeline.spec import DecodeResourcesSpec
+
+# Enough blocks for every core of a large cluster, few enough that a million-row manifest
+# does not become a million objects.
+MAX_BLOCKS = 10_000
+# Write tasks only encode a few MB of result rows to Parquet. With Ray Data's default of 1
+# CPU each, its resource allocator keeps CPU reserved for them that decode tasks then
+# cannot use (benchmarks/README.md, Knobs).
+WRITE_CPUS = 0
+WRITE_TASKS = 2
+
+
+def manifest_blocks(table: pa.Table, rows_per_block: int):
+    """Manifest rows as a Ray Dataset of blocks of at least ``rows_per_block`` rows (one
+    decode task each, at most :data:`MAX_BLOCKS`), made without a Ray task per block.
+
+    ``from_arrow`` runs a remote task per block to read its metadata, which costs seconds
+    before a small job can start and minutes for a million-row manifest; ``from_blocks``
+    (a DeveloperAPI) reads the same metadata on the driver. A Ray without it gets
+    ``from_arrow``.
+    """
+    import ray.data as rd
+
+    per = max(rows_per_block, math.ceil(table.num_rows / MAX_BLOCKS))
+    blocks = [table.slice(i, per) for i in range(0, table.num_rows, per)] or [table]
+    return (getattr(rd, "from_blocks", None) or rd.from_arrow)(blocks)
+
+
+def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,
+            **kwargs: Any):
+    """``stage(batch, spec=spec, **kwargs)`` over ``ds`` in decode tasks: by default the
+    rows with their decoded frames (:func:`decode_batch`).
+
+    Besides guiding the scheduler, the memory each task requests (``spec.memory``), which
+    the replicas do not share, keeps Ray from fusing decode into the actors: that would
+    serialise decoding and inference in one process.
+    """
+    return ds.map_batches(
+        stage, fn_kwargs={"spec": spec, **kwargs}, batch_size=res.videos_per_decode_task,
+        batch_format="numpy", num_cpus=res.cpus_per_decode_task,
+        concurrency=res.decode_parallelism, memory=spec.memory(res.videos_per_decode_task))
+
+
+def through_replicas(ds, replica: type, kwargs: dict[str, Any], *, replicas: int,
+                     batch_size: int, cpus: float, gpus: float,
+                     in_flight: int | None = None):
+    """``ds`` through an actor pool of ``replicas`` instances of ``replica(**kwargs)``."""
+    import ray.data as rd
+
+    return ds.map_batches(
+        replica, fn_constructor_kwargs=kwargs, batch_size=batch_size, batch_format="numpy",
+        compute=rd.ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=in_flight),
+        num_cpus=cpus, num_gpus=gpus)
+
+
+def write(ds, out: OutputDir, rows_per_file: int) -> None:
+    """Execute ``ds``, streaming its rows into Parquet files in ``out``."""
+    ds.write_parquet(out.root, filesystem=out.fs, min_rows_per_file=rows_per_file,
+                     ray_remote_args={"num_cpus": WRITE_CPUS}, concurrency=WRITE_TASKS)

@@ -1,0 +1,185 @@
+"""What every decoder shares: the decode spec, the decoded video, frame geometry and the
+source of a file (a local path, or the bytes of a remote one).
+
+Output frames are uint8 ``(clips, frames, crop, crop, 3)``: normalisation happens on the
+model replica, so the object store carries 4x fewer bytes than float32 would.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.decode.sampling import clip_indices, segment_frames, snap_to_keyframes
+from pipeline.errors import ConfigError, VideoError
+from pipeline.paths import local_path
+
+if TYPE_CHECKING:  # the decode worker's child process starts without pydantic
+    from pipeline.spec import DecodeResourcesSpec, SamplingSpec
+
+# How messages and plans name each decoder.
+NAMES = {"decord": "decord", "pyav": "PyAV"}
+
+
+def other(decoder: str) -> str:
+    """The fallback of ``decoder``."""
+    return "pyav" if decoder == "decord" else "decord"
+
+
+# Spec keys a checkpoint's sampling record fills in when a job spec leaves them out, and
+# the record's name for each.
+TRAINED_KEYS = {"clips_per_video": "clips", "frames_per_clip": "frames",
+                "frame_stride": "stride"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeSpec:
+    clips: int
+    frames: int
+    stride: int | None
+    short_side: int
+    crop_size: int
+    threads: int = 1
+    timeout_s: float | None = None  # per video; decodes then run in a killable child
+    snap_to_keyframes: bool = False  # sampled frames move to the nearest keyframe
+    decoder: str = "decord"  # tried first; the other one is the fallback
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        return (self.clips, self.frames, self.crop_size, self.crop_size, 3)
+
+    @classmethod
+    def from_sampling(cls, s: SamplingSpec, res: DecodeResourcesSpec, short_side: int,
+                      crop_size: int, trained: Mapping[str, Any] | None = None) -> DecodeSpec:
+        """The decode spec of a job or a training run.
+
+        Args:
+            s, res: the spec's sampling and decode resources.
+            short_side, crop_size: the model's input size, used where ``s`` gives none.
+            trained: a checkpoint's sampling record (:meth:`record`): its clips, frames and
+                stride fill in what ``s`` leaves out.
+        """
+        short, crop = s.short_side or short_side, s.crop_size or crop_size
+        if crop > short:
+            raise ConfigError(f"sampling.crop_size ({crop}) is larger than "
+                              f"sampling.short_side ({short}); raise short_side or lower "
+                              "crop_size")
+        trained = trained or {}
+        clip = {key: trained[rec] if key not in s.model_fields_set and rec in trained
+                else getattr(s, key) for key, rec in TRAINED_KEYS.items()}
+        return cls(clips=clip["clips_per_video"], frames=clip["frames_per_clip"],
+                   stride=clip["frame_stride"], short_side=short, crop_size=crop,
+                   threads=res.decode_threads, timeout_s=res.decode_timeout_s,
+                   snap_to_keyframes=s.snap_to_keyframes, decoder=res.decoder)
+
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """The decode size of a ``height`` x ``width`` frame (:func:`resized_dims`)."""
+        return resized_dims(height, width, self.short_side)
+
+    def crop(self, frames: np.ndarray) -> np.ndarray:
+        """The centre crop of decoded frames ``(..., H, W, 3)`` (:func:`center_crop`)."""
+        return center_crop(frames, self.crop_size)
+
+    def indices(self, num_frames: int, fps: float, start_s: float | None,
+                end_s: float | None, timestamps=None, keyframes=None) -> np.ndarray:
+        """The frame indices to decode, ``(clips, frames)``: the segment's clips, moved to
+        the nearest keyframes when the spec asks for it and the decoder knows them."""
+        first, last = segment_frames(num_frames, fps, start_s, end_s, timestamps)
+        idx = clip_indices(first, last, self.clips, self.frames, self.stride)
+        if self.snap_to_keyframes and keyframes is not None:
+            idx = snap_to_keyframes(idx, keyframes)
+        return idx
+
+    def memory(self, videos: int) -> int:
+        """Bytes a decode task of ``videos`` videos may use: decoder state plus its frames at
+        decode size (a 16:9 frame, x2 for the copy made by cropping)."""
+        frame = self.short_side * (self.short_side * 16 // 9) * 3
+        return 256 * 2**20 + videos * self.clips * self.frames * frame * 2
+
+    def describe(self) -> str:
+        """This spec in the plan that ``vidbatch submit`` prints."""
+        return (f"{NAMES[self.decoder]} ({NAMES[other(self.decoder)]} fallback), {self.clips} "
+                f"clip(s) x {self.frames} frames"
+                f" ({'stride ' + str(self.stride) if self.stride else 'uniform spread'}), "
+                f"short side {self.short_side}, crop {self.crop_size}"
+                + (", frames snapped to keyframes" if self.snap_to_keyframes else ""))
+
+    def record(self) -> dict[str, Any]:
+        """The sampling as checkpoints and job records store it (what
+        :meth:`from_sampling` reads back as ``trained``)."""
+        return {"clips": self.clips, "frames": self.frames, "stride": self.stride,
+                "short_side": self.short_side, "crop_size": self.crop_size}
+
+
+@dataclass
+class DecodedVideo:
+    frames: np.ndarray
+    decoder: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    note: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else float("nan")
+
+
+def resized_dims(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) with the short side scaled to ``short_side``, aspect kept."""
+    if height <= width:
+        return short_side, max(short_side, round(width * short_side / height))
+    return max(short_side, round(height * short_side / width)), short_side
+
+
+def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Crop the last-but-one two axes (H, W) of ``(..., H, W, C)`` to ``size``."""
+    h, w = frames.shape[-3], frames.shape[-2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return frames[..., top:top + size, left:left + size, :]
+
+
+def open_source(path: str) -> str | bytes:
+    """A local path for decord/PyAV, or the bytes of a remote file."""
+    local = local_path(path)
+    if local is not None:
+        if not os.path.exists(local):
+            raise VideoError("read", f"file not found: {local}. Check the manifest's path "
+                             "column.")
+        # Only regular files have a meaningful size (a named pipe is legitimate input).
+        if os.path.isfile(local) and os.path.getsize(local) == 0:
+            raise VideoError("read", f"file is empty (0 bytes): {local}")
+        return local
+    import pyarrow.fs as pafs
+
+    try:
+        fs, inner = pafs.FileSystem.from_uri(path)
+        with fs.open_input_stream(inner) as f:
+            data = f.read()
+    except Exception as e:  # any filesystem error becomes the row's reason
+        raise VideoError("read", f"cannot read {path}: {e}") from e
+    if not data:
+        raise VideoError("read", f"file is empty (0 bytes): {path}")
+    return data
+
+
+def reader_input(src: str | bytes):
+    """What decord and PyAV open: a local path, or the bytes of a remote file as a file."""
+    return io.BytesIO(src) if isinstance(src, bytes) else src
+
+
+# decord prefixes messages with "[12:00:00] /path/file.cc:123: " once per stack level.
+_NATIVE_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h|cpp):\d+: ")
+
+
+def short_error(e: BaseException, limit: int = 300) -> str:
+    """A native-library error without its source-location noise, trimmed."""
+    text = " ".join((str(e).strip() or type(e).__name__).split())
+    return _NATIVE_PREFIX.sub("", text)[:limit]

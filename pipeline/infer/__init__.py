@@ -1,0 +1,1 @@
+"""An inference job: its spec, plan, replica layout, run on Ray Data, progress and summary."""

@@ -1,0 +1,145 @@
+"""Plan an inference job: everything that can fail for a configuration reason (spec,
+model, manifest, output policy), checked without starting Ray or writing anything.
+
+:func:`plan_job` returns a :class:`JobPlan` that ``pipeline.infer.run`` executes;
+:func:`describe` and :func:`check_paths` are what ``vidbatch submit --dry-run`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.decode.base import DecodeSpec
+from pipeline.errors import ConfigError, ManifestError
+from pipeline.infer.layout import ReplicaLayout
+from pipeline.manifest import read_manifest
+from pipeline.model.runtime import stream_threads
+from pipeline.output.outdir import OutputDir
+from pipeline.output.rows import Provenance
+from pipeline.output.store import done_ids, prepare_output
+from pipeline.paths import local_path
+from pipeline.spec import JobSpec
+from pipeline.tasks.base import Task
+from pipeline.tasks.registry import get_task
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The manifest rows and the output, checked: everything that needs no model."""
+
+    todo: pa.Table  # manifest rows still to process
+    total_rows: int
+    already_done: int
+    unreadable: tuple[str, ...]  # output files whose rows are done again (set aside first)
+    output: OutputDir
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    spec: JobSpec
+    task: Task
+    model: Any  # the task's model card (Task.resolve)
+    decode: DecodeSpec
+    inputs: Inputs
+    policy: str
+
+    @property
+    def todo(self) -> pa.Table:
+        return self.inputs.todo
+
+    @property
+    def output(self) -> OutputDir:
+        return self.inputs.output
+
+    @property
+    def provenance(self) -> Provenance:
+        return self.task.provenance(self.spec, self.model)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.task.schema(self.provenance.model)
+
+
+def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
+    """Validate everything that does not need a cluster. Writes nothing."""
+    policy = policy or spec.output.if_exists
+    task = get_task(spec.task)
+    return assemble(spec, policy, task.resolve(spec), check_inputs(spec, policy))
+
+
+def check_inputs(spec: JobSpec, policy: str) -> Inputs:
+    """Read the manifest and check the output policy; with ``resume``, leave out the rows
+    an earlier run of the same job wrote."""
+    manifest = read_manifest(spec.manifest)
+    if manifest.num_rows == 0:
+        raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
+    output = OutputDir.at(spec.output.path)
+    prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
+                   resume_keys=get_task(spec.task).resume_keys)
+    todo, done, unreadable = manifest, 0, ()
+    if policy == "resume":
+        finished, unreadable = done_ids(output)
+        if finished:
+            written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
+            todo = manifest.filter(pc.invert(written))
+            done = manifest.num_rows - todo.num_rows
+    return Inputs(todo, manifest.num_rows, done, unreadable, output)
+
+
+def assemble(spec: JobSpec, policy: str, model: Any, inputs: Inputs) -> JobPlan:
+    """The plan, once the task's model is resolved."""
+    inf = spec.inference
+    if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
+        raise ConfigError("inference.precision: fp16 needs a GPU; use bf16 (or fp32) on CPU")
+    task = get_task(spec.task)
+    return JobPlan(spec, task, model, task.decode_spec(spec, model), inputs, policy)
+
+
+def describe(plan: JobPlan, layout: ReplicaLayout | None = None) -> str:
+    """The plan in a few lines; with the replica layout once Ray is connected."""
+    s, d, i = plan.spec, plan.decode, plan.inputs
+    res = s.resources
+    lines = plan.task.describe(s, plan.model)
+    model = (
+        f"  model  : {lines.model}; {res.replicas} replica(s) x {res.cpus_per_replica:g} CPU"
+        f"{_threads(layout)}, GPUs/replica {layout.gpus if layout else res.gpus_per_replica}"
+        f", {s.inference.precision}, {s.inference.batch_size} videos/batch"
+        if s.mode == "infer" else
+        f"  model  : skipped (mode: decode_only); {plan.provenance.model} sets the input "
+        "size only")
+    out = [
+        f"job {s.name} ({plan.task.name}): {i.total_rows} videos in {s.manifest.path}"
+        + (f" ({i.already_done} already done, {i.todo.num_rows} to go)"
+           if i.already_done else ""),
+        f"  decode : {d.describe()}; {res.videos_per_decode_task} videos/task, "
+        f"{res.cpus_per_decode_task:g} CPU/task, parallelism "
+        f"{res.decode_parallelism or 'auto'}",
+        model,
+        f"  output : {plan.output} (if it exists: {plan.policy})"
+        + (f", {lines.output}" if lines.output and s.mode == "infer" else ""),
+    ]
+    if s.mode == "infer":
+        out += [f"  note   : {n}" for n in lines.notes]
+    return "\n".join(out)
+
+
+def _threads(layout: ReplicaLayout | None) -> str:
+    if layout is None or not layout.threads:
+        return ""
+    per = stream_threads(layout.threads, layout.streams)
+    each = f"{per} torch thread{'s' if per > 1 else ''}"
+    return f" ({each})" if per == layout.threads else f" ({layout.streams} streams x {each})"
+
+
+def check_paths(plan: JobPlan, sample: int = 20) -> tuple[int, list[str]]:
+    """Check that a deterministic sample of local paths exists: (checked, missing)."""
+    paths = [p for p in plan.todo["path"].to_pylist() if p]
+    chosen = random.Random(0).sample(paths, min(sample, len(paths)))
+    local = [p for p in map(local_path, chosen) if p is not None]
+    return len(chosen), [p for p in local if not os.path.exists(p)]

@@ -1,0 +1,169 @@
+"""Run an inference job on Ray.
+
+``pipeline.infer.plan`` checks everything that can fail for a configuration reason without
+starting Ray; :func:`start` does the same while Ray starts. :func:`execute` then streams
+the job through ``pipeline.dataflow``: manifest blocks -> decode tasks (CPU) -> the task's
+replicas (GPU when present) -> Parquet. Nothing is collected on the driver; the summary is
+read back from the written files, which also proves that every manifest row produced
+exactly one row.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pipeline import dataflow
+from pipeline.errors import JobFailed
+from pipeline.infer.layout import ReplicaLayout, resolve_layout
+from pipeline.infer.plan import JobPlan, assemble, check_inputs, describe
+from pipeline.output.rows import SCHEMA_VERSION
+from pipeline.output.store import count_statuses, prepare_output, set_aside, write_job_record
+from pipeline.ray_session import RayHandle, connect, disconnect
+from pipeline.spec import JobSpec
+from pipeline.tasks.registry import get_task
+
+if TYPE_CHECKING:
+    from pipeline.infer.progress import ProgressReporter
+
+
+def _ready_model(spec: JobSpec) -> Any:
+    task = get_task(spec.task)
+    model = task.resolve(spec)
+    if spec.mode == "infer":
+        task.fetch(model)
+    return model
+
+
+def start(spec: JobSpec, policy: str | None, address: str | None,
+          log: Callable[[str], None]) -> tuple[JobPlan, RayHandle]:
+    """Plan the job and connect to Ray at once, for :func:`execute`.
+
+    Resolving the model (importing torchvision for pretrained weights' metadata, fetching
+    them) runs in a thread while Ray starts, which leaves cores idle while its processes
+    come up. The manifest and the output policy are checked first, so that a bad manifest
+    or output path fails before Ray starts; a bad model fails once Ray is up, and the Ray
+    started here is shut down before the error is raised. Nothing is written either way.
+    """
+    import ray  # noqa: F401  (imported here first: the thread below may import torch)
+
+    policy = policy or spec.output.if_exists
+    inputs = check_inputs(spec, policy)
+    with ThreadPoolExecutor(1, thread_name_prefix="vidbatch-model") as pool:
+        model = pool.submit(_ready_model, spec)
+        handle = connect(spec.resources, address, log)
+        try:
+            plan = assemble(spec, policy, model.result(), inputs)
+        except BaseException:
+            disconnect(handle)
+            raise
+    return plan, handle
+
+
+def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReporter):
+    """The streaming pipeline, unexecuted: blocks -> decode tasks -> replicas; each batch's
+    outcome is reported to ``reporter``."""
+    from pipeline.infer.progress import ReportingReplica, decode_only
+
+    spec, task, res = plan.spec, plan.task, plan.spec.resources
+    ds = dataflow.manifest_blocks(plan.todo, res.videos_per_decode_task)
+    track = {"tracker_name": reporter.name, "namespace": reporter.namespace}
+    if spec.mode == "decode_only":
+        return dataflow.decoded(ds, plan.decode, res, decode_only,
+                                decode_stage=task.decode_stage, schema=plan.schema,
+                                provenance=plan.provenance, **track)
+    replica, kwargs = task.replica(spec, plan.model, layout.runtime(spec))
+    return dataflow.through_replicas(
+        dataflow.decoded(ds, plan.decode, res, task.decode_stage), ReportingReplica,
+        {"replica": replica, "kwargs": kwargs, "job": spec.name, **track},
+        replicas=res.replicas, batch_size=spec.inference.batch_size,
+        cpus=res.cpus_per_replica, gpus=layout.gpus,
+        in_flight=res.batches_in_flight_per_replica)
+
+
+def execute(plan: JobPlan, log: Callable[[str], None] = print,
+            handle: RayHandle | None = None) -> dict[str, Any]:
+    """Run the plan on the Ray that ``handle`` (from :func:`start`) is connected to, then
+    disconnect; return the job record (also written beside the data). Without a handle
+    the weights are fetched here, and the job runs on the Ray this process already has,
+    or a local one started for it."""
+    from pipeline.infer.progress import ProgressReporter  # imports ray: not at planning
+
+    spec, out = plan.spec, plan.output
+    if handle is None:
+        if spec.mode == "infer":
+            plan.task.fetch(plan.model)
+        handle = connect(spec.resources, None, log)
+    started = handle.started  # the job's wall time counts from connecting to Ray
+    try:
+        layout = resolve_layout(spec) if spec.mode == "infer" else None
+        log(describe(plan, layout))
+        prepare_output(out, plan.policy, spec.model_dump(mode="json"),
+                       resume_keys=plan.task.resume_keys)
+        set_aside(out, plan.inputs.unreadable)
+        out.make()
+        write_job_record(out, {**_record(plan, None, 0.0, started, handle.dashboard_url),
+                               "state": "running"})
+        if plan.todo.num_rows:
+            with ProgressReporter(spec.name, plan.todo.num_rows, log) as reporter:
+                dataflow.write(build_dataset(plan, layout, reporter), out,
+                               spec.output.rows_per_file)
+    finally:
+        disconnect(handle)
+    wall = time.perf_counter() - handle.t0
+    counts = count_statuses(out)
+    record = {**_record(plan, counts, wall, started, handle.dashboard_url), "state": "finished"}
+    write_job_record(out, record)
+    _check_counts(plan, counts)
+    return record
+
+
+def _check_counts(plan: JobPlan, counts: dict[str, int]) -> None:
+    total = plan.inputs.total_rows
+    if counts["rows"] != total or counts["unique_ids"] != total:
+        raise JobFailed(f"output holds {counts['rows']} rows ({counts['unique_ids']} unique "
+                        f"ids) for {total} manifest rows; this is a vidbatch bug, please "
+                        f"report it with {plan.output}")
+    fraction = counts["error"] / max(1, counts["rows"])
+    limit = plan.spec.max_error_fraction
+    if fraction > limit:
+        raise JobFailed(f"{counts['error']} of {counts['rows']} videos failed ({fraction:.0%})"
+                        f", above max_error_fraction {limit:g}; see the error column in "
+                        f"{plan.output}")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("vidbatch", "torch", "torchvision", "ray", "decord", "av", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _record(plan: JobPlan, counts: dict[str, int] | None, wall: float, started: datetime,
+            dashboard: str | None) -> dict[str, Any]:
+    i = plan.inputs
+    return {
+        "job": plan.spec.name,
+        "task": plan.task.name,
+        "schema_version": SCHEMA_VERSION,
+        "spec": plan.spec.model_dump(mode="json"),
+        "model": plan.task.record(plan.model),
+        "sampling": plan.decode.record(),
+        "counts": {**(counts or {}), "manifest_rows": i.total_rows,
+                   "processed_this_run": i.todo.num_rows,
+                   "skipped_already_done": i.already_done},
+        "started_utc": started.isoformat(timespec="seconds"),
+        "wall_s": round(wall, 3),
+        "videos_per_s": round(i.todo.num_rows / wall, 4) if wall > 0 else None,
+        "dashboard_url": dashboard,
+        "versions": _versions(),
+    }

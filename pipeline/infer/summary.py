@@ -1,0 +1,54 @@
+"""The human summary of a finished job, read back from its files (not from driver memory)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.errors import VidbatchError
+from pipeline.output.outdir import OutputDir
+from pipeline.output.store import JOB_RECORD, read_job_record
+from pipeline.tasks.registry import DEFAULT_TASK, get_task
+
+
+def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
+    """Counts, where the files are, which decoders ran, the first error rows, and the
+    task's own lines."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    c = record["counts"]
+    files = output.data_files()
+    table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
+        columns=["video_id", "status", "error", "decoder"])
+    lines = [
+        f"job {record['job']}: {c['rows']} rows for {c['manifest_rows']} manifest rows -> "
+        f"{c['ok']} ok, {c['error']} error; {c['processed_this_run']} processed in "
+        f"{record['wall_s']:.1f} s ({record['videos_per_s'] or 0:.2f} videos/s, Ray start-up "
+        "included)",
+        f"output: {output} ({len(files)} Parquet files + {JOB_RECORD})",
+    ]
+    decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
+        [("video_id", "count")]).to_pylist()
+    if decoders:
+        lines.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
+                                              for d in decoders))
+    errors = table.filter(pc.equal(table["status"], "error")).to_pylist()
+    for row in errors[:8]:
+        lines.append(f"  error {row['video_id']}: {row['error'][:160]}")
+    if len(errors) > 8:
+        lines.append(f"  ... and {len(errors) - 8} more error rows")
+    if record["spec"].get("mode") == "decode_only":
+        lines.append("mode decode_only: no model ran; the task's columns are null, decode_s "
+                     "is each video's decode time")
+    else:
+        lines += get_task(record.get("task", DEFAULT_TASK)).summary(record)
+    return "\n".join(lines)
+
+
+def finished_record(output: OutputDir) -> dict[str, Any]:
+    """The job record of a finished (or partly finished) job, or a VidbatchError."""
+    record = read_job_record(output)
+    if record is None or "rows" not in record.get("counts", {}):
+        raise VidbatchError(f"{output.display(JOB_RECORD)} not found or the job did not "
+                            "finish; run `vidbatch submit JOB --resume` to finish it")
+    return record

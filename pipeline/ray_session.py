@@ -1,0 +1,60 @@
+"""Connecting a driver to Ray, and disconnecting: one pair for inference and training.
+
+Without an address a job starts its own local Ray (``resources.num_cpus``,
+``object_store_mb``) with the dashboard on 127.0.0.1; with one it attaches to that cluster
+as its driver; inside a driver that already runs Ray (tests, notebooks) it uses that one.
+Only a Ray that :func:`connect` started or attached to is shut down by :func:`disconnect`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pipeline.paths import is_uri
+from pipeline.spec import DecodeResourcesSpec
+
+
+@dataclass
+class RayHandle:
+    started_here: bool
+    dashboard_url: str | None
+    t0: float  # perf_counter when connecting began: the job's wall time counts from here
+    started: datetime  # the same moment, UTC
+
+
+def connect(resources: DecodeResourcesSpec, address: str | None,
+            log: Callable[[str], None]) -> RayHandle:
+    """Attach to the cluster at ``address`` as its driver, or start a local Ray."""
+    import ray
+
+    t0, started = time.perf_counter(), datetime.now(timezone.utc)
+    if ray.is_initialized():
+        return RayHandle(False, None, t0, started)
+    if address:
+        ctx = ray.init(address=address, log_to_driver=True)
+        return RayHandle(True, dashboard_url(ctx), t0, started)
+    # address="local": always a new Ray for this job, even when another one (say from
+    # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
+    mb = resources.object_store_mb
+    ctx = ray.init(address="local", num_cpus=resources.num_cpus, include_dashboard=True,
+                   dashboard_host="127.0.0.1",
+                   object_store_memory=mb * 2**20 if mb else None)
+    url = dashboard_url(ctx)
+    log(f"started a local Ray; dashboard: {url or 'not available'}")
+    return RayHandle(True, url, t0, started)
+
+
+def disconnect(handle: RayHandle) -> None:
+    """Shut down the Ray that :func:`connect` started or attached to (not one it found)."""
+    import ray
+
+    if handle.started_here:
+        ray.shutdown()
+
+
+def dashboard_url(ctx) -> str | None:
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not is_uri(url) else url

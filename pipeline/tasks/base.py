@@ -1,0 +1,100 @@
+"""The task seam: what an analysis task declares so that one pipeline runs it.
+
+A job is always the same stream: manifest rows -> decode tasks -> an actor pool of
+replicas -> Parquet (``pipeline.infer``, wired by ``pipeline.dataflow``). A task fills in
+what differs, and nothing else changes when one is added:
+
+* its **spec**: a :class:`~pipeline.spec.JobSpec` subclass with the task's sections;
+* its **model**, resolved on the driver without tensors (:meth:`Task.resolve`), and the
+  weights made available before work starts (:meth:`Task.fetch`);
+* what it **decodes** (:meth:`Task.decode_spec`) and the decode stage that does it
+  (:attr:`Task.decode_stage`: video frames by default; an audio task names its own);
+* its **replica**: a class set up once per actor, then called with decoded batches, which
+  returns the batch's output rows (:meth:`Task.replica`);
+* its **output columns** (:meth:`Task.output_fields`), between the common ones of
+  :mod:`pipeline.output.rows`;
+* the lines it adds to the plan, the job record and the summary.
+
+A recipe for a new task is in docs/tasks.md.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from pipeline.decode.base import DecodeSpec
+from pipeline.decode.stage import decode_batch
+from pipeline.model.runtime import Runtime
+from pipeline.output.rows import Provenance, output_schema
+from pipeline.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class TaskLines:
+    """What a task adds to the plan that ``vidbatch submit`` prints."""
+
+    model: str  # the model: "r3d_18 (clip model), weights none, 400 classes"
+    output: str = ""  # what it writes besides the common columns: "top-5, embeddings"
+    notes: tuple[str, ...] = ()
+
+
+class Task(ABC):
+    """One analysis task. Subclasses are stateless; the registry holds one instance each."""
+
+    name: ClassVar[str]
+    spec_class: ClassVar[type[JobSpec]]
+    # Spec sections of the task that must be unchanged for --resume to continue a job.
+    resume_keys: ClassVar[tuple[str, ...]] = ("model",)
+    # The decode stage, ``stage(batch, spec=decode_spec) -> batch``: a plain function over
+    # batches (pipeline.decode.stage), run in decode tasks. Its spec also gives the memory a
+    # task needs (``spec.memory(videos)``) and its line in the plan (``spec.describe()``).
+    decode_stage: ClassVar[Callable] = staticmethod(decode_batch)
+
+    @abstractmethod
+    def resolve(self, spec: JobSpec) -> Any:
+        """The job's model without its tensors (a card): enough to plan. Runs on the driver
+        while Ray starts; reads metadata only."""
+
+    @abstractmethod
+    def fetch(self, model: Any) -> None:
+        """Make the weights available (download them) on the driver, so that a machine
+        that cannot fails before any work starts."""
+
+    @abstractmethod
+    def decode_spec(self, spec: JobSpec, model: Any) -> DecodeSpec:
+        """What each video is decoded into for this task's replicas (the spec of
+        :attr:`decode_stage`)."""
+
+    @abstractmethod
+    def output_fields(self, arch: str) -> list[pa.Field]:
+        """The task's own output columns for a model architecture."""
+
+    @abstractmethod
+    def replica(self, spec: JobSpec, model: Any, runtime: Runtime) -> tuple[type, dict]:
+        """``(class, constructor kwargs)`` of the replica: Ray Data constructs one per
+        actor; each call maps a decoded batch to a ``pyarrow.Table`` of output rows."""
+
+    @abstractmethod
+    def provenance(self, spec: JobSpec, model: Any) -> Provenance:
+        """What the rows say about the model and the job."""
+
+    @abstractmethod
+    def describe(self, spec: JobSpec, model: Any) -> TaskLines:
+        """The task's part of the plan (``vidbatch submit --dry-run`` prints it)."""
+
+    @abstractmethod
+    def record(self, model: Any) -> dict[str, Any]:
+        """The model's part of the job record (``_vidbatch_job.json``)."""
+
+    def summary(self, record: dict[str, Any]) -> list[str]:
+        """Lines the task adds to a finished job's summary."""
+        return []
+
+    def schema(self, arch: str) -> pa.Schema:
+        """The whole output schema of this task with ``arch``."""
+        return output_schema(self.output_fields(arch))

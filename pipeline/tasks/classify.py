@@ -1,0 +1,225 @@
+"""Classification and embeddings: ``task: classify`` (the default).
+
+A torchvision ResNet (:mod:`pipeline.model.zoo`) turns each video's sampled clips into one
+embedding (the pooled features, averaged over clips, and over frames for 2D models) and
+top-k class predictions from its linear head. Rows whose decode failed pass through
+untouched, so every input row leaves as exactly one output row.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from pipeline.decode.base import DecodeSpec
+from pipeline.model.archs import ARCHS
+from pipeline.model.card import ModelCard
+from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_device
+from pipeline.model.spec import ModelSpec
+from pipeline.model.zoo import ensure_weights_available, model_card
+from pipeline.output.rows import Batch, Provenance, per_ok, rows_table
+from pipeline.spec import JobSpec, OutputSpec
+from pipeline.tasks.base import Task, TaskLines
+
+
+class ClassifyOutputSpec(OutputSpec):
+    embeddings: bool = True
+    top_k: int = Field(5, ge=1, le=1000)
+
+
+class ClassifyJobSpec(JobSpec):
+    task: Literal["classify"] = "classify"
+    model: ModelSpec
+    output: ClassifyOutputSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifyConfig:
+    """What each replica is built from (pickled to the actors)."""
+
+    card: ModelCard
+    runtime: Runtime
+    top_k: int
+    embeddings: bool
+    schema: pa.Schema
+    provenance: Provenance
+
+    @classmethod
+    def of(cls, card: ModelCard, runtime: Runtime | None = None, top_k: int = 5,
+           embeddings: bool = True, job: str = "") -> ClassifyConfig:
+        """The config of a replica of ``card`` in the job named ``job``."""
+        return cls(card=card, runtime=runtime or Runtime(), top_k=top_k, embeddings=embeddings,
+                   schema=ClassifyTask().schema(card.arch),
+                   provenance=Provenance(card.arch, card.weights, job))
+
+
+def prediction_columns(n: int, ok: np.ndarray, emb: np.ndarray | None,
+                       topi: np.ndarray | None, tops: np.ndarray | None,
+                       class_names: np.ndarray, schema: pa.Schema) -> dict[str, pa.Array]:
+    """The task's columns of one batch: results on the ``ok`` rows, null elsewhere."""
+    has = topi is not None
+    return {
+        "pred_index": per_ok(n, ok, topi[:, 0].tolist() if has else None, pa.int32()),
+        "pred_label": per_ok(n, ok, class_names[topi[:, 0]].tolist() if has else None,
+                             pa.string()),
+        "pred_score": per_ok(n, ok, tops[:, 0].tolist() if has else None, pa.float32()),
+        "topk_labels": per_ok(n, ok, [class_names[r].tolist() for r in topi] if has else None,
+                              pa.list_(pa.string())),
+        "topk_scores": per_ok(n, ok, tops.tolist() if has else None, pa.list_(pa.float32())),
+        "embedding": per_ok(n, ok, emb.tolist() if emb is not None else None,
+                            schema.field("embedding").type),
+    }
+
+
+class ClassifyReplica:
+    """One model replica; Ray Data constructs it once per actor, tests call it directly."""
+
+    def __init__(self, config: ClassifyConfig):
+        import torch
+
+        from pipeline.model.layout import Normalize
+        from pipeline.model.zoo import build_network, split_head
+
+        self.config = config
+        rt, card = config.runtime, config.card
+        self.streams = Streams(rt)
+        self.device = torch.device(pick_device(rt.device))
+        warning = bf16_cpu_warning(rt.precision, self.device.type)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)  # Ray forwards it to the driver
+        body, head = split_head(build_network(card))
+        self.memory_format = None
+        if rt.channels_last:
+            self.memory_format = torch.channels_last_3d if card.clip_model else \
+                torch.channels_last
+        body = body.to(self.device).eval()
+        if self.memory_format is not None:
+            body = body.to(memory_format=self.memory_format)
+        self.body, self.head = body, head.to(self.device).eval()
+        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            rt.precision]
+        self.normalize = Normalize(card).to(self.device)
+        self.class_names = np.array(card.class_names, dtype=object)
+
+    def _prepare(self, frames: np.ndarray):
+        """uint8 ``(n, T, H, W, 3)`` -> the network's normalised input on its device."""
+        import torch
+
+        host = torch.from_numpy(frames)
+        if self.device.type == "cuda":  # page-locked, so the copy runs asynchronously
+            host = host.pin_memory()
+        x = self.normalize(host.to(self.device, non_blocking=True))
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        return x
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Per-video embeddings for uint8 frames ``(videos, clips, T, H, W, 3)``: one
+        forward pass per stream over consecutive videos, in input order."""
+        return self.streams.map(self._embed, frames)
+
+    def _embed(self, frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        videos, clips, t = frames.shape[:3]
+        flat = frames.reshape(videos * clips, *frames.shape[2:])
+        with torch.inference_mode(), torch.autocast(
+                self.device.type, dtype=self.dtype or torch.float32,
+                enabled=self.dtype is not None):
+            f = self.body(self._prepare(flat)).float()
+        per_video = clips if self.config.card.clip_model else clips * t
+        return f.view(videos, per_video, -1).mean(dim=1).cpu().numpy()
+
+    def classify(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (indices, softmax scores) for each embedding."""
+        import torch
+
+        with torch.inference_mode():
+            logits = self.head(torch.from_numpy(embeddings).to(self.device)).float()
+            k = min(self.config.top_k, logits.shape[1])
+            scores, idx = torch.softmax(logits, dim=1).topk(k, dim=1)
+        return idx.cpu().numpy(), scores.cpu().numpy()
+
+    def __call__(self, batch: Batch) -> pa.Table:
+        ok = batch["status"] == "ok"
+        n_ok = int(ok.sum())
+        emb = topi = tops = None
+        infer_s = np.full(len(ok), np.nan)
+        if n_ok:
+            t0 = time.perf_counter()
+            try:
+                emb = self.embed(batch["frames"][ok])
+                topi, tops = self.classify(emb)
+            except Exception as e:  # one bad batch must not end the job: its rows say why
+                batch = dict(batch)
+                batch["error"] = np.where(ok, f"inference: {type(e).__name__}: {e}"[:500],
+                                          batch["error"])
+                batch["status"] = np.where(ok, "error", batch["status"])
+                ok, emb = np.zeros_like(ok), None
+            infer_s[ok] = (time.perf_counter() - t0) / max(1, n_ok)
+        c = self.config
+        columns = prediction_columns(len(ok), ok, emb if c.embeddings else None, topi, tops,
+                                     self.class_names, c.schema)
+        return rows_table(batch, c.schema, c.provenance, ok, columns, infer_s)
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    spec_class = ClassifyJobSpec
+
+    def resolve(self, spec: ClassifyJobSpec) -> ModelCard:
+        return model_card(spec.model)
+
+    def fetch(self, model: ModelCard) -> None:
+        ensure_weights_available(model)
+
+    def decode_spec(self, spec: ClassifyJobSpec, model: ModelCard) -> DecodeSpec:
+        return DecodeSpec.from_sampling(spec.sampling, spec.resources, model.short_side,
+                                        model.crop_size, model.extra.get("sampling"))
+
+    def output_fields(self, arch: str) -> list[pa.Field]:
+        return [
+            pa.field("pred_index", pa.int32()),
+            pa.field("pred_label", pa.string()),
+            pa.field("pred_score", pa.float32()),
+            pa.field("topk_labels", pa.list_(pa.string())),
+            pa.field("topk_scores", pa.list_(pa.float32())),
+            pa.field("embedding", pa.list_(pa.float32(), ARCHS[arch].embed_dim)),
+        ]
+
+    def replica(self, spec: ClassifyJobSpec, model: ModelCard, runtime: Runtime
+                ) -> tuple[type, dict[str, Any]]:
+        config = ClassifyConfig.of(model, runtime, spec.output.top_k, spec.output.embeddings,
+                                   spec.name)
+        return ClassifyReplica, {"config": config}
+
+    def provenance(self, spec: ClassifyJobSpec, model: ModelCard) -> Provenance:
+        return Provenance(model.arch, model.weights, spec.name)
+
+    def describe(self, spec: ClassifyJobSpec, model: ModelCard) -> TaskLines:
+        notes = () if model.meaningful else (
+            "weights: none means random weights; predictions are meaningless (embeddings "
+            "only show the pipeline works)",)
+        return TaskLines(
+            model=f"{model.arch} ({model.kind} model), weights {model.weights}, "
+                  f"{len(model.class_names)} classes",
+            output=f"top-{spec.output.top_k}" + (", embeddings" if spec.output.embeddings
+                                                 else ""),
+            notes=notes)
+
+    def record(self, model: ModelCard) -> dict[str, Any]:
+        return {"arch": model.arch, "weights": model.weights,
+                "classes": len(model.class_names), "predictions_meaningful": model.meaningful}
+
+    def summary(self, record: dict[str, Any]) -> list[str]:
+        if record["model"]["predictions_meaningful"]:
+            return []
+        return ["note: weights: none -> random weights; pred_label/pred_score are "
+                "meaningless. Use a checkpoint from `vidbatch train` or torchvision weights "
+                "for real predictions."]

@@ -1,0 +1,1 @@
+"""Training with Ray Train: spec, plan, run, the per-worker loop, augmentation, metrics."""

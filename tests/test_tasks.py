@@ -1,0 +1,139 @@
+"""The task seam: a job's ``task`` key picks a plug-in, and the pipeline runs a task it was
+never written for, registered with one line, through a real Ray job."""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+from ray import cloudpickle
+
+from pipeline.decode.base import DecodeSpec
+from pipeline.errors import ConfigError
+from pipeline.infer.plan import describe, plan_job
+from pipeline.infer.run import execute
+from pipeline.infer.spec import parse_jobspec
+from pipeline.infer.summary import render_summary
+from pipeline.output.rows import HEAD, TAIL, Provenance, per_ok, rows_table
+from pipeline.spec import JobSpec
+from pipeline.synth import write_video
+from pipeline.tasks.base import Task, TaskLines
+from pipeline.tasks.registry import TASKS
+
+
+class BrightnessJobSpec(JobSpec):
+    task: Literal["brightness"] = "brightness"
+
+
+class BrightnessReplica:
+    """The mean pixel value of each video's sampled frames: no network, no torch."""
+
+    def __init__(self, schema: pa.Schema, provenance: Provenance):
+        self.schema, self.provenance = schema, provenance
+
+    def __call__(self, batch):
+        ok = batch["status"] == "ok"
+        means = batch["frames"][ok].reshape(int(ok.sum()), -1).mean(axis=1)
+        columns = {"brightness": per_ok(len(ok), ok, means.tolist(), pa.float32())}
+        return rows_table(batch, self.schema, self.provenance, ok, columns)
+
+
+class BrightnessTask(Task):
+    name = "brightness"
+    spec_class = BrightnessJobSpec
+    resume_keys = ()
+
+    def resolve(self, spec):
+        return "mean-pixel"
+
+    def fetch(self, model):
+        pass
+
+    def decode_spec(self, spec, model):
+        return DecodeSpec.from_sampling(spec.sampling, spec.resources, 48, 48)
+
+    def output_fields(self, arch):
+        return [pa.field("brightness", pa.float32())]
+
+    def replica(self, spec, model, runtime):
+        return BrightnessReplica, {"schema": self.schema(model),
+                                   "provenance": self.provenance(spec, model)}
+
+    def provenance(self, spec, model):
+        return Provenance(model, "none", spec.name)
+
+    def describe(self, spec, model):
+        return TaskLines(model="mean pixel value (no network)", output="brightness")
+
+    def record(self, model):
+        return {"arch": model}
+
+    def summary(self, record):
+        return ["brightness: the mean pixel value of the sampled frames"]
+
+
+@pytest.fixture
+def brightness(monkeypatch):
+    """The task registered (the one line a new task adds to pipeline/tasks/registry.py),
+    and this module pickled by value, as Ray ships a task's replica to its actors."""
+    monkeypatch.setitem(TASKS, "brightness", BrightnessTask())
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield TASKS["brightness"]
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_spec_without_a_task_is_a_classify_job(tmp_path):
+    spec = parse_jobspec({"name": "j", "manifest": "m.csv", "model": {"arch": "r3d_18"},
+                          "output": {"path": "out"}}, base_dir=tmp_path)
+    assert spec.task == "classify" and type(spec).__name__ == "ClassifyJobSpec"
+
+
+def test_an_unknown_task_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"task: unknown task 'nope'; choose one of "
+                                          r"\['classify'\]"):
+        parse_jobspec({"name": "j", "task": "nope", "manifest": "m.csv",
+                       "output": {"path": "out"}})
+
+
+def test_a_task_checks_its_own_sections(brightness):
+    with pytest.raises(ConfigError, match="model: unknown key"):
+        parse_jobspec({"name": "j", "task": "brightness", "manifest": "m.csv",
+                       "model": {"arch": "r3d_18"}, "output": {"path": "out"}})
+
+
+def test_the_schema_puts_the_tasks_columns_between_the_common_ones(brightness):
+    names = brightness.schema("mean-pixel").names
+    assert names == [f.name for f in HEAD] + ["brightness"] + [f.name for f in TAIL]
+
+
+@pytest.mark.slow
+def test_a_new_task_runs_end_to_end(ray_session, brightness, tmp_path, numbered_frames):
+    # Frame t of video k is filled with 8 * t + k: the mean of 2 uniformly sampled frames
+    # of 20 (frames 5 and 15) is 8 * 10 + k.
+    rows = []
+    for k in range(3):
+        write_video(tmp_path / f"v{k}.mp4", numbered_frames(20) + k, lossless=True)
+        rows.append(f"v{k}.mp4")
+    (tmp_path / "m.csv").write_text("path\n" + "\n".join([*rows, "missing.mp4"]) + "\n")
+    spec = parse_jobspec({"name": "bright", "task": "brightness", "manifest": "m.csv",
+                          "sampling": {"frames_per_clip": 2},
+                          "resources": {"decode_timeout_s": None},
+                          "output": {"path": "out"}}, base_dir=tmp_path)
+    plan = plan_job(spec)
+    assert "mean pixel value (no network)" in describe(plan)
+    record = execute(plan, log=lambda _: None)
+    table = pads.dataset(str(tmp_path / "out"), format="parquet").to_table()
+    assert table.schema.names == brightness.schema("mean-pixel").names
+    got = {r["path"].rsplit("/", 1)[-1]: r for r in table.to_pylist()}
+    for k in range(3):
+        assert got[f"v{k}.mp4"]["status"] == "ok"
+        assert got[f"v{k}.mp4"]["brightness"] == pytest.approx(80 + k, abs=0.5)
+        assert got[f"v{k}.mp4"]["model"] == "mean-pixel"
+    assert got["missing.mp4"]["status"] == "error" and got["missing.mp4"]["brightness"] is None
+    assert record["task"] == "brightness" and record["model"] == {"arch": "mean-pixel"}
+    summary = render_summary(plan.output, record)
+    assert "4 rows for 4 manifest rows -> 3 ok, 1 error" in summary
+    assert summary.endswith("brightness: the mean pixel value of the sampled frames")
