@@ -269,8 +269,10 @@ def test_pip_install_dot_ships_every_subpackage(tmp_path):
         shutil.copy(REPO / name, src / name)
     shutil.copytree(REPO / "pipeline", src / "pipeline",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(src)], check=True, capture_output=True)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "-w", str(tmp_path), str(src)],
+                           check=True, capture_output=True, text=True)
+    assert "deprecat" not in (built.stdout + built.stderr).lower(), built.stderr[-2000:]
     (wheel,) = tmp_path.glob("vidbatch-*.whl")
     with zipfile.ZipFile(wheel) as z:
         shipped = {n for n in z.namelist() if n.startswith("pipeline/")}
