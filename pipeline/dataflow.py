@@ -72,7 +72,12 @@ def through_replicas(ds, replica: type, kwargs: dict[str, Any], *, replicas: int
         num_cpus=cpus, num_gpus=gpus)
 
 
-def write(ds, out: OutputDir, rows_per_file: int) -> None:
-    """Execute ``ds``, streaming its rows into Parquet files in ``out``."""
+def write(ds, out: OutputDir, rows_per_file: int, prefix: str) -> None:
+    """Execute ``ds``, streaming its rows into Parquet files in ``out`` whose names start
+    with ``prefix`` (the job record names the runs, so vidbatch knows its files)."""
+    from ray.data.datasource import FilenameProvider
+
     ds.write_parquet(out.root, filesystem=out.fs, min_rows_per_file=rows_per_file,
+                     filename_provider=FilenameProvider(dataset_uuid=prefix.rstrip("_"),
+                                                        file_format="parquet"),
                      ray_remote_args={"num_cpus": WRITE_CPUS}, concurrency=WRITE_TASKS)

@@ -4,6 +4,7 @@ tasks read the videos from the bucket, a missing object and an empty one become 
 the replicas load the checkpoint from it, the output is written, resumed and summarised
 there."""
 
+import json
 import os
 import socket
 import subprocess
@@ -121,12 +122,17 @@ def test_manifest_videos_checkpoint_and_output_on_s3(s3, tmp_path):
 def test_overwrite_on_s3_removes_only_what_vidbatch_wrote(s3):
     fs, env = s3
     fs.create_dir("bucket")
-    for name in ("part-0.parquet", "_partial/part-1.parquet", "_vidbatch_job.json"):
+    files = {"vidbatch-r1_w_000000.parquet": b"x", "_partial/vidbatch-r1_w_000001.parquet": b"x",
+             "_vidbatch_job.json": json.dumps({"job": "j", "runs": ["r1"]}).encode()}
+    for name, data in files.items():
         with fs.open_output_stream(f"bucket/out/{name}") as f:
-            f.write(b"x")
+            f.write(data)
     out = OutputDir("s3://bucket/out", fs, "bucket/out")
     prepare_output(out, "overwrite")
     assert out.entries() == []
+    for name, data in files.items():
+        with fs.open_output_stream(f"bucket/out/{name}") as f:
+            f.write(data)
     with fs.open_output_stream("bucket/out/notes.txt") as f:
         f.write(b"mine")
     with pytest.raises(OutputError, match="notes.txt"):

@@ -187,14 +187,16 @@ def test_too_many_errors_fail_the_job_but_keep_the_rows(dataset, ray_session, tm
 def test_frame_model_job_with_overwrite(dataset, ray_session, tmp_path):
     root, _ = dataset
     out = tmp_path / "frames"
-    out.mkdir()
-    (out / "old.parquet").write_bytes(b"stale")
+    out.mkdir()  # what an earlier run of vidbatch left: its record names the run
+    (out / "vidbatch-old_w_000000.parquet").write_bytes(b"stale")
+    (out / JOB_RECORD).write_text(json.dumps({"job": "j", "runs": ["old"]}))
     spec = job(root, None, out, model={"arch": "resnet18", "num_classes": 4},
                output={"path": str(out), "embeddings": False, "top_k": 2},
                resources__batches_in_flight_per_replica=1)
     record = execute(plan_job(spec, policy="overwrite"), log=lambda s: None)
     t = pq.read_table(out)
-    assert not (out / "old.parquet").exists()
+    assert not (out / "vidbatch-old_w_000000.parquet").exists()
+    assert len(json.loads((out / JOB_RECORD).read_text())["runs"]) == 1
     assert t.num_rows == len(GOOD) + len(BAD) and record["counts"]["ok"] == len(GOOD)
     assert t["embedding"].null_count == t.num_rows
     assert str(t.schema.field("embedding").type).endswith("[512]")

@@ -245,3 +245,31 @@ def test_fine_tune_from_a_checkpoint_replaces_the_head(tmp_path):
     model = build_model(cfg)
     assert model.net.fc.out_features == 2
     assert torch.equal(model.net.conv1.weight, net.conv1.weight)  # the body was loaded
+
+
+def test_publishing_the_best_checkpoint_switches_it_whole(tmp_path):
+    from pipeline.model.checkpoint import CHECKPOINT_FILE
+    from pipeline.output.outdir import STAGING_SUFFIX
+    from pipeline.train.plan import publish_best
+
+    def checkpoint(tag: str) -> Path:
+        d = tmp_path / tag
+        d.mkdir()
+        for name in (CHECKPOINT_FILE, "confusion.json", "confusion.csv", "train_state.pt"):
+            (d / name).write_text(f"{tag} {name}")
+        return d
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best").mkdir()  # as an older vidbatch published it: a folder
+    (run / "best" / CHECKPOINT_FILE).write_text("oldest")
+    best = publish_best(checkpoint("epoch1"), run / "best")
+    assert (best / CHECKPOINT_FILE).read_text() == f"epoch1 {CHECKPOINT_FILE}"
+    # What a crash mid-publish leaves: a half-written folder and a dangling link.
+    (run / "best.deadbeef").mkdir()
+    (run / f"best.link{STAGING_SUFFIX}").symlink_to("best.deadbeef")
+    publish_best(checkpoint("epoch2"), run / "best")
+    assert best.is_symlink() and (best / CHECKPOINT_FILE).read_text().startswith("epoch2")
+    assert sorted(p.name for p in best.iterdir()) == ["confusion.csv", "confusion.json",
+                                                      CHECKPOINT_FILE]
+    assert sorted(p.name for p in run.iterdir()) == ["best", best.resolve().name]

@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.layout import ReplicaLayout
 from pipeline.manifest import read_manifest
 from pipeline.model.runtime import stream_threads
+from pipeline.output.lease import refuse_if_held
 from pipeline.output.outdir import OutputDir
 from pipeline.output.rows import Provenance
 from pipeline.output.store import done_ids, prepare_output
@@ -82,6 +83,7 @@ def check_inputs(spec: JobSpec, policy: str) -> Inputs:
     output = OutputDir.at(spec.output.path)
     prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
                    resume_keys=get_task(spec.task).resume_keys)
+    refuse_if_held(output)
     todo, done, unreadable = manifest, 0, ()
     if policy == "resume":
         finished, unreadable = done_ids(output)

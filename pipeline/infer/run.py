@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -21,8 +22,16 @@ from pipeline import dataflow
 from pipeline.errors import JobFailed
 from pipeline.infer.layout import ReplicaLayout, resolve_layout
 from pipeline.infer.plan import JobPlan, assemble, check_inputs, describe
+from pipeline.output.lease import OutputLease
 from pipeline.output.rows import SCHEMA_VERSION
-from pipeline.output.store import count_statuses, prepare_output, set_aside, write_job_record
+from pipeline.output.store import (
+    count_statuses,
+    data_file_prefix,
+    prepare_output,
+    read_job_record,
+    set_aside,
+    write_job_record,
+)
 from pipeline.ray_session import RayHandle, connect, disconnect
 from pipeline.spec import JobSpec
 from pipeline.tasks.registry import get_task
@@ -90,44 +99,80 @@ def execute(plan: JobPlan, log: Callable[[str], None] = print,
     """Run the plan on the Ray that ``handle`` (from :func:`start`) is connected to, then
     disconnect; return the job record (also written beside the data). Without a handle
     the weights are fetched here, and the job runs on the Ray this process already has,
-    or a local one started for it."""
-    from pipeline.infer.progress import ProgressReporter  # imports ray: not at planning
-
-    spec, out = plan.spec, plan.output
+    or a local one started for it. The run holds the output's lease throughout
+    (:class:`~pipeline.output.lease.OutputLease`)."""
+    spec = plan.spec
     if handle is None:
         if spec.mode == "infer":
             plan.task.fetch(plan.model)
         handle = connect(spec.resources, None, log)
+    run = uuid.uuid4().hex[:12]
+    try:
+        lease = OutputLease(plan.output, run, spec.name, log).acquire()
+    except BaseException:
+        disconnect(handle)
+        raise
+    try:
+        return _run(plan, handle, run, lease, log)
+    finally:
+        lease.release()
+
+
+def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
+         log: Callable[[str], None]) -> dict[str, Any]:
+    """The job under its output lease: the data files of this run are named after ``run``
+    (the job record lists every run), and the record says ``finished`` only once the rows
+    are counted and complete."""
+    from pipeline.infer.progress import ProgressReporter  # imports ray: not at planning
+
+    spec, out = plan.spec, plan.output
     started = handle.started  # the job's wall time counts from connecting to Ray
     try:
         layout = resolve_layout(spec) if spec.mode == "infer" else None
         log(describe(plan, layout))
+        previous = read_job_record(out) if plan.policy == "resume" else None
         prepare_output(out, plan.policy, spec.model_dump(mode="json"),
                        resume_keys=plan.task.resume_keys)
         set_aside(out, plan.inputs.unreadable)
         out.make()
+        # A resumed output of a vidbatch that did not record its runs stays without them.
+        runs = (None if previous is not None and "runs" not in previous
+                else [*(previous or {}).get("runs", []), run])
+        base = {"runs": runs} if runs is not None else {}
         write_job_record(out, {**_record(plan, None, 0.0, started, handle.dashboard_url),
-                               "state": "running"})
+                               **base, "state": "running"})
         if plan.todo.num_rows:
             with ProgressReporter(spec.name, plan.todo.num_rows, log) as reporter:
                 dataflow.write(build_dataset(plan, layout, reporter), out,
-                               spec.output.rows_per_file)
+                               spec.output.rows_per_file, data_file_prefix(run))
     finally:
         disconnect(handle)
     wall = time.perf_counter() - handle.t0
     counts = count_statuses(out)
-    record = {**_record(plan, counts, wall, started, handle.dashboard_url), "state": "finished"}
+    problem = _incomplete(plan, counts, lease)
+    record = {**_record(plan, counts, wall, started, handle.dashboard_url), **base,
+              "state": "incomplete" if problem else "finished"}
     write_job_record(out, record)
-    _check_counts(plan, counts)
+    if problem:
+        raise JobFailed(problem)
+    _check_error_fraction(plan, counts)
     return record
 
 
-def _check_counts(plan: JobPlan, counts: dict[str, int]) -> None:
+def _incomplete(plan: JobPlan, counts: dict[str, int], lease: OutputLease) -> str | None:
+    """Why the output is not one row per manifest row, or None when it is."""
     total = plan.inputs.total_rows
+    if lease.lost:
+        return (f"{lease.lost} while this run was writing {plan.output}; check the output, "
+                "then --resume")
     if counts["rows"] != total or counts["unique_ids"] != total:
-        raise JobFailed(f"output holds {counts['rows']} rows ({counts['unique_ids']} unique "
-                        f"ids) for {total} manifest rows; this is a vidbatch bug, please "
-                        f"report it with {plan.output}")
+        return (f"output holds {counts['rows']} rows ({counts['unique_ids']} unique ids) for "
+                f"{total} manifest rows; this is a vidbatch bug, please report it with "
+                f"{plan.output}")
+    return None
+
+
+def _check_error_fraction(plan: JobPlan, counts: dict[str, int]) -> None:
     fraction = counts["error"] / max(1, counts["rows"])
     limit = plan.spec.max_error_fraction
     if fraction > limit:

@@ -10,8 +10,11 @@ file to ``_partial/``), and an object appears only once its upload completes.
 
 from __future__ import annotations
 
+import os
 import posixpath
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -85,6 +88,10 @@ class OutputDir:
         else:
             self.fs.delete_file(entry.path)
 
+    def remove_file(self, name: str) -> None:
+        """Delete the file ``name`` inside this directory."""
+        self.fs.delete_file(self.path(name))
+
     def move_into(self, path: str, folder: str) -> None:
         """Move the file ``path`` into the subdirectory ``folder``."""
         self.fs.create_dir(self.path(folder), recursive=True)
@@ -98,11 +105,33 @@ class OutputDir:
             return f.read().decode("utf-8")
 
     def write_text(self, name: str, text: str) -> None:
-        """Write the file ``name`` whole or not at all: locally through a temporary file
-        and a rename; an object store's upload appears only once complete."""
-        target = self.path(name)
-        staging = target + ".tmp" if self.local else target
-        with self.fs.open_output_stream(staging) as f:
+        """Write the file ``name`` whole or not at all: locally through a temporary file,
+        flushed to disk, then renamed over it (:func:`write_atomically`); an object store's
+        upload appears only once complete."""
+        if self.local:
+            write_atomically(Path(self.path(name)), text.encode("utf-8"))
+            return
+        with self.fs.open_output_stream(self.path(name)) as f:
             f.write(text.encode("utf-8"))
-        if staging != target:
-            self.fs.move(staging, target)
+
+
+# Temporary files that write_atomically leaves behind when the process dies mid-write.
+STAGING_SUFFIX = ".vidbatch-tmp"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace the local file ``path`` with ``data`` whole or not at all: write a temporary
+    file beside it, fsync it, rename it over ``path`` (atomic on POSIX), fsync the folder.
+    A crash leaves the old file and, at worst, a ``*.vidbatch-tmp`` file that the next
+    write replaces (:data:`STAGING_SUFFIX`)."""
+    staging = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}")
+    with open(staging, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(staging, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

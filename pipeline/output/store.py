@@ -10,6 +10,7 @@ so a local directory and an object-store prefix are handled alike.
 from __future__ import annotations
 
 import json
+import posixpath
 from typing import Any
 
 import pyarrow as pa
@@ -17,10 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from pipeline.errors import OutputError
-from pipeline.output.outdir import OutputDir
+from pipeline.output.outdir import STAGING_SUFFIX, OutputDir
 from pipeline.output.rows import SCHEMA_VERSION
 
 JOB_RECORD = "_vidbatch_job.json"
+LEASE = "_vidbatch_lease.json"  # pipeline.output.lease
 QUARANTINE = "_partial"
 # Spec sections that must match for a resumed run to continue the same job (a task adds
 # its own, pipeline.tasks.base.Task.resume_keys).
@@ -28,10 +30,52 @@ RESUME_KEYS = ("manifest", "sampling", "name", "mode", "task")
 DEFAULTS = {"mode": "infer", "task": "classify"}  # keys older records lack, and their value
 
 
+def data_file_prefix(run_id: str) -> str:
+    """The start of the name of every data file that the run ``run_id`` writes."""
+    return f"vidbatch-{run_id}_"
+
+
+def _is_ours(entry: pafs.FileInfo, runs: list[str] | None) -> bool:
+    """Whether vidbatch wrote ``entry``: the job record (or a temporary copy of it that a
+    crash left), the lease, or a data file of one of the recorded ``runs``. ``runs`` is
+    None for a record of a vidbatch that did not record its runs: then any Parquet file
+    counts (enough to resume, never to delete: see :func:`prepare_output`)."""
+    name = entry.base_name
+    if entry.type != pafs.FileType.File:
+        return False
+    if name in (JOB_RECORD, LEASE) or (name.startswith(JOB_RECORD)
+                                       and name.endswith(STAGING_SUFFIX)):
+        return True
+    return name.endswith(".parquet") and (runs is None or any(
+        name.startswith(data_file_prefix(r)) for r in runs))
+
+
+def _ownership(out: OutputDir, entries: list[pafs.FileInfo], runs: list[str] | None
+               ) -> tuple[list[pafs.FileInfo], list[str]]:
+    """``(what vidbatch wrote, names of everything else)`` in the output directory
+    (``_partial/`` is vidbatch's when everything in it is)."""
+    ours, foreign = [], []
+    for e in entries:
+        if e.base_name == QUARANTINE and e.type == pafs.FileType.Directory:
+            inside = out.fs.get_file_info(pafs.FileSelector(e.path, recursive=True))
+            strays = [f"{QUARANTINE}/{posixpath.basename(i.path)}" for i in inside
+                      if not _is_ours(i, runs)]
+            if strays:
+                foreign += strays
+            else:
+                ours.append(e)
+        elif _is_ours(e, runs):
+            ours.append(e)
+        else:
+            foreign.append(e.base_name)
+    return ours, sorted(foreign)
+
+
 def prepare_output(out: OutputDir, policy: str, spec: dict[str, Any] | None = None,
                    apply: bool = True, resume_keys: tuple[str, ...] = ()) -> None:
     """Check (and with ``apply``, carry out) ``output.if_exists``: ``error``, ``resume`` or
-    ``overwrite``. Never mixes runs silently, never deletes files vidbatch did not write.
+    ``overwrite``. Never mixes runs silently, and never deletes a file that the job record
+    does not show vidbatch wrote: anything else in the directory is refused by name.
 
     ``spec`` is the job spec as JSON data; ``resume_keys`` are the task's sections that must
     match, besides :data:`RESUME_KEYS`."""
@@ -41,31 +85,38 @@ def prepare_output(out: OutputDir, policy: str, spec: dict[str, Any] | None = No
     if kind != pafs.FileType.Directory:
         raise OutputError(f"output.path {out} exists and is not a directory; choose another "
                           "path")
-    entries = out.entries()
+    entries = [e for e in out.entries() if e.base_name != LEASE]  # a lease is not content
     if not entries:
         return
     if policy == "error":
         raise OutputError(f"output.path {out} already holds {len(entries)} entries. Use "
                           "--resume (output.if_exists: resume) to finish that job, --overwrite "
                           "to replace it, or choose another output.path.")
-    ours = {JOB_RECORD, QUARANTINE}
-    foreign = [e.base_name for e in entries
-               if not e.base_name.endswith(".parquet") and e.base_name not in ours]
+    record = read_job_record(out)
+    if record is None:
+        raise OutputError(f"output.path {out} holds {len(entries)} entries and no vidbatch job "
+                          f"record ({JOB_RECORD}): vidbatch did not write it; refusing to "
+                          f"{policy} there. Choose an empty or new output.path.")
+    if "runs" not in record and policy == "overwrite":
+        raise OutputError(f"output.path {out} was written by a vidbatch that did not record "
+                          "the names of its files; refusing to overwrite it. Delete the "
+                          "directory yourself, or choose another output.path.")
+    ours, foreign = _ownership(out, entries, record.get("runs"))
     if foreign:
-        raise OutputError(f"output.path {out} holds files vidbatch did not write "
-                          f"({', '.join(sorted(foreign)[:5])}); refusing to {policy} there. "
-                          "Choose an empty or new output.path.")
+        raise OutputError(f"output.path {out} holds files its job record does not show "
+                          f"vidbatch wrote ({', '.join(foreign[:5])}"
+                          f"{', ...' if len(foreign) > 5 else ''}); refusing to {policy} "
+                          "there. Move them away, or choose an empty or new output.path.")
     if policy == "resume":
-        _check_same_job(out, spec, RESUME_KEYS + resume_keys)
+        _check_same_job(out, spec, record, RESUME_KEYS + resume_keys)
     if policy == "overwrite" and apply:
-        for e in entries:
+        for e in ours:
             out.remove(e)
 
 
-def _check_same_job(out: OutputDir, spec: dict[str, Any] | None, keys: tuple[str, ...]
-                    ) -> None:
-    record = read_job_record(out)
-    if record is None or spec is None:
+def _check_same_job(out: OutputDir, spec: dict[str, Any] | None, record: dict[str, Any],
+                    keys: tuple[str, ...]) -> None:
+    if spec is None:
         return
     version = record.get("schema_version", "1")
     if version != SCHEMA_VERSION:
@@ -129,8 +180,9 @@ def read_job_record(out: OutputDir) -> dict[str, Any] | None:
         text = out.read_text(JOB_RECORD)
         return None if text is None else json.loads(text)
     except (OSError, json.JSONDecodeError) as e:
-        raise OutputError(f"cannot read {out.display(JOB_RECORD)}: {e}; remove it or use "
-                          "--overwrite") from e
+        raise OutputError(f"cannot read {out.display(JOB_RECORD)}: {e}. Without it vidbatch "
+                          "cannot tell which files it wrote there: move the directory away, "
+                          "or choose another output.path.") from e
 
 
 def write_job_record(out: OutputDir, record: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ run directory can be written. It starts nothing and writes only a probe file.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import uuid
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from pipeline.model.card import ModelCard
 from pipeline.model.checkpoint import CHECKPOINT_FILE
 from pipeline.model.spec import ModelSpec
 from pipeline.model.zoo import model_card
+from pipeline.output.outdir import STAGING_SUFFIX, write_atomically
 from pipeline.spec import ManifestSpec
 from pipeline.train.augment import ClipAugment
 from pipeline.train.metrics import CONFUSION_CSV, CONFUSION_JSON
@@ -174,13 +176,25 @@ def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
 
 
 def publish_best(checkpoint_dir: Path, best_dir: Path) -> Path:
-    """Copy what inference needs of the best checkpoint (``model.pt`` and the confusion
-    files, not the optimizer state) to the run's stable path, replacing it whole."""
-    tmp = best_dir.with_name(best_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Publish what inference needs of the best checkpoint (``model.pt`` and the confusion
+    files, not the optimizer state) at the run's stable path, replacing it whole.
+
+    The files go to a new folder ``best.<id>`` beside it, each written and flushed to disk
+    (:func:`~pipeline.output.outdir.write_atomically`); then ``best``, a symbolic link, is
+    switched to that folder by one rename. A reader sees the old checkpoint or the new
+    one, never a mix or nothing, and a crash at any step leaves the old one in place (and
+    at worst a folder that the next publish removes)."""
+    target = best_dir.with_name(f"{best_dir.name}.{uuid.uuid4().hex[:8]}")
+    target.mkdir(parents=True)
     for name in (CHECKPOINT_FILE, CONFUSION_JSON, CONFUSION_CSV):
-        shutil.copyfile(checkpoint_dir / name, tmp / name)
-    shutil.rmtree(best_dir, ignore_errors=True)
-    tmp.rename(best_dir)
+        write_atomically(target / name, (checkpoint_dir / name).read_bytes())
+    link = best_dir.with_name(f"{best_dir.name}.link{STAGING_SUFFIX}")
+    link.unlink(missing_ok=True)
+    os.symlink(target.name, link)
+    if best_dir.is_dir() and not best_dir.is_symlink():  # a folder published before links
+        best_dir.rename(best_dir.with_name(f"{best_dir.name}.{uuid.uuid4().hex[:8]}"))
+    os.replace(link, best_dir)
+    for old in best_dir.parent.glob(f"{best_dir.name}.*"):
+        if old != target and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
     return best_dir
