@@ -35,14 +35,21 @@ MANIFEST_SCHEMA = pa.schema([
 ])
 
 
-def derive_video_id(path: str) -> str:
-    """A stable, readable id: the file stem plus 8 hex digits of the path's SHA-1.
+# Hex digits of the path's hash in a derived id: 64 bits, so that a million files that share
+# a stem (class/xyz/clip.mp4) do not collide. Outputs of vidbatch before this used 8.
+ID_HEX = 16
+LEGACY_ID_HEX = 8
+
+
+def derive_video_id(path: str, hex_digits: int = ID_HEX) -> str:
+    """A stable, readable id: the file stem plus ``hex_digits`` hex digits of the path's
+    SHA-1.
 
     >>> derive_video_id("/data/clips/cat.mp4")
-    'cat-4fb7ee41'
+    'cat-93d318a2f2af17ac'
     """
     stem = PurePosixPath(path.rstrip("/")).stem or "video"
-    return f"{stem}-{hashlib.sha1(path.encode('utf-8')).hexdigest()[:8]}"
+    return f"{stem}-{hashlib.sha1(path.encode('utf-8')).hexdigest()[:hex_digits]}"
 
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -100,11 +107,12 @@ def _resolve_paths(paths: list[str | None], base: str) -> list[str | None]:
     return [None if p is None or p.strip() == "" else join(base, p) for p in paths]
 
 
-def read_manifest(spec: ManifestSpec) -> pa.Table:
+def read_manifest(spec: ManifestSpec, id_hex: int = ID_HEX) -> pa.Table:
     """Read and normalise a manifest to :data:`MANIFEST_SCHEMA`.
 
     Rows with an empty path are kept (they become error rows later); duplicate video ids
-    are an error that names the rows.
+    are an error that names the rows. Rows without an id get :func:`derive_video_id` with
+    ``id_hex`` digits (a resumed output of an older vidbatch keeps its 8).
     """
     raw = _read_raw(spec.path)
     if spec.path_column not in raw.column_names:
@@ -114,7 +122,7 @@ def read_manifest(spec: ManifestSpec) -> pa.Table:
     paths = _resolve_paths(_column_as(raw, spec.path_column, pa.string(), "text").to_pylist(),
                            parent(spec.path))
     given_ids = _column_as(raw, spec.id_column, pa.string(), "text").to_pylist()
-    ids = [gid if gid else derive_video_id(p or f"row-{i}")
+    ids = [gid if gid else derive_video_id(p or f"row-{i}", id_hex)
            for i, (gid, p) in enumerate(zip(given_ids, paths))]
     table = pa.table({
         "row": pa.array(range(raw.num_rows), pa.int64()),

@@ -56,3 +56,38 @@ def test_checkpoints_the_reader_cannot_vouch_for_go_to_torch_load(tmp_path):
         model_card(ModelSpec(arch="resnet18", weights=str(tmp_path / "cut.pt")))
     with pytest.raises(WeightsError, match="safely"):
         model_card(ModelSpec(arch="resnet18", weights=str(tmp_path / "evil.pt")))
+
+
+def _pickle_bomb(path, megabytes: int) -> None:
+    """A torch.save-shaped archive whose data.pkl deflates from a few hundred KB into a
+    pickle of a list of ``megabytes`` / 2 million small ints: unpickling it needs gigabytes."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as f:
+            f.write(b"\x80\x02]q\x00(")  # PROTO 2, EMPTY_LIST, BINPUT, MARK
+            chunk = b"K\x00" * (2**20 // 2)
+            for _ in range(megabytes):
+                f.write(chunk)
+            f.write(b"e.")  # APPENDS, STOP
+
+
+def test_a_pickle_bomb_is_refused_before_it_is_read(tmp_path):
+    """`submit --dry-run` on a crafted checkpoint: exit 2 with a sentence, and the driver's
+    memory stays small (the whole pickle would take gigabytes)."""
+    bomb = tmp_path / "bomb.pt"
+    _pickle_bomb(bomb, 400)
+    assert bomb.stat().st_size < 2 * 2**20
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    (tmp_path / "job.yaml").write_text(
+        f"name: j\nmanifest: m.csv\nmodel: {{arch: r3d_18, weights: {bomb}}}\n"
+        "output: {path: out}\n")
+    code = ("import resource, sys\nfrom pipeline.cli import app\ntry:\n    app()\n"
+            "finally:\n    print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF)"
+            ".ru_maxrss, file=sys.stderr)")
+    run = subprocess.run([sys.executable, "-c", code, "submit", str(tmp_path / "job.yaml"),
+                          "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "refusing" in run.stderr and "unpacks to 400 MiB" in run.stderr
+    peak_mb = int(run.stderr.split("MAXRSS_KB")[1].split()[0]) / 1024
+    assert peak_mb < 1024, f"the driver peaked at {peak_mb:.0f} MB"

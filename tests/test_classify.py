@@ -118,6 +118,19 @@ def test_frame_model_averages_over_frames():
     np.testing.assert_allclose(emb[0], per_frame.mean(0), rtol=1e-4, atol=1e-5)
 
 
+def test_random_weights_are_the_same_in_every_replica():
+    """weights: none builds one network, whatever the replica or the run: embeddings of
+    one job (several replicas) and of its rerun can be compared."""
+    card = model_card(ModelSpec(arch="resnet18", num_classes=3))
+    frames = np.random.default_rng(4).integers(0, 256, size=(2, 1, 2, 32, 32, 3),
+                                               dtype=np.uint8)
+    torch.manual_seed(1)
+    a = replica_of(card, channels_last=False).embed(frames)
+    torch.manual_seed(2)
+    b = replica_of(card, channels_last=False).embed(frames)
+    np.testing.assert_array_equal(a, b)
+
+
 def test_all_error_batch_passes_through():
     card = model_card(ModelSpec(arch="resnet18", num_classes=3))
     frames = np.zeros((2, 1, 2, 32, 32, 3), dtype=np.uint8)

@@ -142,6 +142,12 @@ def test_decord_falls_back_to_pyav_on_av1(tmp_path):
     assert v.note.startswith("decord failed") and v.note.endswith("decoded by PyAV")
 
 
+def test_a_directory_is_named_as_one(tmp_path):
+    with pytest.raises(VideoError, match="is a directory, not a video file") as e:
+        decode_video(str(tmp_path), spec())
+    assert e.value.stage == "read"
+
+
 def test_decode_batch_never_raises_and_keeps_every_row(tmp_path, numbered):
     batch = {
         "video_id": np.array(["a", "b", "c"], dtype=object),

@@ -66,3 +66,21 @@ def test_planning_refuses_an_output_that_another_run_holds(tmp_path):
     with OutputLease(out, "other", "j", quiet):
         with pytest.raises(OutputError, match="being written by run other"):
             plan_job(spec, policy="resume")
+
+
+def test_the_lease_of_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path,
+                                                                              monkeypatch):
+    import socket
+    import subprocess
+
+    monkeypatch.setattr(lease_mod, "SETTLE_S", 0.01)
+    out = OutputDir.at(str(tmp_path / "out"))
+    out.make()
+    gone = subprocess.Popen(["true"])  # a process that has exited and been reaped
+    gone.wait()
+    pid = gone.pid
+    out.write_text(LEASE, json.dumps({"run": "killed", "job": "j", "pid": pid,
+                                      "host": socket.gethostname(), "since_utc": "x",
+                                      "heartbeat": time.time()}))
+    with OutputLease(out, "resumed", "j", quiet):
+        assert read_lease(out)["run"] == "resumed"

@@ -49,6 +49,15 @@ def test_derived_ids_are_stable_and_readable():
     assert derive_video_id("/x/cat.mp4") != derive_video_id("/y/cat.mp4")
 
 
+def test_derived_ids_carry_64_bits_so_shared_stems_do_not_collide():
+    """A million files called clip.mp4 in different folders: with 32 bits of hash two of
+    them collide with probability ~1 - exp(-n^2 / 2^33), about 1 for n = 10^6."""
+    digest = derive_video_id("/data/a/b/clip.mp4").removeprefix("clip-")
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    ids = {derive_video_id(f"/data/{i}/clip.mp4") for i in range(200_000)}
+    assert len(ids) == 200_000
+
+
 def test_given_ids_are_kept_as_text(tmp_path):
     rows = [{"path": "a.mp4", "video_id": "007"}, {"path": "b.mp4", "video_id": "008"}]
     t = read_manifest(ManifestSpec(path=str(write(tmp_path, "csv", rows))))

@@ -90,3 +90,24 @@ def test_resume_refuses_an_older_output_schema(tmp_path):
     write(out, {**record, "schema_version": "1"})
     with pytest.raises(OutputError, match="output schema 1"):
         plan_job(spec(tmp_path, "none"), policy="resume")
+
+
+def test_resuming_an_output_of_the_old_id_scheme_keeps_its_ids(tmp_path):
+    """Derived ids have 16 hex digits now; an output written with 8 still resumes: the rows
+    it holds are recognised as done."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.manifest import derive_video_id
+
+    (tmp_path / "m.csv").write_text("path\na.mp4\nb.mp4\n")
+    out, record, write = _written_by(tmp_path)
+    a = str(tmp_path / "a.mp4")
+    pq.write_table(pa.table({"video_id": [derive_video_id(a, 8)], "status": ["ok"]}),
+                   tmp_path / "out" / "part-0.parquet")
+    write(out, record)  # a record of the old scheme: no id_hex
+    plan = plan_job(spec(tmp_path, "none"), policy="resume")
+    assert plan.inputs.already_done == 1 and plan.inputs.id_hex == 8
+    assert plan.todo["video_id"].to_pylist() == [derive_video_id(str(tmp_path / "b.mp4"), 8)]
+    write(out, {**record, "id_hex": 16})
+    assert plan_job(spec(tmp_path, "none"), policy="resume").inputs.already_done == 0

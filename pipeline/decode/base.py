@@ -153,6 +153,9 @@ def open_source(path: str) -> str | bytes:
         if not os.path.exists(local):
             raise VideoError("read", f"file not found: {local}. Check the manifest's path "
                              "column.")
+        if os.path.isdir(local):
+            raise VideoError("read", f"is a directory, not a video file: {local}. Check the "
+                             "manifest's path column.")
         # Only regular files have a meaningful size (a named pipe is legitimate input).
         if os.path.isfile(local) and os.path.getsize(local) == 0:
             raise VideoError("read", f"file is empty (0 bytes): {local}")

@@ -18,12 +18,12 @@ import pyarrow.compute as pc
 from pipeline.decode.base import DecodeSpec
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.layout import ReplicaLayout
-from pipeline.manifest import read_manifest
+from pipeline.manifest import ID_HEX, LEGACY_ID_HEX, read_manifest
 from pipeline.model.runtime import stream_threads
 from pipeline.output.lease import refuse_if_held
 from pipeline.output.outdir import OutputDir
 from pipeline.output.rows import Provenance
-from pipeline.output.store import done_ids, prepare_output
+from pipeline.output.store import done_ids, prepare_output, read_job_record
 from pipeline.paths import local_path
 from pipeline.spec import JobSpec
 from pipeline.tasks.base import Task
@@ -39,6 +39,7 @@ class Inputs:
     already_done: int
     unreadable: tuple[str, ...]  # output files whose rows are done again (set aside first)
     output: OutputDir
+    id_hex: int  # hex digits of derived video ids (pipeline.manifest.derive_video_id)
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,16 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
 
 def check_inputs(spec: JobSpec, policy: str) -> Inputs:
     """Read the manifest and check the output policy; with ``resume``, leave out the rows
-    an earlier run of the same job wrote."""
-    manifest = read_manifest(spec.manifest)
+    an earlier run of the same job wrote (whose derived ids it keeps: older outputs have
+    shorter ones)."""
+    output = OutputDir.at(spec.output.path)
+    id_hex = ID_HEX
+    if policy == "resume":
+        earlier = read_job_record(output)
+        id_hex = ID_HEX if earlier is None else earlier.get("id_hex", LEGACY_ID_HEX)
+    manifest = read_manifest(spec.manifest, id_hex)
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
-    output = OutputDir.at(spec.output.path)
     prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
                    resume_keys=get_task(spec.task).resume_keys)
     refuse_if_held(output)
@@ -91,7 +97,7 @@ def check_inputs(spec: JobSpec, policy: str) -> Inputs:
             written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
             todo = manifest.filter(pc.invert(written))
             done = manifest.num_rows - todo.num_rows
-    return Inputs(todo, manifest.num_rows, done, unreadable, output)
+    return Inputs(todo, manifest.num_rows, done, unreadable, output, id_hex)
 
 
 def assemble(spec: JobSpec, policy: str, model: Any, inputs: Inputs) -> JobPlan:

@@ -203,6 +203,7 @@ def _record(plan: JobPlan, counts: dict[str, int] | None, wall: float, started: 
         "spec": plan.spec.model_dump(mode="json"),
         "model": plan.task.record(plan.model),
         "sampling": plan.decode.record(),
+        "id_hex": i.id_hex,
         "counts": {**(counts or {}), "manifest_rows": i.total_rows,
                    "processed_this_run": i.todo.num_rows,
                    "skipped_already_done": i.already_done},

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.errors import WeightsError
 from pipeline.model.card import ModelCard
-from pipeline.model.checkpoint_meta import read_metadata
+from pipeline.model.checkpoint_meta import OversizedCheckpoint, check_pickle_size, read_metadata
 from pipeline.paths import local_path
 
 CHECKPOINT_FORMAT = "vidbatch.checkpoint/1"
@@ -75,8 +75,12 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     import torch
 
     source, file = _checkpoint_source(path, whole=True)
+    _refuse_oversized(source, file)
     try:
         data = torch.load(source, map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise WeightsError(f"model.weights: {file} needs more memory to load than this "
+                           "process has; it is not a checkpoint vidbatch wrote") from None
     except Exception as e:
         if not zipfile.is_zipfile(source):  # torch.save has written zip archives since 1.6
             raise WeightsError(f"model.weights: {file} is not a PyTorch checkpoint: torch.save "
@@ -91,15 +95,41 @@ def read_checkpoint(path: str) -> dict[str, Any]:
     return data
 
 
+def _refused(file: str, e: OversizedCheckpoint) -> WeightsError:
+    return WeightsError(f"model.weights: refusing {file}: {e}. Point it at a model.pt "
+                        "written by `vidbatch train` or a state dict saved with torch.save.")
+
+
+def _refuse_oversized(source, file: str) -> None:
+    """A ``WeightsError`` for an archive whose pickle no checkpoint would need
+    (:func:`~pipeline.model.checkpoint_meta.check_pickle_size`); a file that is not a zip
+    archive is left to the loader's own message."""
+    try:
+        with zipfile.ZipFile(source) as z:
+            check_pickle_size(z)
+    except OversizedCheckpoint as e:
+        raise _refused(file, e) from None
+    except (zipfile.BadZipFile, OSError):
+        pass
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+
+
 def read_checkpoint_metadata(path: str) -> dict[str, Any]:
     """The checkpoint as :func:`read_checkpoint` gives it, with tensors replaced by their
     shapes when :func:`~pipeline.model.checkpoint_meta.read_metadata` can read it without
     torch: enough to plan a job, without importing torch on the driver or reading the
     weights there (of a remote checkpoint, only the archive's directory and its pickle are
     fetched)."""
-    source, _ = _checkpoint_source(path, whole=False)
+    source, file = _checkpoint_source(path, whole=False)
     try:
         data = read_metadata(source)
+    except OversizedCheckpoint as e:
+        raise _refused(file, e) from None
+    except MemoryError:
+        raise WeightsError(f"model.weights: reading {file} needs more memory than this "
+                           "process has; it is not a checkpoint vidbatch wrote") from None
     finally:
         if hasattr(source, "close"):
             source.close()

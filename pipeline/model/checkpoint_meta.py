@@ -35,8 +35,29 @@ class TensorInfo:
     shape: tuple[int, ...]
 
 
+# A checkpoint's pickle holds its containers only (each tensor's bytes are a file of their
+# own): even a large model's is a few hundred KB. Unpickling allocates many times the
+# pickle's size, and a compressed pickle can expand a thousandfold, so a far larger one is
+# refused from the archive's directory, before a byte of it is read.
+MAX_PICKLE_BYTES = 32 * 2**20
+
+
+class OversizedCheckpoint(ValueError):
+    """The archive's pickle is larger than any checkpoint's (:data:`MAX_PICKLE_BYTES`)."""
+
+
 class _Unsupported(Exception):
     pass
+
+
+def check_pickle_size(z: zipfile.ZipFile) -> None:
+    """Raise :class:`OversizedCheckpoint` when a pickle in the archive declares more than
+    :data:`MAX_PICKLE_BYTES` (zipfile never reads past the size an entry declares)."""
+    for info in z.infolist():
+        if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE_BYTES:
+            raise OversizedCheckpoint(
+                f"its {info.filename} unpacks to {info.file_size / 2**20:.0f} MiB, far more "
+                f"than a checkpoint's pickle needs (at most {MAX_PICKLE_BYTES // 2**20} MiB)")
 
 
 def _rebuild_tensor(storage, offset, size, stride, *rest) -> TensorInfo:
@@ -75,9 +96,15 @@ class _MetaUnpickler(pickle.Unpickler):
 
 def read_metadata(file: Path | BinaryIO) -> dict[str, Any] | None:
     """The checkpoint's top-level dict with every tensor a :class:`TensorInfo`, or ``None``
-    when this reader cannot vouch for the file (then ``torch.load`` decides)."""
+    when this reader cannot vouch for the file (then ``torch.load`` decides).
+
+    Raises:
+        OversizedCheckpoint: its pickle is far larger than a checkpoint's (then nothing
+            should read it).
+    """
     try:
         with zipfile.ZipFile(file) as z:
+            check_pickle_size(z)
             names = {i.filename: i.file_size for i in z.infolist()}
             pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
             if len(pkl) != 1:

@@ -22,6 +22,8 @@ from pipeline.model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, read_c
 from pipeline.model.spec import ModelSpec
 from pipeline.paths import is_checkpoint_ref
 
+RANDOM_WEIGHTS_SEED = 0  # weights: none builds this same network everywhere
+
 
 def _torchvision_weights(arch: str, name: str):
     from torchvision.models import get_model_weights
@@ -135,7 +137,11 @@ def build_network(card: ModelCard):
     from torchvision.models import get_model
 
     if card.source == "none":
-        return get_model(card.arch, weights=None, num_classes=len(card.class_names))
+        # The same random network in every replica and every run, so that the embeddings
+        # of one job, or of a job and its rerun, can be compared.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return get_model(card.arch, weights=None, num_classes=len(card.class_names))
     if card.source == "torchvision":
         state = _torchvision_weights(card.arch, card.weights).get_state_dict(
             progress=False, check_hash=True)

@@ -5,7 +5,9 @@ the last heartbeat) and renews it every :data:`HEARTBEAT_S` from a thread; a sec
 that finds a lease renewed within :data:`STALE_S` is refused with the holder named. A lease
 older than that was left by a run that died: it is taken over. Taking it is a write then a
 read-back, so of two runs that take a stale lease at once, the one whose write landed
-second sees the other's name and stops. Works the same on local disks and object stores
+second sees the other's name and stops. A lease whose holder was a process of this machine
+that has died (a killed driver) is taken over at once. Works the same on local disks and
+object stores
 (a whole-object write is atomic there), through :class:`~pipeline.output.outdir.OutputDir`.
 """
 
@@ -36,11 +38,26 @@ def read_lease(out: OutputDir) -> dict[str, Any] | None:
         return None  # unreadable: treated as no lease (a torn local write cannot happen)
 
 
+def _gone(lease: dict[str, Any]) -> bool:
+    """Whether the lease's holder was a process of this machine that no longer runs (a
+    killed driver): its lease needs no waiting for."""
+    if lease.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(lease.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError):
+        return False
+    return False
+
+
 def live_holder(out: OutputDir, now: float | None = None) -> dict[str, Any] | None:
-    """The lease's holder when it was renewed within :data:`STALE_S`, else None."""
+    """The lease's holder when it was renewed within :data:`STALE_S` by a process that
+    may still run, else None."""
     lease = read_lease(out)
     now = time.time() if now is None else now
-    if lease is None or now - float(lease.get("heartbeat", 0)) > STALE_S:
+    if lease is None or now - float(lease.get("heartbeat", 0)) > STALE_S or _gone(lease):
         return None
     return lease
 
