@@ -183,12 +183,15 @@ def stop(submission_id: Annotated[str, typer.Argument(help="Submission id")],
 @app.command()
 def up(num_cpus: Annotated[int | None, typer.Option(help="CPUs to offer (default: all)")]
        = None,
-       port: Annotated[int, typer.Option(help="Dashboard / Jobs API port")] = 8265) -> None:
+       port: Annotated[int, typer.Option(help="Dashboard / Jobs API port")] = 8265,
+       insecure_no_auth: Annotated[bool, typer.Option(
+           "--insecure-no-auth", help="Start the head even though RAY_AUTH_MODE=disabled is "
+           "set: anyone who reaches its ports can run code.")] = False) -> None:
     """Start a persistent local Ray head (dashboard on 127.0.0.1) for several jobs."""
     from pipeline.cluster import up as start_head
 
     try:
-        url = start_head(num_cpus, port)
+        url = start_head(num_cpus, port, insecure_no_auth)
     except VidbatchError as e:
         _fail(e)
     typer.echo(f"Ray head started; dashboard and Jobs API: {url}")

@@ -26,6 +26,7 @@ from typing import Any
 import pipeline
 from pipeline.errors import ConfigError, VidbatchError
 from pipeline.infer.spec import spec_yaml
+from pipeline.ray_session import protect_token, token_path
 from pipeline.spec import JobSpec
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -42,8 +43,7 @@ def _use_token_if_present() -> None:
     every request gets 401. Do what the CLI does, through the documented variable."""
     if "RAY_AUTH_MODE" in os.environ:
         return
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(path):
+    if os.environ.get("RAY_AUTH_TOKEN") or token_path().is_file():
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -149,17 +149,24 @@ def _own_environment() -> dict[str, str]:
     return {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
 
 
-def up(num_cpus: int | None, dashboard_port: int = 8265) -> str:
+def up(num_cpus: int | None, dashboard_port: int = 8265, insecure: bool = False) -> str:
     """Start a local Ray head whose dashboard binds to 127.0.0.1 only, with token auth.
 
     Ray 2.60's ``ray start`` enables token auth only when a token already exists or
-    ``RAY_AUTH_MODE=token`` is set, so both are arranged here.
+    ``RAY_AUTH_MODE=token`` is set, so both are arranged here; an inherited
+    ``RAY_AUTH_MODE=disabled`` is refused unless ``insecure`` says it is meant.
     """
     env = _own_environment()
+    if env.get("RAY_AUTH_MODE", "token") != "token" and not insecure:
+        raise ConfigError(f"RAY_AUTH_MODE={env['RAY_AUTH_MODE']} is set in this environment: "
+                          "the head would run code for anyone who reaches its ports. Unset "
+                          "it (or set it to token), or pass --insecure-no-auth if that is "
+                          "really meant.")
     env.setdefault("RAY_AUTH_MODE", "token")
     if env["RAY_AUTH_MODE"] == "token":
         subprocess.run(["ray", "get-auth-token", "--generate"], capture_output=True, env=env,
                        check=False)
+        protect_token()
     cmd = ["ray", "start", "--head", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(dashboard_port), "--node-ip-address", "127.0.0.1"]
     if num_cpus:

@@ -8,10 +8,12 @@ Only a Ray that :func:`connect` started or attached to is shut down by :func:`di
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from pipeline.paths import is_uri
 from pipeline.spec import DecodeResourcesSpec
@@ -42,9 +44,24 @@ def connect(resources: DecodeResourcesSpec, address: str | None,
     ctx = ray.init(address="local", num_cpus=resources.num_cpus, include_dashboard=True,
                    dashboard_host="127.0.0.1",
                    object_store_memory=mb * 2**20 if mb else None)
+    protect_token()  # Ray creates the token while it starts
     url = dashboard_url(ctx)
     log(f"started a local Ray; dashboard: {url or 'not available'}")
     return RayHandle(True, url, t0, started)
+
+
+def token_path() -> Path:
+    """Where Ray keeps its authentication token (``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def protect_token() -> None:
+    """Make Ray's token readable by its owner only: Ray 2.60 writes it world-readable
+    (0644), and whoever reads it may submit jobs to every Ray this user starts."""
+    path = token_path()
+    if path.is_file() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def disconnect(handle: RayHandle) -> None:

@@ -1,0 +1,38 @@
+"""Starting Ray for a job: the auth token stays private, and an inherited switch that turns
+authentication off is not accepted silently."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+
+def test_up_refuses_an_inherited_auth_mode_of_disabled(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    result = CliRunner().invoke(app, ["up"])
+    assert result.exit_code == 2
+    assert "RAY_AUTH_MODE=disabled" in result.output and "--insecure-no-auth" in result.output
+
+
+def test_a_local_ray_leaves_its_token_readable_by_its_owner_only(tmp_path):
+    """A job's own local Ray (a fresh process and home, as a new user's): Ray writes the
+    token it creates as 0644; after connect it is 0600."""
+    code = ("from pipeline.ray_session import connect, disconnect\n"
+            "from pipeline.spec import DecodeResourcesSpec\n"
+            "h = connect(DecodeResourcesSpec(num_cpus=1, object_store_mb=100), None, print)\n"
+            "disconnect(h)\n")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("RAY_AUTH_MODE", None)
+    token = tmp_path / ".ray" / "auth_token"
+    token.parent.mkdir()
+    token.write_text("0123456789abcdef" * 4)
+    token.chmod(0o644)  # as `ray get-auth-token --generate` leaves it
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                   timeout=180)
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
