@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # File names that make a model.weights value a checkpoint even without a directory part.
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -62,3 +63,34 @@ def join(base: str, value: str) -> str:
     if is_uri(base):
         return f"{base.rstrip('/')}/{value}"
     return os.path.normpath(os.path.join(base, value))
+
+
+def redact(location: str) -> str:
+    """``location`` with any ``user:password@`` of a URI replaced by ``***@``."""
+    if not is_uri(location):
+        return location
+    scheme, rest = location.split("://", 1)
+    host, sep, tail = rest.partition("/")
+    return f"{scheme}://***@{host.rsplit('@', 1)[1]}{sep}{tail}" if "@" in host else location
+
+
+def uri_problem(location: str, allow_options: bool = False) -> str | None:
+    """Why a URI is refused, or None. A URI may not carry credentials (they belong in each
+    node's environment, not in specs, manifests and logs); it may carry query options
+    (pyarrow's ``endpoint_override=...`` points a worker at any host and port) only when the
+    job spec sets ``allow_uri_options: true``."""
+    if not is_uri(location) or local_path(location) is not None:
+        return None
+    try:
+        parts = urlsplit(location)
+        user, password = parts.username, parts.password
+    except ValueError as e:
+        return f"{redact(location)} is not a valid URI ({e})"
+    if password is not None or (user is not None and user != "anonymous"):
+        return (f"{redact(location)} carries credentials; give them through each node's "
+                "environment instead (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, ...)")
+    if parts.query and not allow_options:
+        return (f"{redact(location)} carries query options ({parts.query[:80]}), which can "
+                "send a worker to another host; set allow_uri_options: true in the job spec "
+                "if they are meant")
+    return None

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
-from pipeline.paths import is_uri
+from pipeline.paths import is_uri, uri_problem
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -139,6 +139,9 @@ class JobSpec(Spec):
     resources: ResourcesSpec = ResourcesSpec()
     output: OutputSpec
     max_error_fraction: float = Field(0.5, ge=0, le=1)
+    allow_uri_options: bool = Field(False, description="let URIs (the spec's and the "
+                                    "manifest's) carry query options such as "
+                                    "endpoint_override, which send workers to any host")
 
     _shorthand = field_validator("manifest", mode="before")(
         classmethod(lambda cls, v: manifest_shorthand(v)))
@@ -169,6 +172,15 @@ def validate(cls: type[Spec], data: Any, source: str, what: str, reference: str)
         return cls.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source, what, reference)) from None
+
+
+def check_uris(locations: dict[str, str | None], allow_options: bool) -> None:
+    """A ``ConfigError`` naming each spec key whose URI is refused
+    (:func:`pipeline.paths.uri_problem`)."""
+    problems = [f"  {key}: {problem}" for key, value in locations.items()
+                if value and (problem := uri_problem(value, allow_options))]
+    if problems:
+        raise ConfigError("refused URIs in the spec:\n" + "\n".join(problems))
 
 
 def apply_override(data: dict, assignment: str) -> None:

@@ -90,3 +90,35 @@ def test_spec_is_frozen():
     spec = parse_jobspec(MINIMAL)
     with pytest.raises(ValidationError, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
+
+
+def test_uris_with_credentials_or_unasked_query_options_are_refused(tmp_path):
+    base = {"name": "j", "model": {"arch": "r3d_18"}, "output": {"path": "out"}}
+    with pytest.raises(ConfigError, match=r"manifest\.path: s3://\*\*\*@bucket/m\.csv carries "
+                                          r"credentials") as e:
+        parse_jobspec({**base, "manifest": "s3://AKIAXXX:s3cr3t@bucket/m.csv"})
+    assert "s3cr3t" not in str(e.value)
+    evil = {**base, "manifest": "m.csv",
+            "output": {"path": "s3://bucket/out?endpoint_override=10.1.2.3:9000"}}
+    with pytest.raises(ConfigError, match=r"output\.path: .* allow_uri_options: true"):
+        parse_jobspec(evil)
+    assert parse_jobspec({**evil, "allow_uri_options": True}).allow_uri_options
+
+
+def test_a_manifest_row_with_such_a_uri_is_an_error_row_and_connects_nowhere():
+    import numpy as np
+
+    from pipeline.decode.base import DecodeSpec
+    from pipeline.decode.stage import decode_batch
+
+    paths = ["s3://bucket/v.mp4?endpoint_override=127.0.0.1:9&scheme=http",
+             "s3://user:pw@bucket/v.mp4"]
+    batch = {"video_id": np.array(["a", "b"], dtype=object),
+             "path": np.array(paths, dtype=object),
+             "start_s": np.full(2, np.nan), "end_s": np.full(2, np.nan)}
+    out = decode_batch(batch, DecodeSpec(clips=1, frames=2, stride=None, short_side=32,
+                                         crop_size=32))
+    assert out["status"].tolist() == ["error", "error"]
+    assert out["error"][0].startswith("read: s3://bucket/v.mp4?endpoint_override=127.0.0.1:9")
+    assert "allow_uri_options" in out["error"][0]
+    assert "carries credentials" in out["error"][1] and "pw" not in out["error"][1]

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.decode.sampling import clip_indices, segment_frames, snap_to_keyframes
 from pipeline.errors import ConfigError, VideoError
-from pipeline.paths import local_path
+from pipeline.paths import local_path, uri_problem
 
 if TYPE_CHECKING:  # the decode worker's child process starts without pydantic
     from pipeline.spec import DecodeResourcesSpec, SamplingSpec
@@ -49,6 +49,7 @@ class DecodeSpec:
     timeout_s: float | None = None  # per video; decodes then run in a killable child
     snap_to_keyframes: bool = False  # sampled frames move to the nearest keyframe
     decoder: str = "decord"  # tried first; the other one is the fallback
+    allow_uri_options: bool = False  # video URIs may carry query options (job spec opts in)
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -56,7 +57,8 @@ class DecodeSpec:
 
     @classmethod
     def from_sampling(cls, s: SamplingSpec, res: DecodeResourcesSpec, short_side: int,
-                      crop_size: int, trained: Mapping[str, Any] | None = None) -> DecodeSpec:
+                      crop_size: int, trained: Mapping[str, Any] | None = None,
+                      allow_uri_options: bool = False) -> DecodeSpec:
         """The decode spec of a job or a training run.
 
         Args:
@@ -76,7 +78,8 @@ class DecodeSpec:
         return cls(clips=clip["clips_per_video"], frames=clip["frames_per_clip"],
                    stride=clip["frame_stride"], short_side=short, crop_size=crop,
                    threads=res.decode_threads, timeout_s=res.decode_timeout_s,
-                   snap_to_keyframes=s.snap_to_keyframes, decoder=res.decoder)
+                   snap_to_keyframes=s.snap_to_keyframes, decoder=res.decoder,
+                   allow_uri_options=allow_uri_options)
 
     def resized(self, height: int, width: int) -> tuple[int, int]:
         """The decode size of a ``height`` x ``width`` frame (:func:`resized_dims`)."""
@@ -146,8 +149,12 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return frames[..., top:top + size, left:left + size, :]
 
 
-def open_source(path: str) -> str | bytes:
-    """A local path for decord/PyAV, or the bytes of a remote file."""
+def open_source(path: str, allow_uri_options: bool = False) -> str | bytes:
+    """A local path for decord/PyAV, or the bytes of a remote file (a URI that carries
+    credentials, or query options the job did not allow, is refused: ``uri_problem``)."""
+    problem = uri_problem(path, allow_uri_options)
+    if problem:
+        raise VideoError("read", f"{problem}. Check the manifest's path column.")
     local = local_path(path)
     if local is not None:
         if not os.path.exists(local):

@@ -23,7 +23,7 @@ def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
     a sampling error (e.g. a segment past the end), which is final: another decoder would
     see the same video.
     """
-    src = open_source(path)
+    src = open_source(path, spec.allow_uri_options)
     first, second = spec.decoder, other(spec.decoder)
     try:
         return DECODERS[first](src, spec, start_s, end_s)

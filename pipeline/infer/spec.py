@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from pipeline.paths import is_checkpoint_ref, resolve
-from pipeline.spec import JobSpec, read_spec_yaml, validate
+from pipeline.spec import JobSpec, check_uris, read_spec_yaml, validate
 from pipeline.tasks.registry import DEFAULT_TASK, get_task
 
 
@@ -22,6 +22,10 @@ def parse_jobspec(data: Any, source: str = "<spec>", base_dir: Path | None = Non
     """Validate a parsed spec; resolve relative paths against ``base_dir``."""
     task = get_task(data.get("task", DEFAULT_TASK) if isinstance(data, dict) else DEFAULT_TASK)
     spec = validate(task.spec_class, data, source, "job spec", "README, 'The job spec'")
+    model = getattr(spec, "model", None)
+    check_uris({"manifest.path": spec.manifest.path, "output.path": spec.output.path,
+                "model.weights": getattr(model, "weights", None),
+                "model.labels": getattr(model, "labels", None)}, spec.allow_uri_options)
     return spec if base_dir is None else resolve_paths(spec, base_dir)
 
 

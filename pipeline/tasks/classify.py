@@ -181,7 +181,8 @@ class ClassifyTask(Task):
 
     def decode_spec(self, spec: ClassifyJobSpec, model: ModelCard) -> DecodeSpec:
         return DecodeSpec.from_sampling(spec.sampling, spec.resources, model.short_side,
-                                        model.crop_size, model.extra.get("sampling"))
+                                        model.crop_size, model.extra.get("sampling"),
+                                        spec.allow_uri_options)
 
     def output_fields(self, arch: str) -> list[pa.Field]:
         return [

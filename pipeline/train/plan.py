@@ -156,7 +156,8 @@ def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
     train, val, names = read_splits(spec)
     start = model_card(ModelSpec(arch=spec.model.arch, weights=spec.model.weights))
     val_decode = DecodeSpec.from_sampling(spec.sampling, spec.resources, start.short_side,
-                                          start.crop_size)
+                                          start.crop_size,
+                                          allow_uri_options=spec.allow_uri_options)
     # Without a stride, clips spread over 1/positions of the video would play faster than
     # the clips seen at validation and inference: then only the inference clips are
     # candidates (see docs/training.md).

@@ -21,6 +21,7 @@ from pipeline.spec import (
     ManifestSpec,
     SamplingSpec,
     Spec,
+    check_uris,
     local_directory,
     manifest_shorthand,
     read_spec_yaml,
@@ -122,6 +123,8 @@ class TrainSpec(Spec):
     checkpoint: CheckpointSpec
     max_failures: int = Field(1, ge=-1, description="worker failures to recover from (from "
                               "the last checkpoint); -1 = unlimited")
+    allow_uri_options: bool = Field(False, description="as in job specs: let URIs carry "
+                                    "query options")
 
 
 def _resolve_paths(spec: TrainSpec, base: Path) -> TrainSpec:
@@ -145,6 +148,9 @@ def parse_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = N
                     ) -> TrainSpec:
     """Validate a parsed training spec; resolve relative paths against ``base_dir``."""
     spec = validate(TrainSpec, data, source, "training spec", "docs/training.md")
+    check_uris({"data.train.path": spec.data.train.path,
+                "data.val.path": spec.data.val and spec.data.val.path,
+                "model.weights": spec.model.weights}, spec.allow_uri_options)
     return spec if base_dir is None else _resolve_paths(spec, base_dir)
 
 
