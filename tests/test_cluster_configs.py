@@ -129,6 +129,12 @@ def test_launcher_has_a_cpu_head_and_gpu_workers(launcher):
     assert 0 <= gpu["min_workers"] <= gpu["max_workers"] <= launcher["max_workers"]
 
 
+def test_launcher_workers_read_the_weights_cache_only(launcher):
+    docker = launcher["docker"]
+    assert "--volume /mnt/shared/torch:/mnt/shared/torch:ro" in docker["worker_run_options"]
+    assert "--env TORCH_HOME=/mnt/shared/torch" in " ".join(docker["run_options"])
+
+
 def test_launcher_file_mounts_point_at_repo_files(launcher):
     for remote, local in launcher["file_mounts"].items():
         if local.startswith("~"):
@@ -202,7 +208,10 @@ def test_kuberay_pods_mount_the_shared_claim(name, spec):
                   if "persistentVolumeClaim" in v}
         assert claims == {claim}
         (container,) = pod["containers"]
-        assert "/mnt/shared" in {m["mountPath"] for m in container["volumeMounts"]}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert "/mnt/shared" in mounts
+        if group is not spec["headGroupSpec"]:  # workers read the weights cache only
+            assert mounts["/mnt/shared/torch"].get("readOnly") is True
         images.add(container["image"])
     assert len(images) == 1 and next(iter(images)).endswith("/vidbatch:0.1")
 

@@ -19,6 +19,7 @@ from pipeline.errors import WeightsError
 from pipeline.model.archs import ARCHS
 from pipeline.model.card import ModelCard
 from pipeline.model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, read_checkpoint_metadata
+from pipeline.model.hub import load_state_dict, verified_file
 from pipeline.model.spec import ModelSpec
 from pipeline.paths import is_checkpoint_ref
 
@@ -106,24 +107,11 @@ def _checkpoint_card(spec: ModelSpec, labels: tuple[str, ...] | None) -> ModelCa
 
 
 def ensure_weights_available(card: ModelCard) -> None:
-    """Download torchvision weights into the torch hub cache now, on the driver, so that a
-    machine without internet fails before any work starts, with a message that helps."""
-    if card.source != "torchvision":
-        return
-    from torch.hub import get_dir, load_state_dict_from_url
-
-    url = card.extra["url"]
-    cached = Path(get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if cached.is_file():
-        return
-    try:
-        load_state_dict_from_url(url, progress=False, map_location="cpu")
-    except Exception as e:
-        raise WeightsError(
-            f"model.weights: cannot download {card.weights} for {card.arch} from {url} ({e}). "
-            f"Either put the file at {cached} (TORCH_HOME sets the cache), point model.weights "
-            "at a local checkpoint, or use weights: none (random weights, meaningless "
-            "predictions).") from None
+    """Download torchvision weights into the torch hub cache now, on the driver, and verify
+    them (:func:`pipeline.model.hub.verified_file`), so that a machine without internet, or
+    an altered cache, fails before any work starts, with a message that helps."""
+    if card.source == "torchvision":
+        verified_file(card.extra["url"])
 
 
 def build_network(card: ModelCard):
@@ -143,8 +131,7 @@ def build_network(card: ModelCard):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             return get_model(card.arch, weights=None, num_classes=len(card.class_names))
     if card.source == "torchvision":
-        state = _torchvision_weights(card.arch, card.weights).get_state_dict(
-            progress=False, check_hash=True)
+        state = load_state_dict(card.extra["url"])
     else:
         data = read_checkpoint(card.weights)
         state = data["state_dict"] if data.get("format") == CHECKPOINT_FORMAT else data
