@@ -22,6 +22,11 @@ from pipeline.spec import DecodeResourcesSpec
 # Enough blocks for every core of a large cluster, few enough that a million-row manifest
 # does not become a million objects.
 MAX_BLOCKS = 10_000
+# Ray retries a task whose worker process died; by default without end. A decode worker dies
+# only when a decode runs in-process (decode_timeout_s: null) and crashes: the job then fails
+# after this many retries instead of retrying forever. (With the default confined child, a
+# crash is that video's error row and the worker lives on.)
+DECODE_RETRIES = 3
 # Write tasks only encode a few MB of result rows to Parquet. With Ray Data's default of 1
 # CPU each, its resource allocator keeps CPU reserved for them that decode tasks then
 # cannot use (benchmarks/README.md, Knobs).
@@ -57,7 +62,8 @@ def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,
     return ds.map_batches(
         stage, fn_kwargs={"spec": spec, **kwargs}, batch_size=res.videos_per_decode_task,
         batch_format="numpy", num_cpus=res.cpus_per_decode_task,
-        concurrency=res.decode_parallelism, memory=spec.memory(res.videos_per_decode_task))
+        concurrency=res.decode_parallelism, memory=spec.memory(res.videos_per_decode_task),
+        max_retries=DECODE_RETRIES)
 
 
 def through_replicas(ds, replica: type, kwargs: dict[str, Any], *, replicas: int,

@@ -89,8 +89,13 @@ class DecodeResourcesSpec(Spec):
                                                "other one is the fallback")
     videos_per_decode_task: int = Field(4, ge=1, le=4096)
     decode_timeout_s: float | None = Field(120, gt=0, description="per-video limit; decodes "
-                                           "run in a killable child process. null: no limit, "
-                                           "in-process")
+                                           "run in a killable, confined child process. null: "
+                                           "no limit and no child, in-process")
+    decode_memory_mb: int | None = Field(4096, ge=512, description="address-space limit of "
+                                         "the decode child (RLIMIT_AS); null: none")
+    max_remote_file_mb: int | None = Field(4096, ge=1, description="a remote video larger "
+                                           "than this is an error row (it is read into the "
+                                           "decode task's memory); null: no limit")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray started "
                                  "when no --address is given; null uses all")
     object_store_mb: int | None = Field(None, ge=75)

@@ -1,4 +1,5 @@
-"""The decode time limit: a decoder stuck in native code becomes an error row."""
+"""The decode worker: a decoder stuck in native code becomes an error row, and the child
+that parses untrusted files holds no secrets, no network, and a bounded memory."""
 
 import os
 
@@ -7,8 +8,9 @@ import pytest
 
 from pipeline.decode.base import DecodeSpec
 from pipeline.decode.stage import decode_batch
-from pipeline.decode.worker import DecodeWorker
+from pipeline.decode.worker import KEPT_ENV, DecodeWorker, _video
 from pipeline.errors import VideoError
+from pipeline.synth import write_video
 
 
 def spec(timeout_s=None):
@@ -55,3 +57,88 @@ def test_decode_batch_with_a_limit_keeps_every_row(fifo, make_video):
     out = decode_batch(batch, spec(timeout_s=3))
     assert out["status"].tolist() == ["error", "ok"]
     assert out["error"][0].startswith("decode: timed out")
+
+
+# ---------------------------------------------------------------- the child is confined
+
+
+@pytest.fixture
+def running_worker(make_video, monkeypatch):
+    """A worker whose child has decoded one video, started from a parent that holds
+    secrets in its environment."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t0ken")
+    good = make_video("good.mp4", frames=8, size=(32, 48))
+    worker = DecodeWorker(timeout_s=30, memory_mb=2048)
+    worker.decode(str(good), spec())
+    yield worker
+    worker.close()
+
+
+def test_the_child_gets_no_secrets(running_worker):
+    environ = open(f"/proc/{running_worker.pid}/environ", "rb").read().split(b"\0")
+    names = {v.split(b"=", 1)[0].decode() for v in environ if v}
+    assert "AWS_SECRET_ACCESS_KEY" not in names and "RAY_AUTH_TOKEN" not in names
+    assert names <= {*KEPT_ENV, "PYTHONPATH"}
+
+
+def test_the_child_has_a_memory_limit_and_no_network(running_worker):
+    limits = open(f"/proc/{running_worker.pid}/limits").read()
+    (line,) = [ln for ln in limits.splitlines() if ln.startswith("Max address space")]
+    assert line.split()[3] == str(2048 * 2**20)
+    # A network namespace of its own: no interface of the machine, no route out.
+    assert os.readlink(f"/proc/{running_worker.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+
+
+def test_a_video_that_needs_more_memory_than_allowed_is_an_error_row(tmp_path):
+    """An 8192x8192 frame (a 14 KB file): decoders allocate hundreds of MB for it. Under a
+    512 MiB limit that fails in the child, and the row says so; the worker goes on."""
+    huge = write_video(tmp_path / "huge.mp4", np.full((1, 8192, 8192, 3), 90, np.uint8),
+                       options={"x264-params": "level=6.2"})
+    worker = DecodeWorker(timeout_s=60, memory_mb=512)
+    try:
+        with pytest.raises(VideoError) as e:
+            worker.decode(str(huge), spec())
+        assert e.value.stage == "decode"
+    finally:
+        worker.close()
+
+
+def test_frames_come_back_only_in_the_shape_asked_for():
+    """The reply is data, never code: a child that answers with other sizes is refused."""
+    s = spec()
+    forged = {"ok": True, "decoder": "decord", "num_frames": 1, "fps": 1.0, "width": 1,
+              "height": 1, "note": None, "shape": [1, 2, 64, 64, 3]}
+    with pytest.raises(VideoError, match="frames of shape"):
+        _video(forged, bytes(1 * 2 * 64 * 64 * 3), s)
+    video = _video({**forged, "shape": list(s.shape)}, bytes(int(np.prod(s.shape))), s)
+    assert video.frames.shape == s.shape
+
+
+def _dies_on_killer(batch, spec):
+    """A decode stage whose process dies on one video, every time (as a decoder that
+    crashes in-process would)."""
+    if any("killer" in str(p) for p in batch["path"]):
+        os._exit(1)
+    return batch
+
+
+@pytest.mark.slow
+def test_a_decode_task_that_keeps_dying_fails_the_job_instead_of_retrying_forever(ray_session):
+    import sys
+
+    import pyarrow as pa
+    from ray import cloudpickle
+
+    from pipeline import dataflow
+    from pipeline.spec import DecodeResourcesSpec
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        rows = pa.table({"video_id": ["a", "b"], "path": ["/x/ok.mp4", "/x/killer.mp4"]})
+        ds = dataflow.decoded(dataflow.manifest_blocks(rows, 1), spec(),
+                              DecodeResourcesSpec(videos_per_decode_task=1), _dies_on_killer)
+        with pytest.raises(Exception, match="(?i)worker|died|crash|exit"):
+            ds.materialize()
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

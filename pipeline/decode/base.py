@@ -50,6 +50,8 @@ class DecodeSpec:
     snap_to_keyframes: bool = False  # sampled frames move to the nearest keyframe
     decoder: str = "decord"  # tried first; the other one is the fallback
     allow_uri_options: bool = False  # video URIs may carry query options (job spec opts in)
+    memory_mb: int | None = None  # address-space limit of the decode worker's child
+    max_file_mb: int | None = None  # a larger remote file is refused (it is read into memory)
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -79,7 +81,8 @@ class DecodeSpec:
                    stride=clip["frame_stride"], short_side=short, crop_size=crop,
                    threads=res.decode_threads, timeout_s=res.decode_timeout_s,
                    snap_to_keyframes=s.snap_to_keyframes, decoder=res.decoder,
-                   allow_uri_options=allow_uri_options)
+                   allow_uri_options=allow_uri_options, memory_mb=res.decode_memory_mb,
+                   max_file_mb=res.max_remote_file_mb)
 
     def resized(self, height: int, width: int) -> tuple[int, int]:
         """The decode size of a ``height`` x ``width`` frame (:func:`resized_dims`)."""
@@ -149,9 +152,11 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return frames[..., top:top + size, left:left + size, :]
 
 
-def open_source(path: str, allow_uri_options: bool = False) -> str | bytes:
+def open_source(path: str, allow_uri_options: bool = False,
+                max_file_mb: int | None = None) -> str | bytes:
     """A local path for decord/PyAV, or the bytes of a remote file (a URI that carries
-    credentials, or query options the job did not allow, is refused: ``uri_problem``)."""
+    credentials, or query options the job did not allow, is refused: ``uri_problem``; so is
+    a remote file larger than ``max_file_mb``, which would be read into memory whole)."""
     problem = uri_problem(path, allow_uri_options)
     if problem:
         raise VideoError("read", f"{problem}. Check the manifest's path column.")
@@ -171,8 +176,16 @@ def open_source(path: str, allow_uri_options: bool = False) -> str | bytes:
 
     try:
         fs, inner = pafs.FileSystem.from_uri(path)
+        size = fs.get_file_info(inner).size
+        if max_file_mb and size is not None and size > max_file_mb * 2**20:
+            raise VideoError("read", f"{path} is {size / 2**20:.0f} MiB, more than "
+                             f"resources.max_remote_file_mb ({max_file_mb}); a remote file is "
+                             "read into memory whole: raise it if the decode tasks have the "
+                             "memory")
         with fs.open_input_stream(inner) as f:
             data = f.read()
+    except VideoError:
+        raise
     except Exception as e:  # any filesystem error becomes the row's reason
         raise VideoError("read", f"cannot read {path}: {e}") from e
     if not data:

@@ -16,14 +16,16 @@ DECODERS = {"decord": decode_with_decord, "pyav": decode_with_pyav}
 
 
 def decode_video(path: str, spec: DecodeSpec, start_s: float | None = None,
-                 end_s: float | None = None) -> DecodedVideo:
+                 end_s: float | None = None, src: str | bytes | None = None) -> DecodedVideo:
     """Decode the sampled clips of one video. Raises :class:`VideoError` with the reason.
 
     ``spec.decoder`` runs first; any failure of it falls back to the other decoder, except
     a sampling error (e.g. a segment past the end), which is final: another decoder would
-    see the same video.
+    see the same video. ``src``: the file as :func:`~pipeline.decode.base.open_source`
+    gave it, when the caller opened it already (the decode worker's parent does).
     """
-    src = open_source(path, spec.allow_uri_options)
+    if src is None:
+        src = open_source(path, spec.allow_uri_options, spec.max_file_mb)
     first, second = spec.decoder, other(spec.decoder)
     try:
         return DECODERS[first](src, spec, start_s, end_s)

@@ -27,7 +27,8 @@ def timed_decode(path: str, spec: DecodeSpec, start_s: float | None = None,
     t0 = time.perf_counter()
     try:
         if spec.timeout_s:
-            video = worker_for(spec.timeout_s).decode(path, spec, start_s, end_s)
+            video = worker_for(spec.timeout_s, spec.memory_mb).decode(path, spec, start_s,
+                                                                      end_s)
         else:
             video = decode_video(path, spec, start_s, end_s)
         return video, None, time.perf_counter() - t0

@@ -1,108 +1,232 @@
-"""A time limit for native decoders: decode in a child process that can be killed.
+"""Decoding untrusted files in a child process that has little to lose and can be killed.
 
-decord is known to hang on some inputs inside native code that holds the GIL, and native
-decoders can crash the process outright. Neither can be stopped from a Python thread, so
-:class:`DecodeWorker` runs decodes in one long-lived child process per decode worker: a
-hang past the limit kills the child (the row becomes an ``error``), a crash is reported the
-same way, and the next video gets a fresh child.
+decord is known to hang on some inputs inside native code that holds the GIL, native
+decoders can crash outright, and both parse untrusted files with bundled FFmpeg builds
+(decord's is from 2018). :class:`DecodeWorker` runs decodes in one long-lived child per
+decode worker, started as a fresh interpreter (``python -m pipeline.decode.worker``):
 
-The child is started with ``spawn`` (no inherited threads or locks from the Ray worker) and
-asks the kernel to kill it if its parent dies, so no decoder outlives the job.
+* **a time limit**: a hang past ``decode_timeout_s`` kills the child (the row becomes an
+  ``error``), a crash is reported the same way, and the next video gets a fresh child;
+* **a scrubbed environment**: only ``PATH``, the locale and the import path; no cloud
+  credentials, tokens or Ray variables. The parent reads remote files and hands the child
+  their bytes, so the child needs no credentials and no network;
+* **no network** where the platform allows it (a network namespace of its own, Linux);
+* **a memory limit** (``RLIMIT_AS``, ``resources.decode_memory_mb``): a file that makes a
+  decoder allocate without bound fails in the child, not the Ray worker;
+* **raw arrays back, never pickle**: the reply is a JSON header and the frames' bytes,
+  checked against the shape the spec asks for, so a compromised child cannot run code in
+  the worker.
+
+The child asks the kernel to kill it if its parent dies, so no decoder outlives the job.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import dataclasses
+import json
+import os
+import select
 import signal
+import subprocess
 import sys
-from typing import Any
+import time
+from typing import BinaryIO
 
-from pipeline.decode.fallback import decode_video
+import numpy as np
+
+from pipeline.decode.base import DecodedVideo, DecodeSpec, open_source
 from pipeline.errors import VideoError
 
+# Variables the child keeps; everything else (AWS_*, RAY_*, tokens, ...) stays behind.
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME")
 _PR_SET_PDEATHSIG = 1
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError:
-            pass
+def child_environment() -> dict[str, str]:
+    env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
 
 
-def _serve(conn) -> None:
-    """Child loop: receive ``(path, spec, start_s, end_s)``, send back the result."""
-    _die_with_parent()
+# ---------------------------------------------------------------- the child
+
+
+def _confine(memory_mb: int | None) -> None:
+    """Die with the parent, cap the address space, and leave the network (best effort:
+    a network namespace needs root or unprivileged user namespaces)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import resource
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if memory_mb:
+        limit = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET)
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return bytes(data)
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Child loop: a JSON request line (and the file's bytes when the parent read them),
+    then a JSON reply line and the frames' raw bytes."""
+    from pipeline.decode.fallback import decode_video
+
     while True:
-        try:
-            request = conn.recv()
-        except EOFError:
+        line = requests.readline()
+        if not line:
             return
+        req = json.loads(line)
+        source = _read_exact(requests, req["nbytes"]) if req["nbytes"] else req["path"]
+        spec = DecodeSpec(**req["spec"])
+        payload = b""
         try:
-            reply: tuple[str, Any] = ("ok", decode_video(*request))
+            video = decode_video(req["path"], spec, req["start_s"], req["end_s"], source)
+            frames = np.ascontiguousarray(video.frames, dtype=np.uint8)
+            payload = frames.tobytes()
+            reply = {"ok": True, "decoder": video.decoder, "num_frames": video.num_frames,
+                     "fps": video.fps, "width": video.width, "height": video.height,
+                     "note": video.note, "shape": list(frames.shape)}
         except VideoError as e:
-            reply = ("video_error", (e.stage, e.message))
+            reply = {"ok": False, "stage": e.stage, "message": e.message}
+        except MemoryError:
+            reply = {"ok": False, "stage": "decode", "message": "the decoder needed more "
+                     f"memory than resources.decode_memory_mb ({spec.memory_mb}) allows"}
         except Exception as e:  # reported as this video's error, the child stays up
-            reply = ("error", f"{type(e).__name__}: {e}")
-        conn.send(reply)
+            reply = {"ok": False, "stage": "decode",
+                     "message": f"unexpected {type(e).__name__}: {str(e)[:300]}"}
+        replies.write(json.dumps({**reply, "nbytes": len(payload)}).encode() + b"\n")
+        replies.write(payload)
+        replies.flush()
+
+
+def main() -> None:
+    memory_mb = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "0" else None
+    _confine(memory_mb)
+    # The protocol owns the real stdout; anything a native library prints goes to stderr.
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _serve(sys.stdin.buffer, replies)
+
+
+# ---------------------------------------------------------------- the parent
 
 
 class DecodeWorker:
-    """Runs :func:`pipeline.decode.fallback.decode_video` in a killable child process."""
+    """Runs :func:`pipeline.decode.fallback.decode_video` in a confined child process."""
 
-    def __init__(self, timeout_s: float):
-        self.timeout_s = timeout_s
-        self._proc = None
-        self._conn = None
+    def __init__(self, timeout_s: float, memory_mb: int | None = None):
+        self.timeout_s, self.memory_mb = timeout_s, memory_mb
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True,
-                                 name="vidbatch-decode")
-        self._proc.start()
-        child.close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.decode.worker", str(self.memory_mb or 0)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_environment(),
+            close_fds=True)
 
     def close(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(timeout=5)
-        self._proc = self._conn = None
+            self._proc.wait(timeout=5)
+        self._proc = None
 
-    def decode(self, path: str, spec, start_s=None, end_s=None):
-        if self._proc is None or not self._proc.is_alive():
+    def decode(self, path: str, spec: DecodeSpec, start_s: float | None = None,
+               end_s: float | None = None) -> DecodedVideo:
+        src = open_source(path, spec.allow_uri_options, spec.max_file_mb)
+        data = src if isinstance(src, bytes) else b""
+        if self._proc is None or self._proc.poll() is not None:
             self._start()
-        self._conn.send((path, spec, start_s, end_s))
+        request = {"path": path if data else src, "nbytes": len(data),
+                   "spec": dataclasses.asdict(spec), "start_s": start_s, "end_s": end_s}
+        deadline = time.monotonic() + self.timeout_s
         try:
-            ready = self._conn.poll(self.timeout_s)
-            reply = self._conn.recv() if ready else None
-        except (EOFError, ConnectionError):
-            code = self._proc.exitcode if self._proc else None
+            self._proc.stdin.write(json.dumps(request).encode() + b"\n" + data)
+            self._proc.stdin.flush()
+            reply = json.loads(self._read_line(deadline))
+            payload = self._read(reply.get("nbytes", 0), deadline)
+        except (BrokenPipeError, EOFError, ConnectionError, ValueError):
+            code = self._proc.poll() if self._proc else None
             self.close()
             raise VideoError("decode", f"the decoder crashed (exit code {code}) on this "
-                             "file") from None
-        if reply is None:
+                             "file" + (" (it may have hit resources.decode_memory_mb)"
+                                       if code is not None and code < 0 else "")) from None
+        except TimeoutError:
             self.close()
             raise VideoError("decode", f"timed out after {self.timeout_s:g} s (the decoder "
                              "hung on this file; raise resources.decode_timeout_s if it is "
-                             "just very long)")
-        kind, value = reply
-        if kind == "ok":
-            return value
-        if kind == "video_error":
-            raise VideoError(*value)
-        raise RuntimeError(value)
+                             "just very long)") from None
+        return _video(reply, payload, spec)
+
+    def _wait(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self._proc.stdout], [], [], left)[0]:
+            raise TimeoutError
+
+    def _read_line(self, deadline: float) -> bytes:
+        line = bytearray()
+        fd = self._proc.stdout.fileno()
+        while not line.endswith(b"\n"):
+            self._wait(deadline)
+            chunk = os.read(fd, 1)
+            if not chunk:
+                raise EOFError
+            line += chunk
+        return bytes(line)
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        data = bytearray()
+        fd = self._proc.stdout.fileno()
+        while len(data) < n:
+            self._wait(deadline)
+            chunk = os.read(fd, min(n - len(data), 1 << 20))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return bytes(data)
 
 
-_workers: dict[float, DecodeWorker] = {}
+def _video(reply: dict, payload: bytes, spec: DecodeSpec) -> DecodedVideo:
+    """The child's reply as a :class:`DecodedVideo`, or its error; frames only of exactly
+    the shape the spec asks for."""
+    if not reply.get("ok"):
+        raise VideoError(str(reply.get("stage", "decode")), str(reply.get("message", "")))
+    if tuple(reply["shape"]) != spec.shape or len(payload) != int(np.prod(spec.shape)):
+        raise VideoError("decode", f"the decoder returned frames of shape {reply['shape']}, "
+                         f"not {list(spec.shape)}")
+    frames = np.frombuffer(payload, dtype=np.uint8).reshape(spec.shape).copy()
+    return DecodedVideo(frames, str(reply["decoder"]), int(reply["num_frames"]),
+                        float(reply["fps"]), int(reply["width"]), int(reply["height"]),
+                        reply.get("note"))
 
 
-def worker_for(timeout_s: float) -> DecodeWorker:
-    """One child per decoding process and limit, reused across batches (Ray reuses its
+_workers: dict[tuple[float, int | None], DecodeWorker] = {}
+
+
+def worker_for(timeout_s: float, memory_mb: int | None = None) -> DecodeWorker:
+    """One child per decoding process and limits, reused across batches (Ray reuses its
     worker processes, so the child's start-up cost is paid once, not per video)."""
-    if timeout_s not in _workers:
-        _workers[timeout_s] = DecodeWorker(timeout_s)
-    return _workers[timeout_s]
+    key = (timeout_s, memory_mb)
+    if key not in _workers:
+        _workers[key] = DecodeWorker(timeout_s, memory_mb)
+    return _workers[key]
+
+
+if __name__ == "__main__":
+    main()
