@@ -244,6 +244,8 @@ def _dockerfile() -> tuple[str, dict[str, str]]:
 def test_dockerfile_base_image_matches_installed_ray():
     text, args = _dockerfile()
     (base,) = re.findall(r"^FROM (\S+)", text, re.M)
+    base, digest = base.split("@")
+    assert digest == "${RAY_IMAGE_DIGEST}" and re.search(r"^ARG RAY_IMAGE_DIGEST$", text, re.M)
     base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
     repo, tag = base.split(":")
     assert repo == "rayproject/ray"
@@ -294,3 +296,46 @@ def test_dockerignore_keeps_what_the_image_copies():
                .splitlines() if line.strip() and not line.startswith("#")]
     for needed in ["pyproject.toml", "README.md", "pipeline", "jobs", "cluster"]:
         assert needed not in ignored
+
+
+@pytest.mark.parametrize("path", [RAYCLUSTER, RAYJOB])
+def test_kuberay_pods_run_unprivileged_on_a_read_only_root(path):
+    docs = list(yaml.safe_load_all(path.read_text()))
+    spec = next(d for d in docs if d["kind"] in ("RayCluster", "RayJob"))["spec"]
+    spec = spec.get("rayClusterSpec", spec)
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        scratch = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True
+            mounted = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert mounted["/tmp"] in scratch  # Ray's session directory
+
+
+def test_the_rayjob_ships_a_network_policy_for_its_pods():
+    docs = list(yaml.safe_load_all(RAYJOB.read_text()))
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    groups = [job["spec"]["rayClusterSpec"]["headGroupSpec"],
+              *job["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    for group in groups:  # the policy selects every Ray pod of the job
+        assert selected.items() <= group["template"]["metadata"]["labels"].items()
+    ingress = policy["spec"]["ingress"]
+    assert ingress[0]["from"] == [{"podSelector": {"matchLabels": selected}}]
+    jobs_api = ingress[1]
+    assert jobs_api["ports"] == [{"port": 8265, "protocol": "TCP"}]
+    assert {"job-name": job["metadata"]["name"]} in [
+        p["podSelector"]["matchLabels"] for p in jobs_api["from"]]
+
+
+def test_launcher_nodes_use_their_own_roles_and_imdsv2(launcher):
+    for name, node in launcher["available_node_types"].items():
+        config = node["node_config"]
+        assert config["MetadataOptions"]["HttpTokens"] == "required", name
+        assert config["IamInstanceProfile"]["Arn"].endswith(
+            "vidbatch-head" if name == launcher["head_node_type"] else "vidbatch-worker")
