@@ -70,7 +70,7 @@ def submit_remote(spec: JobSpec, address: str, policy: str | None = None) -> str
         flag = {"resume": " --resume", "overwrite": " --overwrite"}.get(policy or "", "")
         submission_id = f"vidbatch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         request = dict(
-            entrypoint=f"python -m pipeline.cli submit job.yaml --address auto{flag}",
+            entrypoint=f"python -m pipeline.bootstrap submit job.yaml --address auto{flag}",
             submission_id=submission_id,
             runtime_env={"working_dir": str(staging),
                          "py_modules": [str(Path(pipeline.__file__).parent)]},

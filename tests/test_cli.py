@@ -129,3 +129,18 @@ def test_decode_only_dry_run_says_the_model_is_skipped(small_job):
     assert result.exit_code == 0, result.output
     assert "model  : skipped (mode: decode_only)" in result.output
     assert "frames snapped to keyframes" in result.output and "meaningless" not in result.output
+
+
+def test_a_python_without_the_dependencies_is_told_what_to_install(tmp_path):
+    """The Jobs API entrypoint on a cluster whose Python lacks vidbatch's dependencies: a
+    sentence naming the interpreter and the packages, exit 2, no traceback. (-S: no
+    site-packages, as on a bare interpreter.)"""
+    repo = Path(__file__).resolve().parents[1]
+    code = (f"import sys, runpy; sys.path.insert(0, {str(repo)!r}); sys.argv = ['x', 'submit', "
+            "'job.yaml']; runpy.run_module('pipeline.bootstrap', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert f"this cluster's Python ({sys.executable}" in run.stderr
+    assert "lacks typer" in run.stderr and "decord" in run.stderr
