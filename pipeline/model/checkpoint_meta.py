@@ -42,7 +42,7 @@ class TensorInfo:
 MAX_PICKLE_BYTES = 32 * 2**20
 
 
-class OversizedCheckpoint(ValueError):
+class OversizedCheckpoint(Exception):
     """The archive's pickle is larger than any checkpoint's (:data:`MAX_PICKLE_BYTES`)."""
 
 
