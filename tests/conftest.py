@@ -99,6 +99,26 @@ def numbered_frames():
     return _make
 
 
+def _break_packet(video: Path, out: Path, index: int = 30) -> Path:
+    """A copy of ``video`` whose packet ``index`` (in decode order) is overwritten with
+    garbage, its length prefix included."""
+    import av
+
+    with av.open(str(video)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    data = bytearray(video.read_bytes())
+    pos, size = packets[index]
+    data[pos:pos + size] = b"\xff" * size
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.fixture(scope="session")
+def break_packet():
+    """``break_packet(video, out, index=30)``: see :func:`_break_packet`."""
+    return _break_packet
+
+
 @pytest.fixture
 def numbered_b_frames(tmp_path):
     """60 frames, frame t filled with 4 * t, a keyframe every 20 frames and B-frames

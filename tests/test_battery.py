@@ -38,7 +38,7 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def battery(tmp_path_factory):
+def battery(tmp_path_factory, break_packet):
     root = tmp_path_factory.mktemp("battery")
     write_video(root / "good.mp4", moving_texture(30, 64, 80, seed=1))
     write_video(root / "one_frame.mp4", moving_texture(1, 64, 80, seed=2))
@@ -47,14 +47,7 @@ def battery(tmp_path_factory):
     write_video(root / "huge_frame.mp4", np.full((1, 8192, 8192, 3), 90, np.uint8),
                 options={"x264-params": "level=6.2"})
     good = write_video(root / "gop.mp4", moving_texture(60, 96, 128, seed=5), gop=20)
-    import av
-
-    with av.open(str(good)) as c:
-        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
-    data = bytearray(good.read_bytes())
-    pos, size = packets[30]
-    data[pos:pos + size] = b"\xff" * size
-    (root / "corrupt_packet.mp4").write_bytes(bytes(data))
+    break_packet(good, root / "corrupt_packet.mp4")
     (root / "truncated.mp4").write_bytes(good.read_bytes()[:2000])
     (root / "empty.mp4").write_bytes(b"")
     (root / "text.mp4").write_text("not a video\n")

@@ -108,21 +108,12 @@ def test_bad_files_raise_a_reason(tmp_path, make_video, kind, stage, reason):
 
 
 @pytest.fixture
-def corrupt_packet(tmp_path):
+def corrupt_packet(tmp_path, break_packet):
     """A 60-frame H.264 video (keyframes at 0, 20, 40) whose packet 30, a P-frame, is
-    overwritten with garbage, its length prefix included: decord stops at it, PyAV skips
-    it and loses only the frames that reference it."""
-    import av
-
-    path = write_video(tmp_path / "good.mp4", moving_texture(60, 96, 128, seed=0), gop=20)
-    with av.open(str(path)) as c:
-        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
-    data = bytearray(path.read_bytes())
-    pos, size = packets[30]
-    data[pos:pos + size] = b"\xff" * size
-    bad = tmp_path / "corrupt_packet.mp4"
-    bad.write_bytes(bytes(data))
-    return bad
+    garbage: decord stops at it, PyAV skips it and loses only the frames that reference
+    it."""
+    good = write_video(tmp_path / "good.mp4", moving_texture(60, 96, 128, seed=0), gop=20)
+    return break_packet(good, tmp_path / "corrupt_packet.mp4")
 
 
 @pytest.mark.parametrize("decoder", ["decord", "pyav"])
