@@ -23,8 +23,9 @@ from pipeline.spec import DecodeResourcesSpec
 # does not become a million objects.
 MAX_BLOCKS = 10_000
 # Ray retries a task whose worker process died; by default without end. A decode worker dies
-# only when a decode runs in-process (decode_timeout_s: null) and crashes: the job then fails
-# after this many retries instead of retrying forever. (With the default confined child, a
+# only when a decode runs in-process (decode_timeout_s: null) and crashes; the job's
+# tracker then makes the video an error row after two deaths (infer.progress.RowGuard), and
+# this bound stops anything else from retrying forever. (With the default confined child, a
 # crash is that video's error row and the worker lives on.)
 DECODE_RETRIES = 3
 # Write tasks only encode a few MB of result rows to Parquet. With Ray Data's default of 1

@@ -3,6 +3,7 @@ never written for, registered with one line, through a real Ray job."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Literal
 
@@ -137,3 +138,61 @@ def test_a_new_task_runs_end_to_end(ray_session, brightness, tmp_path, numbered_
     summary = render_summary(plan.output, record)
     assert "4 rows for 4 manifest rows -> 3 ok, 1 error" in summary
     assert summary.endswith("brightness: the mean pixel value of the sampled frames")
+
+
+# ---------------------------------------------------------------- a decoder that kills its worker
+
+
+class CrashyJobSpec(JobSpec):
+    task: Literal["crashy"] = "crashy"
+
+
+def _decord_that_crashes_on_killer(src, spec, start_s=None, end_s=None):
+    """decord, except that on one file it takes its process down, as a native crash would."""
+    import signal
+
+    from pipeline.decode.video_decord import decode_with_decord
+
+    if "killer" in str(src):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return decode_with_decord(src, spec, start_s, end_s)
+
+
+def _crashing_stage(batch, spec, guard=None):
+    from pipeline.decode import fallback
+    from pipeline.decode.stage import decode_batch
+
+    fallback.DECODERS["decord"] = _decord_that_crashes_on_killer  # in this worker only
+    return decode_batch(batch, spec, guard=guard)
+
+
+class CrashyTask(BrightnessTask):
+    name = "crashy"
+    spec_class = CrashyJobSpec
+    decode_stage = staticmethod(_crashing_stage)
+
+
+@pytest.mark.slow
+def test_a_video_that_kills_its_worker_ends_as_an_error_row(ray_session, brightness,
+                                                             monkeypatch, tmp_path,
+                                                             numbered_frames):
+    """Decoding in the Ray worker (decode_timeout_s: null): the worker dies on one video,
+    Ray retries its task; after two deaths on it the video is an error row and the job
+    finishes with every row."""
+    monkeypatch.setitem(TASKS, "crashy", CrashyTask())
+    for name in ("a.mp4", "killer.mp4", "b.mp4"):
+        write_video(tmp_path / name, numbered_frames(8), lossless=True)
+    (tmp_path / "m.csv").write_text("path\na.mp4\nkiller.mp4\nb.mp4\n")
+    spec = parse_jobspec({"name": "crashy", "task": "crashy", "manifest": "m.csv",
+                          "sampling": {"frames_per_clip": 2},
+                          "resources": {"decode_timeout_s": None,
+                                        "videos_per_decode_task": 1},
+                          "output": {"path": "out"}, "max_error_fraction": 1.0},
+                         base_dir=tmp_path)
+    execute(plan_job(spec), log=lambda _: None)
+    rows = pads.dataset(str(tmp_path / "out"), format="parquet").to_table().to_pylist()
+    got = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
+    assert sorted(got) == ["a.mp4", "b.mp4", "killer.mp4"]
+    assert got["a.mp4"]["status"] == got["b.mp4"]["status"] == "ok"
+    assert got["killer.mp4"]["status"] == "error"
+    assert got["killer.mp4"]["error"].startswith("decode: the decode task died 2 times")

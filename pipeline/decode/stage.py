@@ -43,9 +43,14 @@ def _float_or_none(v) -> float | None:
     return None if v is None or v != v else float(v)
 
 
-def decode_batch(batch: Batch, spec: DecodeSpec) -> Batch:
+def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
     """Decode every row of a batch; a failed row keeps all-zero frames, so that the batch
-    stays one dense tensor."""
+    stays one dense tensor.
+
+    ``guard`` (decoding in the Ray worker only: ``pipeline.infer.progress.RowGuard``):
+    ``guard.refuse(video_id)`` gives a reason not to decode a video again (earlier attempts
+    died with their worker), else ``guard.done(video_id)`` follows its decode.
+    """
     n = len(batch["video_id"])
     frames = np.zeros((n, *spec.shape), dtype=np.uint8)
     status = np.full(n, "ok", dtype=object)
@@ -55,12 +60,17 @@ def decode_batch(batch: Batch, spec: DecodeSpec) -> Batch:
     meta = {k: np.full(n, np.nan) for k in META}
     decode_s = np.zeros(n)
     for i in range(n):
-        path = batch["path"][i]
+        path, video_id = batch["path"][i], str(batch["video_id"][i])
+        refused = guard.refuse(video_id) if guard is not None else None
         if path is None or path != path or not str(path).strip():
             video, err, dt = None, "read: the manifest row has an empty path", 0.0
+        elif refused:
+            video, err, dt = None, refused, 0.0
         else:
             video, err, dt = timed_decode(str(path), spec, _float_or_none(batch["start_s"][i]),
                                           _float_or_none(batch["end_s"][i]))
+        if guard is not None and not refused:
+            guard.done(video_id)
         decode_s[i] = dt
         if video is None:
             status[i], error[i] = "error", err

@@ -26,6 +26,7 @@ class ProgressTracker:
     def __init__(self, total: int):
         self.total, self.ok, self.error = total, 0, 0
         self.t0 = time.time()
+        self.attempts: dict[str, int] = {}
 
     def add(self, ok: int, error: int) -> None:
         self.ok += ok
@@ -35,6 +36,15 @@ class ProgressTracker:
         done, dt = self.ok + self.error, time.time() - self.t0
         return {"total": self.total, "done": done, "ok": self.ok, "error": self.error,
                 "videos_per_s": done / dt if dt > 0 else 0.0}
+
+    def begin(self, video_id: str) -> int:
+        """How many decode attempts of this video have now begun (unfinished ones count:
+        their task died with them)."""
+        self.attempts[video_id] = self.attempts.get(video_id, 0) + 1
+        return self.attempts[video_id]
+
+    def end(self, video_id: str) -> None:
+        self.attempts.pop(video_id, None)
 
 
 class Reporter:
@@ -75,13 +85,44 @@ class ReportingReplica:
 _reporters: dict[str, Reporter] = {}
 
 
+class RowGuard:
+    """Counts decode attempts per video in the job's tracker, for decoding in the Ray worker
+    (``decode_timeout_s: null``), where a crashing decoder kills the worker and Ray
+    retries its task: a video on which :data:`MAX_DECODE_ATTEMPTS` attempts already died
+    is not decoded again but becomes an error row (:func:`~pipeline.decode.stage.decode_batch`
+    asks). Picklable; the actor is looked up once per process."""
+
+    MAX_DECODE_ATTEMPTS = 2
+
+    def __init__(self, tracker_name: str, namespace: str):
+        self.tracker_name, self.namespace = tracker_name, namespace
+        self._tracker = None
+
+    def _actor(self):
+        if self._tracker is None:
+            self._tracker = ray.get_actor(self.tracker_name, namespace=self.namespace)
+        return self._tracker
+
+    def refuse(self, video_id: str) -> str | None:
+        """Why this video is not decoded again, or None (then :meth:`done` follows)."""
+        died = ray.get(self._actor().begin.remote(video_id)) - 1
+        if died < self.MAX_DECODE_ATTEMPTS:
+            return None
+        return (f"decode: the decode task died {died} times while decoding this video (a "
+                "decoder crash inside the Ray worker, decode_timeout_s: null); not tried "
+                "again. The default decode_timeout_s decodes in a confined child instead")
+
+    def done(self, video_id: str) -> None:
+        self._actor().end.remote(video_id)
+
+
 def decode_only(batch: Batch, spec: Any, decode_stage: Callable[..., Batch],
                 schema: pa.Schema, provenance: Provenance, tracker_name: str,
-                namespace: str) -> pa.Table:
+                namespace: str, guard: RowGuard | None = None) -> pa.Table:
     """The whole ``mode: decode_only`` job for one batch, in the decode task: the task's
     ``decode_stage``, then the output rows with null task columns (frames are dropped,
     never shipped)."""
-    table = rows_table(decode_stage(batch, spec=spec), schema, provenance)
+    table = rows_table(decode_stage(batch, spec=spec, guard=guard), schema, provenance)
     if tracker_name not in _reporters:
         _reporters[tracker_name] = Reporter(provenance.job, tracker_name, namespace)
     _reporters[tracker_name].report(table)

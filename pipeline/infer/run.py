@@ -76,18 +76,22 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
 def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReporter):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> replicas; each batch's
     outcome is reported to ``reporter``."""
-    from pipeline.infer.progress import ReportingReplica, decode_only
+    from pipeline.infer.progress import ReportingReplica, RowGuard, decode_only
 
     spec, task, res = plan.spec, plan.task, plan.spec.resources
     ds = dataflow.manifest_blocks(plan.todo, res.videos_per_decode_task)
     track = {"tracker_name": reporter.name, "namespace": reporter.namespace}
+    # Decoding in the Ray worker: a crashing decoder takes the worker with it, so attempts
+    # are counted per video (the confined child needs no such guard).
+    guard = RowGuard(**track) if plan.decode.timeout_s is None else None
     if spec.mode == "decode_only":
         return dataflow.decoded(ds, plan.decode, res, decode_only,
                                 decode_stage=task.decode_stage, schema=plan.schema,
-                                provenance=plan.provenance, **track)
+                                provenance=plan.provenance, guard=guard, **track)
     replica, kwargs = task.replica(spec, plan.model, layout.runtime(spec))
     return dataflow.through_replicas(
-        dataflow.decoded(ds, plan.decode, res, task.decode_stage), ReportingReplica,
+        dataflow.decoded(ds, plan.decode, res, task.decode_stage, guard=guard),
+        ReportingReplica,
         {"replica": replica, "kwargs": kwargs, "job": spec.name, **track},
         replicas=res.replicas, batch_size=spec.inference.batch_size,
         cpus=res.cpus_per_replica, gpus=layout.gpus,

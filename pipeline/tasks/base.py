@@ -50,9 +50,10 @@ class Task(ABC):
     spec_class: ClassVar[type[JobSpec]]
     # Spec sections of the task that must be unchanged for --resume to continue a job.
     resume_keys: ClassVar[tuple[str, ...]] = ("model",)
-    # The decode stage, ``stage(batch, spec=decode_spec) -> batch``: a plain function over
-    # batches (pipeline.decode.stage), run in decode tasks. Its spec also gives the memory a
-    # task needs (``spec.memory(videos)``) and its line in the plan (``spec.describe()``).
+    # The decode stage, ``stage(batch, spec=decode_spec, guard=None) -> batch``: a plain
+    # function over batches (pipeline.decode.stage), run in decode tasks; ``guard`` counts
+    # attempts per video when decoding runs in the Ray worker. Its spec also gives the
+    # memory a task needs (``spec.memory(videos)``) and its plan line (``spec.describe()``).
     decode_stage: ClassVar[Callable] = staticmethod(decode_batch)
 
     @abstractmethod
