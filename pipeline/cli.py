@@ -255,7 +255,8 @@ def train(
 ) -> None:
     """Train or fine-tune a ResNet with Ray Train; the best checkpoint feeds `submit`."""
     from pipeline.train.plan import plan_training
-    from pipeline.train.run import render_summary, run_training
+    from pipeline.train.report import render_summary
+    from pipeline.train.run import run_training
     from pipeline.train.spec import load_trainspec
 
     try:
