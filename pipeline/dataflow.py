@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.decode.stage import decode_batch
@@ -65,6 +66,28 @@ def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,
         batch_format="numpy", num_cpus=res.cpus_per_decode_task,
         concurrency=res.decode_parallelism, memory=spec.memory(res.videos_per_decode_task),
         max_retries=DECODE_RETRIES)
+
+
+def _ok_rows(batch: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, np.ndarray]:
+    ok = batch["status"] == "ok"
+    return {c: batch[c][ok] for c in keep}
+
+
+def decoded_once(rows: pa.Table, spec, res: DecodeResourcesSpec, keep: tuple[str, ...]
+                 ) -> tuple[Any, list[dict[str, Any]]]:
+    """Decode ``rows`` once and hold the result (object store, spilled to disk when large):
+    ``(the ok rows with only the columns keep, the failed rows as dicts)``, the failures in
+    manifest order with their row, video_id, path and error. For training, which reads
+    the same clips every epoch; its own progress lines replace Ray Data's."""
+    import ray.data as rd
+
+    rd.DataContext.get_current().enable_progress_bars = False
+    ds = decoded(manifest_blocks(rows, res.videos_per_decode_task), spec, res).materialize()
+    status = ds.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()
+    failed = status[status["status"] != "ok"].sort_values("row").to_dict("records")
+    ok = ds.map_batches(_ok_rows, fn_kwargs={"keep": keep},
+                             batch_format="numpy").materialize()
+    return ok, failed
 
 
 def through_replicas(ds, replica: type, kwargs: dict[str, Any], *, replicas: int,

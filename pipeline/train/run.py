@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline import dataflow
@@ -60,28 +59,11 @@ def check_cluster(plan: TrainPlan) -> None:
                 + (", or add GPU nodes" if kind == "GPU" else ", or add nodes"))
 
 
-def clip_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Decoded rows -> the numeric columns training needs, decode failures left out
-    (they were counted and listed before this runs)."""
-    ok = batch["status"] == "ok"
-    return {"row": batch["row"][ok], "frames": batch["frames"][ok],
-            "target": batch["target"][ok]}
-
-
 def decode_rows(rows: pa.Table, spec: DecodeSpec, plan: TrainPlan):
-    """``(dataset of ok clips, materialized; list of error rows)``."""
-    import ray.data as rd
-
-    # Ray Data's progress falls back to log lines without tqdm; the counts printed by
-    # prepare_data are the progress that matters here.
-    rd.DataContext.get_current().enable_progress_bars = False
-    res = plan.spec.resources
-    blocks = dataflow.manifest_blocks(rows, res.videos_per_decode_task)
-    decoded = dataflow.decoded(blocks, spec, res).materialize()
-    status = decoded.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()
-    errors = status[status["status"] != "ok"].sort_values("row").to_dict("records")
-    clips = decoded.map_batches(clip_rows, batch_format="numpy").materialize()
-    return clips, errors
+    """``(dataset of the ok rows' row, frames and target, held in the object store; list
+    of the failed rows)``: decoded once, read every epoch."""
+    return dataflow.decoded_once(rows, spec, plan.spec.resources,
+                                 keep=("row", "frames", "target"))
 
 
 def prepare_data(plan: TrainPlan, log: Callable[[str], None]):
