@@ -23,7 +23,7 @@ from pipeline.model.runtime import stream_threads
 from pipeline.output.lease import refuse_if_held
 from pipeline.output.outdir import OutputDir
 from pipeline.output.rows import Provenance
-from pipeline.output.store import done_ids, prepare_output, read_job_record
+from pipeline.output.store import done_ids, prepare_output
 from pipeline.paths import local_path
 from pipeline.spec import JobSpec
 from pipeline.tasks.base import Task
@@ -80,16 +80,15 @@ def check_inputs(spec: JobSpec, policy: str) -> Inputs:
     an earlier run of the same job wrote (whose derived ids it keeps: older outputs have
     shorter ones)."""
     output = OutputDir.at(spec.output.path)
+    earlier = prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
+                             resume_keys=get_task(spec.task).resume_keys)
+    refuse_if_held(output)
     id_hex = ID_HEX
-    if policy == "resume":
-        earlier = read_job_record(output)
-        id_hex = ID_HEX if earlier is None else earlier.get("id_hex", LEGACY_ID_HEX)
+    if policy == "resume" and earlier is not None:
+        id_hex = earlier.get("id_hex", LEGACY_ID_HEX)
     manifest = read_manifest(spec.manifest, id_hex)
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
-    prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
-                   resume_keys=get_task(spec.task).resume_keys)
-    refuse_if_held(output)
     todo, done, unreadable = manifest, 0, ()
     if policy == "resume":
         finished, unreadable = done_ids(output)

@@ -28,7 +28,6 @@ from pipeline.output.store import (
     count_statuses,
     data_file_prefix,
     prepare_output,
-    read_job_record,
     set_aside,
     write_job_record,
 )
@@ -134,9 +133,9 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
     try:
         layout = resolve_layout(spec) if spec.mode == "infer" else None
         log(describe(plan, layout))
-        previous = read_job_record(out) if plan.policy == "resume" else None
-        prepare_output(out, plan.policy, spec.model_dump(mode="json"),
-                       resume_keys=plan.task.resume_keys)
+        found = prepare_output(out, plan.policy, spec.model_dump(mode="json"),
+                               resume_keys=plan.task.resume_keys)
+        previous = found if plan.policy == "resume" else None
         set_aside(out, plan.inputs.unreadable)
         out.make()
         # A resumed output of a vidbatch that did not record its runs stays without them.

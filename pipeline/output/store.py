@@ -72,22 +72,24 @@ def _ownership(out: OutputDir, entries: list[pafs.FileInfo], runs: list[str] | N
 
 
 def prepare_output(out: OutputDir, policy: str, spec: dict[str, Any] | None = None,
-                   apply: bool = True, resume_keys: tuple[str, ...] = ()) -> None:
+                   apply: bool = True, resume_keys: tuple[str, ...] = ()
+                   ) -> dict[str, Any] | None:
     """Check (and with ``apply``, carry out) ``output.if_exists``: ``error``, ``resume`` or
     ``overwrite``. Never mixes runs silently, and never deletes a file that the job record
     does not show vidbatch wrote: anything else in the directory is refused by name.
 
     ``spec`` is the job spec as JSON data; ``resume_keys`` are the task's sections that must
-    match, besides :data:`RESUME_KEYS`."""
+    match, besides :data:`RESUME_KEYS`. Returns the job record found there (None for an
+    empty or new directory), read once for the caller too."""
     kind = out.kind()
     if kind == pafs.FileType.NotFound:
-        return
+        return None
     if kind != pafs.FileType.Directory:
         raise OutputError(f"output.path {out} exists and is not a directory; choose another "
                           "path")
     entries = [e for e in out.entries() if e.base_name != LEASE]  # a lease is not content
     if not entries:
-        return
+        return None
     if policy == "error":
         raise OutputError(f"output.path {out} already holds {len(entries)} entries. Use "
                           "--resume (output.if_exists: resume) to finish that job, --overwrite "
@@ -112,6 +114,7 @@ def prepare_output(out: OutputDir, policy: str, spec: dict[str, Any] | None = No
     if policy == "overwrite" and apply:
         for e in ours:
             out.remove(e)
+    return record
 
 
 def _check_same_job(out: OutputDir, spec: dict[str, Any] | None, record: dict[str, Any],
