@@ -1,8 +1,10 @@
 """What every decoder shares: the decode spec, the decoded video, frame geometry and the
 source of a file (a local path, or the bytes of a remote one).
 
-Output frames are uint8 ``(clips, frames, crop, crop, 3)``: normalisation happens on the
-model replica, so the object store carries 4x fewer bytes than float32 would.
+Output frames are uint8 ``(clips, frames, crop, crop, 3)``, or with a ``canvas`` (what a
+detector wants: whole frames) ``(clips, frames, H, W, 3)``, each frame scaled to fit the
+canvas with its aspect kept and padded at the bottom and right. Normalisation happens on
+the model replica, so the object store carries 4x fewer bytes than float32 would.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.decode.sampling import clip_indices, segment_frames, snap_to_keyframes
+from pipeline.decode.sampling import (
+    clip_indices,
+    rate_indices,
+    segment_frames,
+    snap_to_keyframes,
+)
 from pipeline.errors import ConfigError, VideoError
 from pipeline.paths import local_path, uri_problem
 
@@ -52,10 +59,14 @@ class DecodeSpec:
     allow_uri_options: bool = False  # video URIs may carry query options (job spec opts in)
     memory_mb: int | None = None  # address-space limit of the decode worker's child
     max_file_mb: int | None = None  # a larger remote file is refused (it is read into memory)
+    # Whole frames fitted into (height, width) and padded, instead of short side + crop.
+    canvas: tuple[int, int] | None = None
+    rate: float | None = None  # frames per second to sample (at most clips x frames)
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
-        return (self.clips, self.frames, self.crop_size, self.crop_size, 3)
+        h, w = self.canvas or (self.crop_size, self.crop_size)
+        return (self.clips, self.frames, h, w, 3)
 
     @classmethod
     def from_sampling(cls, s: SamplingSpec, res: DecodeResourcesSpec, short_side: int,
@@ -85,11 +96,17 @@ class DecodeSpec:
                    max_file_mb=res.max_remote_file_mb)
 
     def resized(self, height: int, width: int) -> tuple[int, int]:
-        """The decode size of a ``height`` x ``width`` frame (:func:`resized_dims`)."""
+        """The decode size of a ``height`` x ``width`` frame (:func:`resized_dims`, or
+        :func:`fitted_dims` with a canvas)."""
+        if self.canvas:
+            return fitted_dims(height, width, self.canvas)
         return resized_dims(height, width, self.short_side)
 
     def crop(self, frames: np.ndarray) -> np.ndarray:
-        """The centre crop of decoded frames ``(..., H, W, 3)`` (:func:`center_crop`)."""
+        """Decoded frames ``(..., H, W, 3)`` at their output size: the centre crop
+        (:func:`center_crop`), or with a canvas padded to it (:func:`pad_to`)."""
+        if self.canvas:
+            return pad_to(frames, self.canvas)
         return center_crop(frames, self.crop_size)
 
     def indices(self, num_frames: int, fps: float, start_s: float | None,
@@ -97,7 +114,11 @@ class DecodeSpec:
         """The frame indices to decode, ``(clips, frames)``: the segment's clips, moved to
         the nearest keyframes when the spec asks for it and the decoder knows them."""
         first, last = segment_frames(num_frames, fps, start_s, end_s, timestamps)
-        idx = clip_indices(first, last, self.clips, self.frames, self.stride)
+        if self.rate:
+            idx = rate_indices(first, last, fps, self.rate, self.clips * self.frames)
+            idx = idx.reshape(self.clips, self.frames)
+        else:
+            idx = clip_indices(first, last, self.clips, self.frames, self.stride)
         if self.snap_to_keyframes and keyframes is not None:
             idx = snap_to_keyframes(idx, keyframes)
         return idx
@@ -106,10 +127,19 @@ class DecodeSpec:
         """Bytes a decode task of ``videos`` videos may use: decoder state plus its frames at
         decode size (a 16:9 frame, x2 for the copy made by cropping)."""
         frame = self.short_side * (self.short_side * 16 // 9) * 3
+        if self.canvas:
+            frame = self.canvas[0] * self.canvas[1] * 3
         return 256 * 2**20 + videos * self.clips * self.frames * frame * 2
 
     def describe(self) -> str:
         """This spec in the plan that ``vidbatch submit`` prints."""
+        if self.canvas:
+            count = self.clips * self.frames
+            how = (f"{self.rate:g} frame(s)/s, at most {count}" if self.rate
+                   else f"{count} frame(s) spread evenly")
+            return (f"{NAMES[self.decoder]} ({NAMES[other(self.decoder)]} fallback), {how} "
+                    f"per video, whole frames fitted into {self.canvas[1]}x{self.canvas[0]}"
+                    + (", snapped to keyframes" if self.snap_to_keyframes else ""))
         return (f"{NAMES[self.decoder]} ({NAMES[other(self.decoder)]} fallback), {self.clips} "
                 f"clip(s) x {self.frames} frames"
                 f" ({'stride ' + str(self.stride) if self.stride else 'uniform spread'}), "
@@ -119,8 +149,11 @@ class DecodeSpec:
     def record(self) -> dict[str, Any]:
         """The sampling as checkpoints and job records store it (what
         :meth:`from_sampling` reads back as ``trained``)."""
-        return {"clips": self.clips, "frames": self.frames, "stride": self.stride,
-                "short_side": self.short_side, "crop_size": self.crop_size}
+        record = {"clips": self.clips, "frames": self.frames, "stride": self.stride,
+                  "short_side": self.short_side, "crop_size": self.crop_size}
+        if self.canvas:
+            record.update(canvas=list(self.canvas), rate=self.rate)
+        return record
 
 
 @dataclass
@@ -132,6 +165,8 @@ class DecodedVideo:
     width: int
     height: int
     note: str | None = None
+    indices: np.ndarray | None = None  # the frame index of each output frame, flat
+
 
     @property
     def duration_s(self) -> float:
@@ -143,6 +178,24 @@ def resized_dims(height: int, width: int, short_side: int) -> tuple[int, int]:
     if height <= width:
         return short_side, max(short_side, round(width * short_side / height))
     return max(short_side, round(height * short_side / width)), short_side
+
+
+def fitted_dims(height: int, width: int, canvas: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) scaled to fit in ``canvas`` (height, width), aspect kept."""
+    scale = min(canvas[0] / height, canvas[1] / width)
+    return (min(canvas[0], max(1, round(height * scale))),
+            min(canvas[1], max(1, round(width * scale))))
+
+
+def pad_to(frames: np.ndarray, canvas: tuple[int, int]) -> np.ndarray:
+    """Frames ``(..., h, w, C)`` padded with black at the bottom and right to ``canvas``:
+    pixel (x, y) stays at (x, y), so boxes need no offset to map back."""
+    h, w = frames.shape[-3], frames.shape[-2]
+    if (h, w) == tuple(canvas):
+        return frames
+    out = np.zeros((*frames.shape[:-3], canvas[0], canvas[1], frames.shape[-1]), frames.dtype)
+    out[..., :h, :w, :] = frames
+    return out
 
 
 def center_crop(frames: np.ndarray, size: int) -> np.ndarray:

@@ -107,6 +107,27 @@ def clip_indices(first: int, last: int, clips: int, frames: int,
     return np.clip(out, first, last)
 
 
+def rate_indices(first: int, last: int, fps: float, rate: float, count: int) -> np.ndarray:
+    """Frames ``rate`` times a second over ``[first, last]``, at most ``count`` of them, as
+    ``count`` indices (the last one repeated when fewer fit).
+
+    The first frame of the range is always taken, so a video shorter than one interval
+    still gives one frame. More than ``count`` frames at that rate: ``count`` of them, spread
+    evenly. Without a frame rate, ``count`` frames are spread uniformly.
+
+    Example: frames 0..99 at 10 fps, ``rate=2``, ``count=8``: every 5th frame,
+    ``[0, 5, 10, ..., 95]`` (20 frames), thinned to 8: ``[0, 15, 25, 40, 55, 70, 80, 95]``.
+    """
+    if fps <= 0:
+        return clip_indices(first, last, 1, count).reshape(-1)
+    step = fps / rate
+    idx = first + np.floor(np.arange(0, last - first + 1, step) + 1e-9).astype(np.int64)
+    idx = idx[idx <= last]
+    if idx.size > count:
+        idx = idx[np.round(np.linspace(0, idx.size - 1, count)).astype(np.int64)]
+    return np.concatenate([idx, np.full(count - idx.size, idx[-1], np.int64)])
+
+
 def snap_to_keyframes(indices: np.ndarray, keyframes) -> np.ndarray:
     """Each index moved to the nearest keyframe (the earlier one on a tie), same shape.
 

@@ -59,6 +59,7 @@ def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
     note = np.full(n, None, dtype=object)
     meta = {k: np.full(n, np.nan) for k in META}
     decode_s = np.zeros(n)
+    indices = np.full((n, spec.clips * spec.frames), -1, dtype=np.int64)
     for i in range(n):
         path, video_id = batch["path"][i], str(batch["video_id"][i])
         refused = guard.refuse(video_id) if guard is not None else None
@@ -76,8 +77,10 @@ def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
             status[i], error[i] = "error", err
             continue
         frames[i] = video.frames
+        if video.indices is not None:
+            indices[i] = video.indices
         decoder[i], note[i] = video.decoder, video.note
         for k in meta:
             meta[k][i] = getattr(video, k)
     return {**batch, "frames": frames, "status": status, "error": error, "decoder": decoder,
-            "decode_note": note, "decode_s": decode_s, **meta}
+            "decode_note": note, "decode_s": decode_s, "frame_indices": indices, **meta}

@@ -38,4 +38,5 @@ def decode_with_decord(src: str | bytes, spec: DecodeSpec, start_s: float | None
                                     num_threads=spec.threads)
     frames = reader.get_batch([int(i) for i in uniq]).asnumpy()
     frames = spec.crop(frames)[inverse.reshape(idx.shape)]
-    return DecodedVideo(np.ascontiguousarray(frames), "decord", n, fps, width, height)
+    return DecodedVideo(np.ascontiguousarray(frames), "decord", n, fps, width, height,
+                        indices=idx.reshape(-1))

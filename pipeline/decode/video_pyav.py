@@ -192,4 +192,4 @@ def decode_with_pyav(src: str | bytes, spec: DecodeSpec, start_s: float | None =
     note = f"{bad_packets} corrupt packets skipped" if bad_packets else None
     frames = np.stack([spec.crop(got[int(i)]) for i in idx.reshape(-1)])
     frames = frames.reshape(spec.shape)
-    return DecodedVideo(frames, "pyav", n, fps, size[1], size[0], note)
+    return DecodedVideo(frames, "pyav", n, fps, size[1], size[0], note, idx.reshape(-1))

@@ -90,7 +90,8 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
             return
         req = json.loads(line)
         source = _read_exact(requests, req["nbytes"]) if req["nbytes"] else req["path"]
-        spec = DecodeSpec(**req["spec"])
+        canvas = req["spec"].get("canvas")
+        spec = DecodeSpec(**{**req["spec"], "canvas": tuple(canvas) if canvas else None})
         payload = b""
         try:
             video = decode_video(req["path"], spec, req["start_s"], req["end_s"], source)
@@ -98,7 +99,9 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
             payload = frames.tobytes()
             reply = {"ok": True, "decoder": video.decoder, "num_frames": video.num_frames,
                      "fps": video.fps, "width": video.width, "height": video.height,
-                     "note": video.note, "shape": list(frames.shape)}
+                     "note": video.note, "shape": list(frames.shape),
+                     "indices": None if video.indices is None else
+                     [int(i) for i in video.indices]}
         except VideoError as e:
             reply = {"ok": False, "stage": e.stage, "message": e.message}
         except MemoryError:
@@ -211,9 +214,15 @@ def _video(reply: dict, payload: bytes, spec: DecodeSpec) -> DecodedVideo:
         raise VideoError("decode", f"the decoder returned frames of shape {reply['shape']}, "
                          f"not {list(spec.shape)}")
     frames = np.frombuffer(payload, dtype=np.uint8).reshape(spec.shape).copy()
+    indices = reply.get("indices")
+    if indices is not None:
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.shape != (spec.clips * spec.frames,):
+            raise VideoError("decode", f"the decoder returned {indices.size} frame indices, "
+                             f"not {spec.clips * spec.frames}")
     return DecodedVideo(frames, str(reply["decoder"]), int(reply["num_frames"]),
                         float(reply["fps"]), int(reply["width"]), int(reply["height"]),
-                        reply.get("note"))
+                        reply.get("note"), indices)
 
 
 _workers: dict[tuple[float, int | None], DecodeWorker] = {}
