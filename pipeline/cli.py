@@ -228,17 +228,36 @@ def demo_data(
 
 @app.command()
 def schema(task: Annotated[str, typer.Option(help="Analysis task")] = "classify",
-           arch: Annotated[str, typer.Option(help="Model architecture")] = "r3d_18") -> None:
+           arch: Annotated[str | None, typer.Option(
+               help="Model architecture (default: the task's default)")] = None) -> None:
     """Print the output Parquet schema of a task."""
-    from pipeline.model.archs import ARCHS
     from pipeline.tasks.registry import TASKS
 
     if task not in TASKS:
         _fail(VidbatchError(f"--task: unknown {task!r}; choose one of {sorted(TASKS)}"))
-    if arch not in ARCHS:
-        _fail(VidbatchError(f"--arch: unknown {arch!r}; choose one of {sorted(ARCHS)}"))
+    archs = TASKS[task].architectures
+    arch = arch or (archs[0] if archs else "")
+    if archs and arch not in archs:
+        _fail(VidbatchError(f"--arch: unknown {arch!r} for task {task}; choose one of "
+                            f"{sorted(archs)}"))
     fields = TASKS[task].schema(arch)
     typer.echo(json.dumps({f.name: str(f.type) for f in fields}, indent=2))
+
+
+@app.command()
+def evaluate(
+    output: Annotated[str, typer.Argument(help="Output folder or URI of a detect job")],
+    labels: Annotated[str, typer.Option(help="Box labels file (video_id, frame, label, x1, "
+                                        "y1, x2, y2, optional object), as for training")],
+) -> None:
+    """Score a detect job's boxes and tracks against labels: mAP, box IoU, ID switches."""
+    from pipeline.tasks.detect_eval import evaluate as score
+
+    try:
+        result = score(output, labels)
+    except VidbatchError as e:
+        _fail(e)
+    typer.echo(json.dumps(result, indent=2))
 
 
 @app.command()
@@ -253,18 +272,16 @@ def train(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a spec value: --set optim.epochs=3 (repeatable).")] = None,
 ) -> None:
-    """Train or fine-tune a ResNet with Ray Train; the best checkpoint feeds `submit`."""
-    from pipeline.train.plan import plan_training
-    from pipeline.train.report import render_summary
-    from pipeline.train.run import run_training
-    from pipeline.train.spec import load_trainspec
+    """Train or fine-tune a ResNet classifier (task: classify) or detector (task: detect)
+    with Ray Train; the best checkpoint feeds `submit`."""
+    from pipeline.train.entry import load_training
+    from pipeline.train.entry import train as run
 
     try:
-        plan = plan_training(load_trainspec(job, set_ or ()), resume=resume)
-        summary = run_training(plan, address=address, log=typer.echo)
+        _, text = run(load_training(job, set_ or ()), resume, address, typer.echo)
     except VidbatchError as e:
         _fail(e)
-    typer.echo(render_summary(summary))
+    typer.echo(text)
 
 
 @app.command("demo-train-data")
@@ -288,6 +305,35 @@ def demo_train_data(
         prefix = os.path.relpath((out / split).resolve(), manifest.resolve().parent) + "/"
         write_manifest(manifest, rows, prefix=prefix)
         typer.echo(f"wrote {len(rows)} {split} videos to {out / split} and {manifest}")
+
+
+@app.command("demo-detect-data")
+def demo_detect_data(
+    out: Annotated[Path, typer.Option(help="Where the videos go")] = Path("data/shapes"),
+    manifests: Annotated[Path, typer.Option(help="Where shapes_train.csv, shapes_val.csv "
+                                            "and shapes_labels.csv go")] = Path("manifests"),
+    train_videos: Annotated[int, typer.Option(help="Train videos")] = 60,
+    val_videos: Annotated[int, typer.Option(help="Held-out val videos")] = 16,
+) -> None:
+    """Generate the detection demo: discs, squares and triangles that move, enter, leave
+    and cross over a textured background, with a box for every object in every frame;
+    the same command always writes the same videos and labels."""
+    import os
+
+    from pipeline.synth import write_manifest
+    from pipeline.synth_detect import make_detect_set, write_labels
+
+    labels = []
+    for split, count, seed in (("train", train_videos, 0), ("val", val_videos, 100_000)):
+        rows, boxes = make_detect_set(out / split, count, seed)
+        labels += boxes
+        manifest = manifests / f"shapes_{split}.csv"
+        prefix = os.path.relpath((out / split).resolve(), manifest.resolve().parent) + "/"
+        write_manifest(manifest, rows, prefix=prefix)
+        typer.echo(f"wrote {len(rows)} {split} videos ({len(boxes)} boxes) to {out / split} "
+                   f"and {manifest}")
+    path = write_labels(manifests / "shapes_labels.csv", labels)
+    typer.echo(f"wrote the boxes of both splits to {path}")
 
 
 def main() -> None:

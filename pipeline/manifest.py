@@ -59,11 +59,13 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), str(Path(uri).resolve())
 
 
-def _read_raw(uri: str) -> pa.Table:
+def read_table(uri: str, what: str = "manifest", key: str = "manifest.path") -> pa.Table:
+    """A CSV (every column as text), Parquet (file or directory) or JSON Lines table;
+    ``what`` and ``key`` name it and its spec key in messages."""
     fs, path = _filesystem(uri)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
-        raise ManifestError(f"manifest {uri} not found. Check manifest.path in the job spec.")
+        raise ManifestError(f"{what} {uri} not found. Check {key} in the spec.")
     try:
         if info.type == pafs.FileType.Directory:
             return pads.dataset(path, filesystem=fs, format="parquet").to_table()
@@ -81,9 +83,9 @@ def _read_raw(uri: str) -> pa.Table:
             if suffix in (".jsonl", ".ndjson", ".json"):
                 return pajson.read_json(f)
     except (pa.ArrowInvalid, OSError) as e:
-        raise ManifestError(f"cannot read manifest {uri}: {e}. It must be CSV, Parquet or "
+        raise ManifestError(f"cannot read {what} {uri}: {e}. It must be CSV, Parquet or "
                             "JSON Lines with a header / keys.") from e
-    raise ManifestError(f"manifest {uri}: unknown format {suffix!r}. Use .csv, .parquet, "
+    raise ManifestError(f"{what} {uri}: unknown format {suffix!r}. Use .csv, .parquet, "
                         ".jsonl or a directory of Parquet files.")
 
 
@@ -114,7 +116,7 @@ def read_manifest(spec: ManifestSpec, id_hex: int = ID_HEX) -> pa.Table:
     are an error that names the rows. Rows without an id get :func:`derive_video_id` with
     ``id_hex`` digits (a resumed output of an older vidbatch keeps its 8).
     """
-    raw = _read_raw(spec.path)
+    raw = read_table(spec.path)
     if spec.path_column not in raw.column_names:
         raise ManifestError(
             f"manifest {spec.path} has no {spec.path_column!r} column (it has "

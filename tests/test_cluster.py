@@ -89,7 +89,7 @@ def videos(tmp_path_factory):
     return root
 
 
-def write_job(root: Path, out: Path, name: str = "cluster") -> Path:
+def write_job(root: Path, out: Path, name: str = "cluster", task: str = "classify") -> Path:
     spec = {"name": name, "manifest": str(root / "manifest.csv"),
             "sampling": {"clips_per_video": 2, "frames_per_clip": 8, "short_side": 48,
                          "crop_size": 48},
@@ -97,6 +97,10 @@ def write_job(root: Path, out: Path, name: str = "cluster") -> Path:
             "inference": {"batch_size": 2},
             "resources": {"cpus_per_decode_task": 0.5, "videos_per_decode_task": 1},
             "output": {"path": str(out), "rows_per_file": 1}}
+    if task == "detect":  # the same videos through the detection task (random weights)
+        spec.update(task="detect", sampling={"frames": 4},
+                    model={"arch": "fasterrcnn_resnet18_fpn", "weights": "none"},
+                    detect={"min_size": 64, "max_size": 96, "score_threshold": 0.0})
     path = out.parent / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -120,9 +124,10 @@ def test_two_nodes_are_up(cluster):
     assert len(alive) == 2
 
 
-def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path):
+@pytest.mark.parametrize("task", ["classify", "detect"])
+def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path, task):
     out = tmp_path / "out"
-    job = write_job(videos, out)
+    job = write_job(videos, out, task=task)
     # A fresh process, as a user's laptop would be: it must find the auth token itself.
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     proc = vidbatch("submit", "--address", cluster.dashboard_url, str(job), "--wait", env=env)
@@ -135,6 +140,11 @@ def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path):
                         headers=_auth_headers(), timeout=10).json()
     assert info["status"] == "SUCCEEDED" and info["metadata"]["vidbatch_job"] == "cluster"
     assert_exactly_once(out)
+    if task == "detect":
+        rows = pq.read_table(out).to_pylist()
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert len(ok) == VIDEOS and all(r["frames_sampled"] == 4 for r in ok)
+        assert all(isinstance(r["detections"], list) for r in ok)
     listed = vidbatch("list", "--address", cluster.dashboard_url, env=env)
     assert submission_id in listed.communicate(timeout=60)[0]
 
@@ -179,9 +189,10 @@ def test_killed_model_replica_loses_nothing(cluster, videos, tmp_path):
     assert_exactly_once(out)
 
 
-def test_driver_killed_then_resumed(cluster, videos, tmp_path):
+@pytest.mark.parametrize("task", ["classify", "detect"])
+def test_driver_killed_then_resumed(cluster, videos, tmp_path, task):
     out = tmp_path / "out"
-    job = write_job(videos, out)
+    job = write_job(videos, out, task=task)
     proc = vidbatch("submit", "--address", cluster.address, str(job))
     _wait_for_output_rows(out, 3, proc)
     os.killpg(proc.pid, signal.SIGKILL)

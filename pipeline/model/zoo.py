@@ -26,7 +26,8 @@ from pipeline.paths import is_checkpoint_ref
 RANDOM_WEIGHTS_SEED = 0  # weights: none builds this same network everywhere
 
 
-def _torchvision_weights(arch: str, name: str):
+def torchvision_weights(arch: str, name: str):
+    """The weights enum member ``name`` of ``arch``, or a ``WeightsError`` listing them."""
     from torchvision.models import get_model_weights
 
     enum = get_model_weights(arch)
@@ -36,7 +37,8 @@ def _torchvision_weights(arch: str, name: str):
     return enum[name]
 
 
-def _labels_file(path: str | None) -> tuple[str, ...] | None:
+def labels_file(path: str | None) -> tuple[str, ...] | None:
+    """Class names from ``model.labels`` (one per line), or None without the key."""
     if path is None:
         return None
     p = Path(path)
@@ -58,7 +60,7 @@ def _check_label_count(names: tuple[str, ...] | None, n: int, what: str) -> None
 def model_card(spec: ModelSpec) -> ModelCard:
     """Resolve class names, normalisation and input size without building the network."""
     info = ARCHS[spec.arch]
-    labels = _labels_file(spec.labels)
+    labels = labels_file(spec.labels)
     w = spec.weights
     if w.lower() == "none":
         n = spec.num_classes or (len(labels) if labels else info.default_classes)
@@ -71,7 +73,7 @@ def model_card(spec: ModelSpec) -> ModelCard:
                            "weights and checkpoints fix the number of classes)")
     if is_checkpoint_ref(w):
         return _checkpoint_card(spec, labels)
-    weights = _torchvision_weights(spec.arch, w)
+    weights = torchvision_weights(spec.arch, w)
     names = tuple(weights.meta["categories"])
     _check_label_count(labels, len(names), f"{spec.arch} {w}")
     t = weights.transforms()

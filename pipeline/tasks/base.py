@@ -50,6 +50,8 @@ class Task(ABC):
     spec_class: ClassVar[type[JobSpec]]
     # Spec sections of the task that must be unchanged for --resume to continue a job.
     resume_keys: ClassVar[tuple[str, ...]] = ("model",)
+    # The model architectures the task offers, its default first (``vidbatch schema``).
+    architectures: ClassVar[tuple[str, ...]] = ()
     # The decode stage, ``stage(batch, spec=decode_spec, guard=None) -> batch``: a plain
     # function over batches (pipeline.decode.stage), run in decode tasks; ``guard`` counts
     # attempts per video when decoding runs in the Ray worker. Its spec also gives the

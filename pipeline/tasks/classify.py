@@ -172,6 +172,7 @@ class ClassifyReplica:
 class ClassifyTask(Task):
     name = "classify"
     spec_class = ClassifyJobSpec
+    architectures = ("r3d_18", *(a for a in ARCHS if a != "r3d_18"))
 
     def resolve(self, spec: ClassifyJobSpec) -> ModelCard:
         return model_card(spec.model)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pipeline.errors import ConfigError
 from pipeline.tasks.base import Task
 from pipeline.tasks.classify import ClassifyTask
+from pipeline.tasks.detect import DetectTask
 
-TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(),)}
+TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), DetectTask())}
 DEFAULT_TASK = "classify"
 
 

@@ -40,7 +40,7 @@ class LoopConfig:
     steps_per_epoch: int
     checkpoint_every: int
     extra: dict[str, Any]  # plain data saved in every checkpoint (spec, sampling, counts)
-    fail_at_epochs: tuple[int, ...] = ()  # fault injection for tests, see _maybe_fail
+    fail_at_epochs: tuple[int, ...] = ()  # fault injection for tests, see maybe_fail
 
 
 class ClipClassifier(nn.Module):
@@ -171,7 +171,7 @@ def _save(d: Path, model, opt, cfg: LoopConfig, epoch: int, metrics: dict, val: 
     write_confusion(d, val.confusion.tolist(), cfg.card.class_names)
 
 
-def _maybe_fail(cfg: LoopConfig, epoch: int, first_epoch: int) -> None:
+def maybe_fail(cfg: LoopConfig, epoch: int, first_epoch: int) -> None:
     # Only in an attempt that already finished an epoch here: an attempt restarted (or
     # resumed) from the checkpoint before this epoch gets through it. With epochs (2, 3) and
     # max_failures=1, a run fails at 2, recovers, fails at 3 and stops: what the tests need.
@@ -219,17 +219,25 @@ def _restore(cfg: LoopConfig, checkpoint):
     return ddp, model, opt, scaler, done
 
 
+def worker_start(config: dict):
+    """``(loop config, rank, world size, generator of augmentation draws)`` of this Ray
+    Train worker, with its torch threads and seed set (classification and detection)."""
+    import ray.train
+
+    cfg = config["loop"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(config["threads"])
+    torch.manual_seed(cfg.optim.seed)
+    return cfg, rank, world, torch.Generator().manual_seed(cfg.optim.seed * 1009 + rank)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of each Ray Train worker. ``config["loop"]`` is a :class:`LoopConfig`."""
     import ray.train
     import ray.train.torch as rtt
 
-    cfg: LoopConfig = config["loop"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(config["threads"])
-    torch.manual_seed(cfg.optim.seed)
-    gen = torch.Generator().manual_seed(cfg.optim.seed * 1009 + rank)  # augmentation draws
+    cfg, rank, world, gen = worker_start(config)
     model, net, opt, scaler, done = _restore(cfg, ray.train.get_checkpoint())
     device, bs = rtt.get_device(), cfg.optim.batch_size
     train_shard, val_shard = ray.train.get_dataset_shard("train"), \
@@ -239,7 +247,7 @@ def train_loop_per_worker(config: dict) -> None:
         return all_reduce(t.to(device)).cpu()
 
     for epoch in range(done + 1, cfg.optim.epochs + 1):
-        _maybe_fail(cfg, epoch, done + 1)
+        maybe_fail(cfg, epoch, done + 1)
         t0 = time.perf_counter()
         batches = train_shard.iter_torch_batches(batch_size=bs, local_shuffle_buffer_size=4 * bs)
         train = train_one_epoch(model, batches, opt, scaler, cfg, epoch, device, gen)

@@ -176,7 +176,9 @@ def plan_training(spec: TrainSpec, resume: bool = False) -> TrainPlan:
                      run_dir, resume)
 
 
-def publish_best(checkpoint_dir: Path, best_dir: Path) -> Path:
+def publish_best(checkpoint_dir: Path, best_dir: Path,
+                 files: tuple[str, ...] = (CHECKPOINT_FILE, CONFUSION_JSON, CONFUSION_CSV)
+                 ) -> Path:
     """Publish what inference needs of the best checkpoint (``model.pt`` and the confusion
     files, not the optimizer state) at the run's stable path, replacing it whole.
 
@@ -187,7 +189,7 @@ def publish_best(checkpoint_dir: Path, best_dir: Path) -> Path:
     at worst a folder that the next publish removes)."""
     target = best_dir.with_name(f"{best_dir.name}.{uuid.uuid4().hex[:8]}")
     target.mkdir(parents=True)
-    for name in (CHECKPOINT_FILE, CONFUSION_JSON, CONFUSION_CSV):
+    for name in files:
         write_atomically(target / name, (checkpoint_dir / name).read_bytes())
     link = best_dir.with_name(f"{best_dir.name}.link{STAGING_SUFFIX}")
     link.unlink(missing_ok=True)

@@ -40,8 +40,10 @@ def format_epoch(m: dict[str, Any], epochs: int) -> str:
             + (f" | checkpoint {m['checkpoint']}" if m.get("checkpoint") else ""))
 
 
-def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], None]):
-    """``trainer.fit()`` in a thread while this one prints the epochs as they finish."""
+def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], None],
+                      fmt: Callable[[dict[str, Any], int], str] = format_epoch):
+    """``trainer.fit()`` in a thread while this one prints the epochs as they finish
+    (each as ``fmt(metrics, epochs)`` gives it)."""
     box: dict[str, Any] = {}
 
     def target():
@@ -55,14 +57,14 @@ def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], 
     thread.start()
     while thread.is_alive():
         thread.join(0.5)
-        offset = _print_new(history, offset, epochs, log)
-    _print_new(history, offset, epochs, log)
+        offset = _print_new(history, offset, epochs, log, fmt)
+    _print_new(history, offset, epochs, log, fmt)
     if "error" in box:
         raise box["error"]
     return box["result"]
 
 
-def _print_new(history: Path, offset: int, epochs: int, log) -> int:
+def _print_new(history: Path, offset: int, epochs: int, log, fmt) -> int:
     if not history.exists():
         return offset
     with history.open("rb") as f:
@@ -70,7 +72,7 @@ def _print_new(history: Path, offset: int, epochs: int, log) -> int:
         data = f.read()
     complete = data[:data.rfind(b"\n") + 1]
     for line in complete.decode("utf-8").splitlines():
-        log(format_epoch(json.loads(line), epochs))
+        log(fmt(json.loads(line), epochs))
     return offset + len(complete)
 
 

@@ -37,7 +37,7 @@ from pipeline.ray_session import connect, disconnect
 from pipeline.train.loop import LoopConfig, train_loop_per_worker
 from pipeline.train.metrics import CONFUSION_JSON
 from pipeline.train.plan import TrainPlan, publish_best
-from pipeline.train.report import describe, fit_with_progress
+from pipeline.train.report import describe, fit_with_progress, format_epoch
 
 HISTORY = "history.jsonl"
 DECODE_ERRORS = "decode_errors.csv"
@@ -59,17 +59,21 @@ def check_cluster(plan: TrainPlan) -> None:
                 + (", or add GPU nodes" if kind == "GPU" else ", or add nodes"))
 
 
-def decode_rows(rows: pa.Table, spec: DecodeSpec, plan: TrainPlan):
-    """``(dataset of the ok rows' row, frames and target, held in the object store; list
-    of the failed rows)``: decoded once, read every epoch."""
-    return dataflow.decoded_once(rows, spec, plan.spec.resources,
-                                 keep=("row", "frames", "target"))
+CLASSIFY_COLUMNS = ("row", "frames", "target")
 
 
-def prepare_data(plan: TrainPlan, log: Callable[[str], None]):
-    """Decode both splits; write and print the decode failures; refuse empty splits."""
-    train, train_err = decode_rows(plan.train_rows, plan.train_decode, plan)
-    val, val_err = decode_rows(plan.val_rows, plan.val_decode, plan)
+def decode_rows(rows: pa.Table, spec: DecodeSpec, plan, keep: tuple[str, ...]):
+    """``(dataset of the ok rows' ``keep`` columns, held in the object store; list of the
+    failed rows)``: decoded once, read every epoch."""
+    return dataflow.decoded_once(rows, spec, plan.spec.resources, keep=keep)
+
+
+def prepare_data(plan, log: Callable[[str], None], train_decode: DecodeSpec,
+                 val_decode: DecodeSpec, keep: tuple[str, ...] = CLASSIFY_COLUMNS):
+    """Decode both splits (a classification or detection plan); write and print the
+    decode failures; refuse empty splits."""
+    train, train_err = decode_rows(plan.train_rows, train_decode, plan, keep)
+    val, val_err = decode_rows(plan.val_rows, val_decode, plan, keep)
     with (plan.run_dir / DECODE_ERRORS).open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["split", "row", "video_id", "path", "error"])
         w.writeheader()
@@ -123,7 +127,10 @@ def _epoch_log_callback(path: Path):
     return EpochLog()
 
 
-def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
+def build_trainer(plan, cfg, train_ds, val_ds, loop: Callable = train_loop_per_worker,
+                  metric: str = "val_acc"):
+    """The ``TorchTrainer`` of a plan (classification or detection) running ``loop`` on
+    every worker; checkpoints are kept by ``metric``, highest first."""
     from ray.train import (
         CheckpointConfig,
         DataConfig,
@@ -139,7 +146,7 @@ def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
     if res.gpus_per_worker:
         per_worker["GPU"] = res.gpus_per_worker
     return TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config={"loop": cfg, "threads": max(1, int(res.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker=per_worker),
@@ -147,7 +154,7 @@ def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
             name=spec.name, storage_path=str(plan.run_dir.parent),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep,
-                                               checkpoint_score_attribute="val_acc",
+                                               checkpoint_score_attribute=metric,
                                                checkpoint_score_order="max"),
             callbacks=[_epoch_log_callback(plan.run_dir / HISTORY)],
             # Ray Train logs every report at INFO; the epoch lines printed by the driver
@@ -157,6 +164,17 @@ def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds):
         # val is not split: each worker evaluates the rows row % world == rank of it, so
         # no val video is dropped to make shards equal (see loop._val_batches).
         dataset_config=DataConfig(datasets_to_split=["train"]))
+
+
+def fit(plan, trainer, log: Callable[[str], None], fmt: Callable = format_epoch):
+    """Run ``trainer`` (of a classification or detection plan), printing each epoch as
+    ``fmt`` gives it; a failure becomes a ``JobFailed`` that says how to resume."""
+    try:
+        return fit_with_progress(trainer, plan.run_dir / HISTORY, plan.spec.optim.epochs,
+                                 log, fmt)
+    except Exception as e:
+        raise JobFailed(f"training failed: {str(e).strip()[:1500]}\nCheckpoints so far are "
+                        f"in {plan.run_dir}; continue with `vidbatch train JOB --resume`.") from e
 
 
 def run_training(plan: TrainPlan, address: str | None = None,
@@ -169,7 +187,7 @@ def run_training(plan: TrainPlan, address: str | None = None,
         address: Ray cluster address; None uses the initialized Ray or starts a local one.
         log: where progress lines go.
         fail_at_epochs: tests only: make the workers fail at the start of these epochs
-            (once per attempt that got past an earlier epoch; see loop._maybe_fail).
+            (once per attempt that got past an earlier epoch; see loop.maybe_fail).
     """
     ensure_weights_available(plan.start)
     t0 = time.perf_counter()
@@ -177,16 +195,10 @@ def run_training(plan: TrainPlan, address: str | None = None,
     try:
         check_cluster(plan)
         log(describe(plan))
-        train_ds, val_ds, ok_train, counts = prepare_data(plan, log)
+        train_ds, val_ds, ok_train, counts = prepare_data(plan, log, plan.train_decode,
+                                                          plan.val_decode)
         cfg = loop_config(plan, ok_train, counts, fail_at_epochs)
-        trainer = build_trainer(plan, cfg, train_ds, val_ds)
-        try:
-            result = fit_with_progress(trainer, plan.run_dir / HISTORY, plan.spec.optim.epochs,
-                                       log)
-        except Exception as e:
-            raise JobFailed(f"training failed: {str(e).strip()[:1500]}\nCheckpoints so far are "
-                            f"in {plan.run_dir}; continue with `vidbatch train JOB --resume`."
-                            ) from e
+        result = fit(plan, build_trainer(plan, cfg, train_ds, val_ds), log)
         summary = finish(plan, result, time.perf_counter() - t0, counts)
     finally:
         disconnect(handle)

@@ -113,6 +113,7 @@ class CheckpointSpec(Spec):
 
 
 class TrainSpec(Spec):
+    task: Literal["classify"] = "classify"
     name: str = Field(pattern=NAME_PATTERN)
     data: DataSpec
     sampling: SamplingSpec = SamplingSpec()
