@@ -55,3 +55,19 @@ def test_sampler_counts_another_session_only_when_asked():
         assert orphan in tree(os.getpid(), (leader.pid,))
     finally:
         os.kill(orphan, 9)
+
+
+@pytest.mark.bench
+def test_detect_benchmark_smoke_run(tmp_path):
+    """benchmarks/detect.py end to end on 2 tiny jobs: both contenders finish, and on the
+    same seeded random detector their boxes are the same boxes."""
+    env = {**os.environ, "VIDBATCH_BENCH_DIR": str(tmp_path)}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "detect.py"), "--videos", "2",
+           "--repeats", "1", "--frames", "2", "--weights", "none", "--score-threshold", "0.01"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(next((tmp_path / "results").glob("detect-*.json")).read_text())
+    run = data["runs"][0]
+    assert run["loop_s"] > 0 and run["vidbatch_s"] > 0
+    assert run["loop_boxes"] == run["vidbatch_boxes"] > 0
+    assert run["min_matched_iou"] > 0.99

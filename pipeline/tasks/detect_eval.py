@@ -47,8 +47,7 @@ def _truth(labels: pa.Table) -> dict[tuple[str, int], list[dict]]:
     return by_frame
 
 
-def _match(truth: list[dict], found: list[dict], names: dict[str, int]
-           ) -> list[tuple[int, int, float]]:
+def _match(truth: list[dict], found: list[dict]) -> list[tuple[int, int, float]]:
     """One-to-one ``(truth index, detection index, IoU)`` pairs of the same class."""
     from scipy.optimize import linear_sum_assignment
 
@@ -94,7 +93,7 @@ def evaluate(output: str, labels_path: str) -> dict[str, Any]:
                 [{"boxes": torch.tensor([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in t],
                                         dtype=torch.float32).reshape(-1, 4),
                   "labels": torch.tensor([names[r["label"]] for r in t], dtype=torch.int64)}])
-            pairs = _match(t, found, names)
+            pairs = _match(t, found)
             ious += [p[2] for p in pairs]
             n_truth, n_found, frames = n_truth + len(t), n_found + len(found), frames + 1
             if has_objects:

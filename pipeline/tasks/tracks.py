@@ -92,7 +92,8 @@ def track(frames: list[FrameDetections], fps: float, score_threshold: float,
             dets = sv.Detections(xyxy=fd.boxes[mine].reshape(-1, 4).astype(np.float32),
                                  confidence=fd.scores[mine].astype(np.float32),
                                  class_id=np.full(len(mine), label, dtype=int))
-            out = tracker.update(dets, timestamp=fd.t_s)
+            # Without a frame rate every t_s is 0: then one call is one step.
+            out = tracker.update(dets, timestamp=fd.t_s if fps > 0 else None)
             if len(mine):
                 _assign(fd, mine, out, lambda tid, lb=int(label): number(lb, tid))
                 for t in tracker.tracks:
