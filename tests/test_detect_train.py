@@ -122,6 +122,12 @@ def test_a_detect_job_runs_on_the_checkpoint_with_one_row_per_manifest_row(train
     assert "not a decodable video" in got["broken"]["error"] or got["broken"]["error"]
     assert "empty" in got["empty"]["error"] and "not found" in got["missing"]["error"]
     assert record["task"] == "detect" and record["model"]["min_size"] == 96
+    # The README's first query: one row per detection.
+    import duckdb
+
+    found = duckdb.sql(f"SELECT count(*) FROM '{trained['tmp']}/out/*.parquet', "
+                       "UNNEST(detections) AS t(d) WHERE status = 'ok'").fetchone()[0]
+    assert found == sum(len(r["detections"]) for r in got.values() if r["status"] == "ok")
     summary = render_summary(plan.output, record)
     assert "5 rows for 5 manifest rows -> 2 ok, 3 error" in summary
 

@@ -30,6 +30,18 @@ def test_shipped_job_specs_validate(job):
     assert Path(spec.output.path).is_absolute()
 
 
+@pytest.mark.parametrize("job", sorted((REPO / "cluster" / "jobs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_cluster_job_specs_validate(job):
+    spec = load_jobspec(job)  # offline: no manifest read, no weights download
+    assert spec.output.path.startswith("/mnt/shared/")
+    if spec.task == "detect":
+        from pipeline.tasks.registry import get_task
+
+        card = get_task("detect").resolve(spec)  # class names from the weights' metadata
+        assert card.source == "torchvision" and (card.min_size, card.max_size) == (512, 896)
+
+
 def test_relative_paths_resolve_against_the_spec_file(tmp_path):
     spec = load_jobspec(write(tmp_path, MINIMAL))
     assert spec.manifest.path == str(tmp_path / "m.csv")

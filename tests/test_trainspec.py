@@ -45,11 +45,27 @@ def write_rows(path: Path, rows: list[dict]) -> str:
 
 
 def test_repo_train_specs_validate():
-    for name in ("train.yaml", "train_frames.yaml"):
-        spec = load_trainspec(REPO / "jobs" / name)
+    from pipeline.train.entry import load_training
+
+    names = sorted(p.name for p in (REPO / "jobs").glob("train*.yaml"))
+    assert names == ["train.yaml", "train_detect.yaml", "train_frames.yaml"]
+    for name in names:
+        spec = load_training(REPO / "jobs" / name)
         assert Path(spec.data.train.path).is_absolute()
         assert spec.checkpoint.storage_path.endswith("runs")
+        assert spec.task == ("detect" if name == "train_detect.yaml" else "classify")
     assert load_trainspec(REPO / "jobs" / "train_frames.yaml").model.arch == "resnet18"
+    assert Path(load_training(REPO / "jobs" / "train_detect.yaml").data.labels).is_absolute()
+
+
+def test_a_training_spec_of_an_untrainable_task_names_the_trainable_ones(tmp_path):
+    from pipeline.train.entry import load_training
+
+    path = tmp_path / "t.yaml"
+    path.write_text("task: audio\nname: x\n")
+    with pytest.raises(ConfigError, match=r"task: 'audio' cannot be trained; choose one of "
+                                          r"\['classify', 'detect'\]"):
+        load_training(path)
 
 
 def test_unknown_key_and_bad_values_name_the_field(tmp_path):

@@ -167,7 +167,6 @@ class DecodedVideo:
     note: str | None = None
     indices: np.ndarray | None = None  # the frame index of each output frame, flat
 
-
     @property
     def duration_s(self) -> float:
         return self.num_frames / self.fps if self.fps > 0 else float("nan")
