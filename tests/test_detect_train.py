@@ -126,7 +126,7 @@ def test_a_detect_job_runs_on_the_checkpoint_with_one_row_per_manifest_row(train
     import duckdb
 
     found = duckdb.sql(f"SELECT count(*) FROM '{trained['tmp']}/out/*.parquet', "
-                       "UNNEST(detections) AS t(d) WHERE status = 'ok'").fetchone()[0]
+                       "UNNEST(detections) AS t(d) WHERE status = 'ok'").fetchall()[0][0]
     assert found == sum(len(r["detections"]) for r in got.values() if r["status"] == "ok")
     summary = render_summary(plan.output, record)
     assert "5 rows for 5 manifest rows -> 2 ok, 3 error" in summary
