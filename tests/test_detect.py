@@ -246,11 +246,16 @@ def test_weights_names_and_downloads_fail_with_the_fix(tmp_path, monkeypatch):
         detector_card("fasterrcnn_resnet18_fpn", "COCO_V1")
     card = detector_card("fasterrcnn_resnet50_fpn_v2", "COCO_V1")
     assert card.class_names[1] == "person" and card.meaningful
+    # An empty hub cache on a machine that cannot reach the download host.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    monkeypatch.setattr("urllib.request.urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
     from pipeline.model.detectors import ensure_detector_weights
 
-    with pytest.raises(WeightsError, match="cannot download .* put the file at"):
+    with pytest.raises(WeightsError, match="cannot download .* put the file at") as e:
         ensure_detector_weights(card)
+    assert str(tmp_path) in str(e.value) and "weights: none" in str(e.value)
 
 
 def test_a_torchvision_style_state_dict_loads(tmp_path, monkeypatch):
@@ -262,6 +267,7 @@ def test_a_torchvision_style_state_dict_loads(tmp_path, monkeypatch):
     from pipeline.model.detectors import build_detector, new_detector
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     card = detector_card("fasterrcnn_resnet18_fpn", "none", min_size=64, max_size=96)
     torch.manual_seed(1)
     state = {k: v for k, v in new_detector(card).state_dict().items()
