@@ -110,13 +110,13 @@ class DetectReplica:
                          f["labels"].cpu().numpy())
         return result
 
-    def video(self, indices: np.ndarray, fps: float, height: int, width: int,
-              found: list) -> list[FrameDetections]:
-        """One video's detections per distinct sampled frame, in original pixels,
-        filtered by class and tracked."""
+    def video(self, indices: np.ndarray, picks: np.ndarray, fps: float, height: int,
+              width: int, found: list) -> list[FrameDetections]:
+        """One video's detections on its distinct sampled frames (positions ``picks`` of
+        ``indices``), in original pixels, filtered by class and tracked."""
         c = self.config
         out = []
-        for p, (boxes, scores, labels) in zip(distinct_positions(indices), found):
+        for p, (boxes, scores, labels) in zip(picks, found):
             keep = np.ones(len(scores), bool) if c.keep is None else np.isin(labels, c.keep)
             t_s = float(indices[p] / fps) if fps > 0 else 0.0
             out.append(FrameDetections(int(indices[p]), t_s,
@@ -135,7 +135,7 @@ class DetectReplica:
         for i, p in zip(rows, picks):
             mine = found[start:start + len(p)]
             start += len(p)
-            per_video.append(self.video(batch["frame_indices"][i],
+            per_video.append(self.video(batch["frame_indices"][i], p,
                                         float(batch["fps"][i]), int(batch["height"][i]),
                                         int(batch["width"][i]), mine))
         return per_video

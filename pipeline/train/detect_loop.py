@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from pipeline.train.loop import (
     lr_at,
     make_optimizer,
     maybe_fail,
+    report_epoch,
     worker_start,
 )
 from pipeline.train.spec import OptimSpec
@@ -163,21 +164,6 @@ def _save(d: Path, net, opt, cfg: DetectLoopConfig, epoch: int, metrics: dict) -
     torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, d / STATE_FILE)
 
 
-def _report(metrics: dict, net, opt, cfg: DetectLoopConfig, rank: int) -> None:
-    import ray.train
-
-    epoch = metrics["epoch"]
-    if epoch % cfg.checkpoint_every and epoch != cfg.optim.epochs:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if rank == 0:
-            _save(Path(tmp), net, opt, cfg, epoch, metrics)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-
 def _restore(cfg: DetectLoopConfig, checkpoint):
     import ray.train.torch as rtt
 
@@ -221,4 +207,5 @@ def detect_loop_per_worker(config: dict) -> None:
         if not math.isfinite(metrics["train_loss"]):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss "
                                f"{metrics['train_loss']}); lower optim.lr")
-        _report(metrics, net, opt, cfg, rank)
+        report_epoch(metrics, cfg, rank, partial(_save, net=net, opt=opt, cfg=cfg, epoch=epoch,
+                                                 metrics=metrics))

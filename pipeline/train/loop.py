@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +186,10 @@ def maybe_fail(cfg: LoopConfig, epoch: int, first_epoch: int) -> None:
         raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epochs, tests only)")
 
 
-def _report(metrics: dict, model, opt, cfg: LoopConfig, val: Tally, rank: int) -> None:
+def report_epoch(metrics: dict, cfg, rank: int, save: Callable[[Path], None]) -> None:
+    """Report an epoch's metrics to Ray Train, with a checkpoint that ``save(directory)``
+    writes on rank 0 every ``checkpoint_every`` epochs and at the last (classification and
+    detection alike)."""
     import ray.train
 
     epoch = metrics["epoch"]
@@ -194,7 +199,7 @@ def _report(metrics: dict, model, opt, cfg: LoopConfig, val: Tally, rank: int) -
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:  # one copy of the weights; the other workers report metrics only
-            _save(Path(tmp), model, opt, cfg, epoch, metrics, val)
+            save(Path(tmp))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -258,4 +263,5 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch, **train.metrics("train"), **val.metrics("val"),
                    "clips_per_s": train.count / train_s, "lr": opt.param_groups[0]["lr"],
                    "epoch_s": time.perf_counter() - t0, **cfg.extra["decode_errors"]}
-        _report(metrics, net, opt, cfg, val, rank)
+        report_epoch(metrics, cfg, rank, partial(_save, model=net, opt=opt, cfg=cfg,
+                                                 epoch=epoch, metrics=metrics, val=val))
