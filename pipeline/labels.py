@@ -26,7 +26,7 @@ def read_labels(uri: str) -> pa.Table:
         raise ManifestError(f"labels file {uri} lacks columns {missing}; it needs video_id, "
                             "frame, label, x1, y1, x2, y2 (box in pixels)")
     cols = {"video_id": table["video_id"].cast(pa.string()),
-            "label": table["label"].cast(pa.string())}
+            "label": pc.utf8_trim_whitespace(table["label"].cast(pa.string()))}
     numbers = LABEL_NUMBERS + (("object",) if "object" in table.column_names else ())
     for name in numbers:
         typ = pa.float64() if name in ("x1", "y1", "x2", "y2") else pa.int64()

@@ -62,9 +62,23 @@ def _match(truth: list[dict], found: list[dict]) -> list[tuple[int, int, float]]
             if same[i, j] and iou[i, j] >= MATCH_IOU]
 
 
+def _map_inputs(truth: list[dict], found: list[dict], names: dict[str, int]):
+    """One frame as ``MeanAveragePrecision.update`` takes it: ``([prediction], [target])``
+    (detections of classes the labels never name are left out)."""
+    import torch
+
+    known = [d for d in found if d["label"] in names]
+    pred = {"boxes": torch.tensor([d["box"] for d in known]).reshape(-1, 4),
+            "scores": torch.tensor([d["score"] for d in known]),
+            "labels": torch.tensor([names[d["label"]] for d in known], dtype=torch.int64)}
+    target = {"boxes": torch.tensor([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in truth],
+                                    dtype=torch.float32).reshape(-1, 4),
+              "labels": torch.tensor([names[r["label"]] for r in truth], dtype=torch.int64)}
+    return [pred], [target]
+
+
 def evaluate(output: str, labels_path: str) -> dict[str, Any]:
     """The figures of the module docstring for the job at ``output``."""
-    import torch
     from torchmetrics.detection import MeanAveragePrecision
 
     rows = read_rows(output).to_pylist()
@@ -85,14 +99,7 @@ def evaluate(output: str, labels_path: str) -> dict[str, Any]:
             per_frame.setdefault(d["frame_index"], []).append(d)
         for f in row["sampled_frames"]:
             t, found = truth.get((row["video_id"], f), []), per_frame.get(f, [])
-            known = [d for d in found if d["label"] in names]
-            metric.update(
-                [{"boxes": torch.tensor([d["box"] for d in known]).reshape(-1, 4),
-                  "scores": torch.tensor([d["score"] for d in known]),
-                  "labels": torch.tensor([names[d["label"]] for d in known], dtype=torch.int64)}],
-                [{"boxes": torch.tensor([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in t],
-                                        dtype=torch.float32).reshape(-1, 4),
-                  "labels": torch.tensor([names[r["label"]] for r in t], dtype=torch.int64)}])
+            metric.update(*_map_inputs(t, found, names))
             pairs = _match(t, found)
             ious += [p[2] for p in pairs]
             n_truth, n_found, frames = n_truth + len(t), n_found + len(found), frames + 1

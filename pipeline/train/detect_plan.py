@@ -69,7 +69,7 @@ def check_labels(labels: pa.Table, videos: pa.Table, uri: str) -> None:
         if vid not in where:
             raise ManifestError(f"{at}: video {vid!r} is in no manifest (data.train, "
                                 "data.val); fix its video_id or add the video")
-        if not r["label"] or not r["label"].strip():
+        if not r["label"]:  # read_labels trimmed it
             raise ManifestError(f"{at}: the label is empty")
         if r["frame"] is None or r["frame"] < 0:
             raise ManifestError(f"{at}: frame must be a frame index >= 0")
@@ -92,7 +92,7 @@ def with_boxes(rows: pa.Table, labels: pa.Table, names: tuple[str, ...]) -> pa.T
     per: dict[str, dict[str, list]] = {}
     for r in labels.to_pylist():
         per.setdefault(r["video_id"], {}).setdefault(str(r["frame"]), []).append(
-            [r["x1"], r["y1"], r["x2"], r["y2"], index[r["label"].strip()]])
+            [r["x1"], r["y1"], r["x2"], r["y2"], index[r["label"]]])
     return rows.append_column("boxes", pa.array(
         [json.dumps(per.get(v, {})) for v in rows["video_id"].to_pylist()], pa.string()))
 
@@ -118,10 +118,10 @@ def detect_splits(spec: DetectTrainSpec) -> tuple[pa.Table, pa.Table, tuple[str,
     labels = read_labels(data.labels)
     check_labels(labels, pa.concat_tables([train, val]), data.labels)
     in_train = pc.is_in(labels["video_id"], value_set=train["video_id"])
-    classes = sorted(set(s.strip() for s in labels.filter(in_train)["label"].to_pylist()))
+    classes = sorted(set(labels.filter(in_train)["label"].to_pylist()))
     if not classes:
         raise ManifestError(f"labels file {data.labels} has no boxes for the train videos")
-    unknown = sorted(set(s.strip() for s in labels["label"].to_pylist()) - set(classes))
+    unknown = sorted(set(labels["label"].to_pylist()) - set(classes))
     if unknown:
         raise ManifestError(f"classes {unknown[:5]} have boxes only in val videos; add "
                             "training videos with them or drop those boxes")
