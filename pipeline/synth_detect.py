@@ -4,9 +4,9 @@ background, with a box label for every object in every frame.
 Three kinds of object, each with its own colour and shape (``KINDS``), in sizes that vary
 per object. Each object moves in a straight line at its own speed; some start or end
 outside the frame (they enter or leave it), and each video has a pair whose paths cross, so
-a tracker must keep two ids apart while one hides the other. Labels give the visible part
-of each box (clipped to the frame), in the frame's pixels, for frames where at least
-:data:`MIN_VISIBLE` of the object is inside the frame.
+a tracker must keep two ids apart while one hides the other. Labels give the box of the
+part of each shape inside the frame (a part hidden by another shape included), in the
+frame's pixels, for frames where at least :data:`MIN_VISIBLE` of the shape is inside it.
 
 Everything comes from the seed: the same arguments write the same files and labels.
 """
