@@ -9,7 +9,13 @@ import pytest
 
 from pipeline.errors import OutputError
 from pipeline.output.outdir import STAGING_SUFFIX, OutputDir, write_atomically
-from pipeline.output.store import JOB_RECORD, QUARANTINE, prepare_output, read_job_record
+from pipeline.output.store import (
+    JOB_RECORD,
+    LEASE,
+    QUARANTINE,
+    prepare_output,
+    read_job_record,
+)
 
 
 def vidbatch_output(path, runs=("r1",), record=True):
@@ -72,9 +78,12 @@ def test_an_older_vidbatch_output_resumes_but_is_not_overwritten(tmp_path):
     assert (out / "3f2a_000000_000000.parquet").exists()
 
 
-def test_a_temporary_record_left_by_a_crash_blocks_nothing(tmp_path):
+@pytest.mark.parametrize("name", [JOB_RECORD, LEASE])
+def test_a_temporary_record_or_lease_left_by_a_crash_blocks_nothing(tmp_path, name):
+    """A driver killed while it rewrote the record, or the lease's heartbeat, leaves the
+    temporary copy write_atomically made: vidbatch's own file, not a stranger's."""
     out = vidbatch_output(tmp_path / "out")
-    leftover = tmp_path / "out" / f"{JOB_RECORD}.1a2b3c4d{STAGING_SUFFIX}"
+    leftover = tmp_path / "out" / f"{name}.1a2b3c4d{STAGING_SUFFIX}"
     leftover.write_text('{"job": "j", "ru')  # cut short mid-write
     prepare_output(out, "resume")
     prepare_output(out, "overwrite")

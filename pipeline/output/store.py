@@ -36,14 +36,15 @@ def data_file_prefix(run_id: str) -> str:
 
 
 def _is_ours(entry: pafs.FileInfo, runs: list[str] | None) -> bool:
-    """Whether vidbatch wrote ``entry``: the job record (or a temporary copy of it that a
-    crash left), the lease, or a data file of one of the recorded ``runs``. ``runs`` is
+    """Whether vidbatch wrote ``entry``: the job record or the lease (or a temporary copy of
+    either that a crash left mid-write: ``write_atomically``'s staging name), or a data file
+    of one of the recorded ``runs``. ``runs`` is
     None for a record of a vidbatch that did not record its runs: then any Parquet file
     counts (enough to resume, never to delete: see :func:`prepare_output`)."""
     name = entry.base_name
     if entry.type != pafs.FileType.File:
         return False
-    if name in (JOB_RECORD, LEASE) or (name.startswith(JOB_RECORD)
+    if name in (JOB_RECORD, LEASE) or (name.startswith((f"{JOB_RECORD}.", f"{LEASE}."))
                                        and name.endswith(STAGING_SUFFIX)):
         return True
     return name.endswith(".parquet") and (runs is None or any(
