@@ -90,7 +90,7 @@ def replica(card=None, **kw) -> DetectReplica:
     task = DetectTask()
     config = DetectConfig(card=card, runtime=Runtime(), batch_size=kw.pop("batch_size", 4),
                           score_threshold=0.5, max_per_frame=10, keep=kw.pop("keep", None),
-                          track=kw.pop("track", True), tracker="ocsort", lost_s=1.0,
+                          track=kw.pop("track", True), tracker="bytetrack", lost_s=1.0,
                           schema=task.schema(card.arch),
                           provenance=Provenance(card.arch, card.weights, "t"))
     return DetectReplica(config)

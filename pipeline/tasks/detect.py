@@ -63,9 +63,9 @@ class DetectSpec(Spec):
                                   "gathered across the videos of a batch (inference."
                                   "batch_size counts videos)")
     track: bool = True
-    tracker: Literal["ocsort", "bytetrack", "sort"] = Field(
-        "ocsort", description="the trackers package's OC-SORT (fewest ID switches where "
-        "objects cross, docs/detection.md), ByteTrack or SORT")
+    tracker: Literal["bytetrack", "ocsort", "sort"] = Field(
+        "bytetrack", description="the trackers package's ByteTrack, OC-SORT or SORT "
+        "(compared in docs/detection.md)")
     lost_s: float = Field(1.0, gt=0, description="a track survives this long without a "
                           "detection")
 

@@ -1,12 +1,13 @@
 """Tracks across a video's sampled frames, and the per-video summaries of detections.
 
 Association is the ``trackers`` package's (clean-room implementations, no weights):
-OC-SORT by default (a Kalman filter on each box, IoU matching helped by each track's
-direction of motion, which keeps crossing objects apart), or ByteTrack or SORT. One
+ByteTrack by default (a Kalman filter on each box, two rounds of IoU matching, confident
+detections first), or OC-SORT (matching also weighs each track's direction of motion) or
+SORT; docs/detection.md has how they compared. One
 tracker runs per class, so two objects of different classes never swap ids where they
 cross; ids are then numbered per video from 1, in order of first appearance.
-Each detection is matched to its track's box by IoU (ByteTrack returns boxes in its own
-order), and a detection that no track took keeps ``track_id`` null.
+Each detection is matched to its track's box by IoU (the trackers return boxes in their
+own order), and a detection that no track took keeps ``track_id`` null.
 
 Tracking links sampled frames, so it holds up when objects move less than about their own
 size between two samples: dense sampling (``sampling.fps`` near the video's rate) for fast
@@ -66,7 +67,7 @@ def _new_tracker(method: str, fps: float, score_threshold: float, lost_s: float)
 
 
 def track(frames: list[FrameDetections], fps: float, score_threshold: float,
-          lost_s: float, method: str = "ocsort") -> None:
+          lost_s: float, method: str = "bytetrack") -> None:
     """Set ``track_ids`` of every frame's detections (in place); frames in time order.
 
     The trackers number a track from its second detection; the detection that started it
