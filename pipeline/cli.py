@@ -216,13 +216,10 @@ def demo_data(
         "manifests/demo.csv"),
 ) -> None:
     """Generate the demo videos (some deliberately broken) and their manifest."""
-    import os
-
     from pipeline.synth import make_demo_set, write_manifest
 
     rows = make_demo_set(out)
-    prefix = os.path.relpath(out.resolve(), manifest.resolve().parent) + "/"
-    write_manifest(manifest, rows, prefix=prefix)
+    write_manifest(manifest, rows, videos_dir=out)
     typer.echo(f"wrote {len(rows)} manifest rows to {manifest} (videos in {out})")
 
 
@@ -294,16 +291,13 @@ def demo_train_data(
 ) -> None:
     """Generate the motion demo: 4 classes (left/right/up/down) only a clip model can tell
     apart; the same command always writes the same videos."""
-    import os
-
     from pipeline.synth import make_motion_set, write_manifest
 
     for split, per_class, seed in (("train", train_per_class, 0), ("val", val_per_class,
                                                                    100_000)):
         rows = make_motion_set(out / split, per_class, seed)
         manifest = manifests / f"motion_{split}.csv"
-        prefix = os.path.relpath((out / split).resolve(), manifest.resolve().parent) + "/"
-        write_manifest(manifest, rows, prefix=prefix)
+        write_manifest(manifest, rows, videos_dir=out / split)
         typer.echo(f"wrote {len(rows)} {split} videos to {out / split} and {manifest}")
 
 
@@ -318,8 +312,6 @@ def demo_detect_data(
     """Generate the detection demo: discs, squares and triangles that move, enter, leave
     and cross over a textured background, with a box for every object in every frame;
     the same command always writes the same videos and labels."""
-    import os
-
     from pipeline.synth import write_manifest
     from pipeline.synth_detect import make_detect_set, write_labels
 
@@ -328,8 +320,7 @@ def demo_detect_data(
         rows, boxes = make_detect_set(out / split, count, seed)
         labels += boxes
         manifest = manifests / f"shapes_{split}.csv"
-        prefix = os.path.relpath((out / split).resolve(), manifest.resolve().parent) + "/"
-        write_manifest(manifest, rows, prefix=prefix)
+        write_manifest(manifest, rows, videos_dir=out / split)
         typer.echo(f"wrote {len(rows)} {split} videos ({len(boxes)} boxes) to {out / split} "
                    f"and {manifest}")
     path = write_labels(manifests / "shapes_labels.csv", labels)

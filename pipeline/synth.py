@@ -9,6 +9,7 @@ clip does. That is the training demo's task (only a model that uses time can sol
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,13 @@ def make_demo_set(out_dir: str | Path, seed: int = 0) -> list[dict[str, str]]:
     return rows
 
 
-def write_manifest(path: str | Path, rows: list[dict[str, str]], prefix: str = "") -> Path:
+def write_manifest(path: str | Path, rows: list[dict[str, str]], prefix: str = "",
+                   videos_dir: str | Path | None = None) -> Path:
+    """A CSV manifest of ``rows``, each path prefixed with ``prefix``, or with
+    ``videos_dir`` as seen from the manifest's folder (manifest paths are relative to it)."""
     path = Path(path)
+    if videos_dir is not None:
+        prefix = os.path.relpath(Path(videos_dir).resolve(), path.resolve().parent) + "/"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
