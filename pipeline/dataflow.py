@@ -73,16 +73,18 @@ def _ok_rows(batch: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, n
     return {c: batch[c][ok] for c in keep}
 
 
-def decoded_once(rows: pa.Table, spec, res: DecodeResourcesSpec, keep: tuple[str, ...]
-                 ) -> tuple[Any, list[dict[str, Any]]]:
+def decoded_once(rows: pa.Table, spec, res: DecodeResourcesSpec, keep: tuple[str, ...],
+                 stage: Callable = decode_batch) -> tuple[Any, list[dict[str, Any]]]:
     """Decode ``rows`` once and hold the result (object store, spilled to disk when large):
     ``(the ok rows with only the columns keep, the failed rows as dicts)``, the failures in
     manifest order with their row, video_id, path and error. For training, which reads
-    the same clips every epoch; its own progress lines replace Ray Data's."""
+    the same clips every epoch; its own progress lines replace Ray Data's. ``stage``: the
+    decode stage (video frames by default, or ``decode_audio_batch``)."""
     import ray.data as rd
 
     rd.DataContext.get_current().enable_progress_bars = False
-    ds = decoded(manifest_blocks(rows, res.videos_per_decode_task), spec, res).materialize()
+    ds = decoded(manifest_blocks(rows, res.videos_per_decode_task), spec, res,
+                 stage).materialize()
     status = ds.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()
     failed = status[status["status"] != "ok"].sort_values("row").to_dict("records")
     ok = ds.map_batches(_ok_rows, fn_kwargs={"keep": keep},

@@ -62,39 +62,72 @@ def motion_clip(direction: str, frames: int, size: int, seed: int, speed: int = 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, codec: str = "libx264",
                 lossless: bool = False, gop: int | None = None,
-                options: dict[str, str] | None = None) -> Path:
+                options: dict[str, str] | None = None, audio: np.ndarray | None = None,
+                sample_rate: int = 16000) -> Path:
     """Encode uint8 RGB frames ``(T, H, W, 3)`` with PyAV.
 
     ``lossless`` uses libx264rgb at crf 0: decoded frames then equal the frames written,
     which is how tests check that the pipeline decodes the frames it claims to.
     ``options`` are added to the encoder's (e.g. ``{"x264-params": "bframes=3"}``).
+    ``audio`` (float mono samples in -1..1 at ``sample_rate``) adds an AAC sound track: the
+    spoken-command demo (:mod:`pipeline.synth_speech`) has its label in the sound only.
     """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    t, h, w, _ = frames.shape
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264rgb" if lossless else codec, rate=fps)
-        stream.width, stream.height = w, h
-        if lossless:
-            stream.pix_fmt = "rgb24"
-            stream.options = {"crf": "0", "preset": "ultrafast"}
-        elif codec in ("libx264", "h264"):
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"preset": "veryfast", "crf": "23"}
-        else:
-            stream.pix_fmt = "yuv420p"
-        if options:
-            stream.options = {**stream.options, **options}
-        if gop:
-            stream.codec_context.gop_size = gop
+        stream = _video_stream(container, frames.shape[1:3], fps, codec, lossless, gop,
+                               options)
+        # Both streams exist before the first packet: the header is written with it.
+        sound = None if audio is None else container.add_stream("aac", rate=sample_rate,
+                                                                 layout="mono")
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            _encode_audio(container, sound, audio, sample_rate)
     return path
+
+
+def _video_stream(container, size: tuple[int, int], fps: int, codec: str, lossless: bool,
+                  gop: int | None, options: dict[str, str] | None):
+    """The video stream of :func:`write_video`, configured."""
+    stream = container.add_stream("libx264rgb" if lossless else codec, rate=fps)
+    stream.height, stream.width = size
+    if lossless:
+        stream.pix_fmt = "rgb24"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+    elif codec in ("libx264", "h264"):
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+    else:
+        stream.pix_fmt = "yuv420p"
+    if options:
+        stream.options = {**stream.options, **options}
+    if gop:
+        stream.codec_context.gop_size = gop
+    return stream
+
+
+def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int,
+                  chunk: int = 1024) -> None:
+    """Encode mono float ``audio`` into ``stream`` in AAC-sized frames (1024 samples; the
+    last may be shorter), then flush the encoder. The muxer interleaves the packets with
+    the video's."""
+    import av
+
+    samples = np.clip(np.asarray(audio, np.float32).reshape(-1), -1.0, 1.0)
+    for start in range(0, len(samples), chunk):
+        frame = av.AudioFrame.from_ndarray(samples[None, start:start + chunk],
+                                           format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 # ---------------------------------------------------------------- the demo set

@@ -1,4 +1,5 @@
-"""The decode stage: manifest rows in, the same rows with decoded frames and metadata out.
+"""The decode stages: manifest rows in, the same rows with decoded frames (or soundtrack
+windows) and metadata out.
 
 A plain function over ``dict[str, np.ndarray]`` batches, without Ray: ``pipeline.dataflow``
 maps it over the manifest's blocks, for inference and training alike. It never raises for a
@@ -11,7 +12,8 @@ import time
 
 import numpy as np
 
-from pipeline.decode.base import DecodedVideo, DecodeSpec, short_error
+from pipeline.decode.audio import AudioSpec, decode_audio
+from pipeline.decode.base import DecodeSpec, short_error
 from pipeline.decode.fallback import decode_video
 from pipeline.decode.worker import worker_for
 from pipeline.errors import VideoError
@@ -20,18 +22,20 @@ Batch = dict[str, np.ndarray]
 META = ("num_frames", "fps", "duration_s", "width", "height")
 
 
-def timed_decode(path: str, spec: DecodeSpec, start_s: float | None = None,
-                 end_s: float | None = None
-                 ) -> tuple[DecodedVideo | None, str | None, float]:
-    """``(DecodedVideo | None, error | None, seconds)``; never raises for a bad video."""
+def timed_decode(path: str, spec: DecodeSpec | AudioSpec, start_s: float | None = None,
+                 end_s: float | None = None):
+    """``(DecodedVideo | DecodedAudio | None, error | None, seconds)``: the video's frames
+    (a ``DecodeSpec``) or its soundtrack's windows (an ``AudioSpec``), in the confined
+    worker when the spec has a time limit; never raises for a bad file."""
+    audio = isinstance(spec, AudioSpec)
     t0 = time.perf_counter()
     try:
         if spec.timeout_s:
-            video = worker_for(spec.timeout_s, spec.memory_mb).decode(path, spec, start_s,
-                                                                      end_s)
+            worker = worker_for(spec.timeout_s, spec.memory_mb)
+            run = worker.decode_audio if audio else worker.decode
         else:
-            video = decode_video(path, spec, start_s, end_s)
-        return video, None, time.perf_counter() - t0
+            run = decode_audio if audio else decode_video
+        return run(path, spec, start_s, end_s), None, time.perf_counter() - t0
     except VideoError as e:
         return None, str(e), time.perf_counter() - t0
     except Exception as e:  # a bug or a native-library surprise: still one error row
@@ -43,44 +47,83 @@ def _float_or_none(v) -> float | None:
     return None if v is None or v != v else float(v)
 
 
-def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
-    """Decode every row of a batch; a failed row keeps all-zero frames, so that the batch
-    stays one dense tensor.
+def each_row(batch: Batch, spec: DecodeSpec | AudioSpec, guard=None):
+    """``(row, decoded | None, error | None, seconds)`` for every row of a batch.
 
     ``guard`` (decoding in the Ray worker only: ``pipeline.infer.progress.RowGuard``):
-    ``guard.refuse(video_id)`` gives a reason not to decode a video again (earlier attempts
+    ``guard.refuse(video_id)`` gives a reason not to decode a file again (earlier attempts
     died with their worker), else ``guard.done(video_id)`` follows its decode.
     """
-    n = len(batch["video_id"])
-    frames = np.zeros((n, *spec.shape), dtype=np.uint8)
-    status = np.full(n, "ok", dtype=object)
-    error = np.full(n, None, dtype=object)
-    decoder = np.full(n, None, dtype=object)
-    note = np.full(n, None, dtype=object)
-    meta = {k: np.full(n, np.nan) for k in META}
-    decode_s = np.zeros(n)
-    indices = np.full((n, spec.clips * spec.frames), -1, dtype=np.int64)
-    for i in range(n):
+    for i in range(len(batch["video_id"])):
         path, video_id = batch["path"][i], str(batch["video_id"][i])
         refused = guard.refuse(video_id) if guard is not None else None
         if path is None or path != path or not str(path).strip():
-            video, err, dt = None, "read: the manifest row has an empty path", 0.0
+            yield i, None, "read: the manifest row has an empty path", 0.0
         elif refused:
-            video, err, dt = None, refused, 0.0
+            yield i, None, refused, 0.0
         else:
-            video, err, dt = timed_decode(str(path), spec, _float_or_none(batch["start_s"][i]),
-                                          _float_or_none(batch["end_s"][i]))
-        if guard is not None and not refused:
-            guard.done(video_id)
-        decode_s[i] = dt
+            decoded, err, dt = timed_decode(str(path), spec, _float_or_none(batch["start_s"][i]),
+                                            _float_or_none(batch["end_s"][i]))
+            if guard is not None:
+                guard.done(video_id)
+            yield i, decoded, err, dt
+
+
+def _common(n: int) -> Batch:
+    """The per-row columns every decode stage fills: status, error, decoder, note, time,
+    and the video metadata (NaN until known)."""
+    return {"status": np.full(n, "ok", dtype=object), "error": np.full(n, None, dtype=object),
+            "decoder": np.full(n, None, dtype=object),
+            "decode_note": np.full(n, None, dtype=object), "decode_s": np.zeros(n),
+            **{k: np.full(n, np.nan) for k in META}}
+
+
+def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
+    """Decode every row of a batch; a failed row keeps all-zero frames, so that the batch
+    stays one dense tensor. ``guard``: see :func:`each_row`."""
+    n = len(batch["video_id"])
+    out = _common(n)
+    frames = np.zeros((n, *spec.shape), dtype=np.uint8)
+    indices = np.full((n, spec.clips * spec.frames), -1, dtype=np.int64)
+    for i, video, err, dt in each_row(batch, spec, guard):
+        out["decode_s"][i] = dt
         if video is None:
-            status[i], error[i] = "error", err
+            out["status"][i], out["error"][i] = "error", err
             continue
         frames[i] = video.frames
         if video.indices is not None:
             indices[i] = video.indices
-        decoder[i], note[i] = video.decoder, video.note
-        for k in meta:
-            meta[k][i] = getattr(video, k)
-    return {**batch, "frames": frames, "status": status, "error": error, "decoder": decoder,
-            "decode_note": note, "decode_s": decode_s, "frame_indices": indices, **meta}
+        out["decoder"][i], out["decode_note"][i] = video.decoder, video.note
+        for k in META:
+            out[k][i] = getattr(video, k)
+    return {**batch, **out, "frames": frames, "frame_indices": indices}
+
+
+AUDIO_META = {"audio_codec": "codec", "audio_sample_rate": "source_rate",
+              "audio_channels": "channels", "audio_duration_s": "duration_s",
+              "peak_dbfs": "peak_dbfs"}
+
+
+def decode_audio_batch(batch: Batch, spec: AudioSpec, guard=None) -> Batch:
+    """Decode the soundtrack windows of every row of a batch (``audio``: float32 ``(n,
+    windows, samples)``, ``window_starts`` in seconds, ``windows`` filled per row); a failed
+    row keeps silent windows. The common ``duration_s`` is the soundtrack's."""
+    n = len(batch["video_id"])
+    out = _common(n)
+    audio = np.zeros((n, *spec.shape), dtype=np.float32)
+    starts = np.full((n, spec.windows), np.nan)
+    count = np.zeros(n, dtype=np.int32)
+    meta = {k: np.full(n, np.nan) for k in AUDIO_META}
+    meta["audio_codec"] = np.full(n, None, dtype=object)
+    for i, decoded, err, dt in each_row(batch, spec, guard):
+        out["decode_s"][i] = dt
+        if decoded is None:
+            out["status"][i], out["error"][i] = "error", err
+            continue
+        audio[i], starts[i], count[i] = decoded.windows, decoded.starts, decoded.count
+        out["decoder"][i], out["decode_note"][i] = "pyav", decoded.note
+        out["duration_s"][i] = decoded.duration_s
+        for k, attr in AUDIO_META.items():
+            meta[k][i] = getattr(decoded, attr)
+    return {**batch, **out, **meta, "audio": audio, "window_starts": starts,
+            "windows": count}

@@ -13,9 +13,9 @@ decode worker, started as a fresh interpreter (``python -m pipeline.decode.worke
 * **no network** where the platform allows it (a network namespace of its own, Linux);
 * **a memory limit** (``RLIMIT_AS``, ``resources.decode_memory_mb``): a file that makes a
   decoder allocate without bound fails in the child, not the Ray worker;
-* **raw arrays back, never pickle**: the reply is a JSON header and the frames' bytes,
-  checked against the shape the spec asks for, so a compromised child cannot run code in
-  the worker.
+* **raw arrays back, never pickle**: the reply is a JSON header and the frames' (or the
+  audio samples') bytes, checked against the shape the spec asks for, so a compromised
+  child cannot run code in the worker.
 
 The child asks the kernel to kill it if its parent dies, so no decoder outlives the job.
 """
@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from pipeline.decode.audio import AudioSpec, DecodedAudio
 from pipeline.decode.base import DecodedVideo, DecodeSpec, open_source
 from pipeline.errors import VideoError
 
@@ -79,35 +80,46 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return bytes(data)
 
 
-def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    """Child loop: a JSON request line (and the file's bytes when the parent read them),
-    then a JSON reply line and the frames' raw bytes."""
+def _decode_one(req: dict, source) -> tuple[dict, bytes]:
+    """Run one request's decode in the child: ``(reply fields, payload bytes)``."""
+    from pipeline.decode.audio import AudioSpec, decode_audio
     from pipeline.decode.fallback import decode_video
 
+    if req.get("kind") == "audio":
+        audio = decode_audio(req["path"], AudioSpec(**req["spec"]), req["start_s"],
+                             req["end_s"], source)
+        samples = np.ascontiguousarray(audio.windows, dtype=np.float32)
+        return {**audio.meta(), "shape": list(samples.shape)}, samples.tobytes()
+    canvas = req["spec"].get("canvas")
+    spec = DecodeSpec(**{**req["spec"], "canvas": tuple(canvas) if canvas else None})
+    video = decode_video(req["path"], spec, req["start_s"], req["end_s"], source)
+    frames = np.ascontiguousarray(video.frames, dtype=np.uint8)
+    return {"decoder": video.decoder, "num_frames": video.num_frames, "fps": video.fps,
+            "width": video.width, "height": video.height, "note": video.note,
+            "shape": list(frames.shape), "indices": None if video.indices is None else
+            [int(i) for i in video.indices]}, frames.tobytes()
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Child loop: a JSON request line (and the file's bytes when the parent read them),
+    then a JSON reply line and the decoded samples' raw bytes."""
     while True:
         line = requests.readline()
         if not line:
             return
         req = json.loads(line)
         source = _read_exact(requests, req["nbytes"]) if req["nbytes"] else req["path"]
-        canvas = req["spec"].get("canvas")
-        spec = DecodeSpec(**{**req["spec"], "canvas": tuple(canvas) if canvas else None})
         payload = b""
         try:
-            video = decode_video(req["path"], spec, req["start_s"], req["end_s"], source)
-            frames = np.ascontiguousarray(video.frames, dtype=np.uint8)
-            payload = frames.tobytes()
-            reply = {"ok": True, "decoder": video.decoder, "num_frames": video.num_frames,
-                     "fps": video.fps, "width": video.width, "height": video.height,
-                     "note": video.note, "shape": list(frames.shape),
-                     "indices": None if video.indices is None else
-                     [int(i) for i in video.indices]}
+            fields, payload = _decode_one(req, source)
+            reply = {"ok": True, **fields}
         except VideoError as e:
             reply = {"ok": False, "stage": e.stage, "message": e.message}
         except MemoryError:
             reply = {"ok": False, "stage": "decode", "message": "the decoder needed more "
-                     f"memory than resources.decode_memory_mb ({spec.memory_mb}) allows"}
-        except Exception as e:  # reported as this video's error, the child stays up
+                     "memory than resources.decode_memory_mb "
+                     f"({req['spec'].get('memory_mb')}) allows"}
+        except Exception as e:  # reported as this file's error, the child stays up
             reply = {"ok": False, "stage": "decode",
                      "message": f"unexpected {type(e).__name__}: {str(e)[:300]}"}
         replies.write(json.dumps({**reply, "nbytes": len(payload)}).encode() + b"\n")
@@ -128,7 +140,8 @@ def main() -> None:
 
 
 class DecodeWorker:
-    """Runs :func:`pipeline.decode.fallback.decode_video` in a confined child process."""
+    """Runs :func:`pipeline.decode.fallback.decode_video` (video) and
+    :func:`pipeline.decode.audio.decode_audio` (audio) in a confined child process."""
 
     def __init__(self, timeout_s: float, memory_mb: int | None = None):
         self.timeout_s, self.memory_mb = timeout_s, memory_mb
@@ -152,11 +165,23 @@ class DecodeWorker:
 
     def decode(self, path: str, spec: DecodeSpec, start_s: float | None = None,
                end_s: float | None = None) -> DecodedVideo:
+        """The sampled frames of a video (``pipeline.decode.fallback.decode_video``)."""
+        reply, payload = self._request("video", path, spec, start_s, end_s)
+        return _video(reply, payload, spec)
+
+    def decode_audio(self, path: str, spec: AudioSpec, start_s: float | None = None,
+                     end_s: float | None = None) -> DecodedAudio:
+        """The windows of a soundtrack (``pipeline.decode.audio.decode_audio``)."""
+        reply, payload = self._request("audio", path, spec, start_s, end_s)
+        return _audio(reply, payload, spec)
+
+    def _request(self, kind: str, path: str, spec, start_s: float | None,
+                 end_s: float | None) -> tuple[dict, bytes]:
         src = open_source(path, spec.allow_uri_options, spec.max_file_mb)
         data = src if isinstance(src, bytes) else b""
         if self._proc is None or self._proc.poll() is not None:
             self._start()
-        request = {"path": path if data else src, "nbytes": len(data),
+        request = {"kind": kind, "path": path if data else src, "nbytes": len(data),
                    "spec": dataclasses.asdict(spec), "start_s": start_s, "end_s": end_s}
         deadline = time.monotonic() + self.timeout_s
         try:
@@ -175,7 +200,9 @@ class DecodeWorker:
             raise VideoError("decode", f"timed out after {self.timeout_s:g} s (the decoder "
                              "hung on this file; raise resources.decode_timeout_s if it is "
                              "just very long)") from None
-        return _video(reply, payload, spec)
+        if not reply.get("ok"):
+            raise VideoError(str(reply.get("stage", "decode")), str(reply.get("message", "")))
+        return reply, payload
 
     def _wait(self, deadline: float) -> None:
         left = deadline - time.monotonic()
@@ -223,6 +250,16 @@ def _video(reply: dict, payload: bytes, spec: DecodeSpec) -> DecodedVideo:
     return DecodedVideo(frames, str(reply["decoder"]), int(reply["num_frames"]),
                         float(reply["fps"]), int(reply["width"]), int(reply["height"]),
                         reply.get("note"), indices)
+
+
+def _audio(reply: dict, payload: bytes, spec: AudioSpec) -> DecodedAudio:
+    """The child's reply as :class:`DecodedAudio`: samples only of the spec's shape."""
+    if tuple(reply["shape"]) != spec.shape or len(payload) != 4 * int(np.prod(spec.shape)) \
+            or len(reply["starts"]) != spec.windows:
+        raise VideoError("decode", f"the decoder returned audio of shape {reply['shape']}, "
+                         f"not {list(spec.shape)}")
+    windows = np.frombuffer(payload, dtype=np.float32).reshape(spec.shape).copy()
+    return DecodedAudio.from_meta(reply, windows)
 
 
 _workers: dict[tuple[float, int | None], DecodeWorker] = {}
