@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -81,8 +82,10 @@ def _wait_for_dashboard(url: str, timeout: float = 60) -> None:
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster_videos")
+    t = np.arange(16000 * 2) / 16000  # a soundtrack for the audio task: a tone, 2 s
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     for i in range(VIDEOS):
-        write_video(root / f"v{i:02d}.mp4", moving_texture(32, 48, 64, seed=i))
+        write_video(root / f"v{i:02d}.mp4", moving_texture(32, 48, 64, seed=i), audio=tone)
     (root / "broken.mp4").write_text("not a video")
     names = [f"v{i:02d}.mp4" for i in range(VIDEOS)] + ["broken.mp4"]
     (root / "manifest.csv").write_text("path\n" + "\n".join(names) + "\n")
@@ -101,6 +104,8 @@ def write_job(root: Path, out: Path, name: str = "cluster", task: str = "classif
         spec.update(task="detect", sampling={"frames": 4},
                     model={"arch": "fasterrcnn_resnet18_fpn", "weights": "none"},
                     detect={"min_size": 64, "max_size": 96, "score_threshold": 0.0})
+    if task == "audio":  # their soundtracks through the audio task (random weights)
+        spec.update(task="audio", sampling={"hop_s": 0.5}, model={"arch": "res8"})
     path = out.parent / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -124,7 +129,7 @@ def test_two_nodes_are_up(cluster):
     assert len(alive) == 2
 
 
-@pytest.mark.parametrize("task", ["classify", "detect"])
+@pytest.mark.parametrize("task", ["classify", "detect", "audio"])
 def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path, task):
     out = tmp_path / "out"
     job = write_job(videos, out, task=task)
@@ -145,6 +150,10 @@ def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path, task):
         ok = [r for r in rows if r["status"] == "ok"]
         assert len(ok) == VIDEOS and all(r["frames_sampled"] == 4 for r in ok)
         assert all(isinstance(r["detections"], list) for r in ok)
+    if task == "audio":
+        ok = [r for r in pq.read_table(out).to_pylist() if r["status"] == "ok"]
+        assert len(ok) == VIDEOS and all(r["windows"] == 3 for r in ok)  # 2 s, hop 0.5
+        assert all(r["audio_codec"] == "aac" and not r["silent"] for r in ok)
     listed = vidbatch("list", "--address", cluster.dashboard_url, env=env)
     assert submission_id in listed.communicate(timeout=60)[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from pipeline.errors import VidbatchError
@@ -18,8 +19,9 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
 
     c = record["counts"]
     files = output.data_files()
+    task = get_task(record.get("task", DEFAULT_TASK))
     table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
-        columns=["video_id", "status", "error", "decoder"])
+        columns=["video_id", "status", "error", "decoder", *task.summary_columns])
     lines = [
         f"job {record['job']}: {c['rows']} rows for {c['manifest_rows']} manifest rows -> "
         f"{c['ok']} ok, {c['error']} error; {c['processed_this_run']} processed in "
@@ -33,6 +35,10 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
         lines.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
                                               for d in decoders))
     errors = table.filter(pc.equal(table["status"], "error")).to_pylist()
+    if errors:
+        stages = Counter(str(r["error"]).partition(":")[0] for r in errors)
+        lines.append("errors by stage: " + ", ".join(f"{s} {n}" for s, n in
+                                                     stages.most_common()))
     for row in errors[:8]:
         lines.append(f"  error {row['video_id']}: {row['error'][:160]}")
     if len(errors) > 8:
@@ -41,7 +47,7 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
         lines.append("mode decode_only: no model ran; the task's columns are null, decode_s "
                      "is each video's decode time")
     else:
-        lines += get_task(record.get("task", DEFAULT_TASK)).summary(record)
+        lines += task.summary(record, table)
     return "\n".join(lines)
 
 

@@ -94,8 +94,12 @@ class Task(ABC):
     def record(self, model: Any) -> dict[str, Any]:
         """The model's part of the job record (``_vidbatch_job.json``)."""
 
-    def summary(self, record: dict[str, Any]) -> list[str]:
-        """Lines the task adds to a finished job's summary."""
+    # Output columns the task's summary reads, besides video_id, status, error, decoder.
+    summary_columns: ClassVar[tuple[str, ...]] = ()
+
+    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
+        """Lines the task adds to a finished job's summary; ``rows``: the output's common
+        columns and :attr:`summary_columns`."""
         return []
 
     def schema(self, arch: str) -> pa.Schema:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pipeline.errors import ConfigError
+from pipeline.tasks.audio import AudioTask
 from pipeline.tasks.base import Task
 from pipeline.tasks.classify import ClassifyTask
 from pipeline.tasks.detect import DetectTask
 
-TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), DetectTask())}
+TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), DetectTask(), AudioTask())}
 DEFAULT_TASK = "classify"
 
 
