@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.errors import VidbatchError
+from pipeline.errors import ConfigError, VidbatchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch video analysis on Ray: every manifest row -> one Parquet row.")
@@ -243,14 +243,27 @@ def schema(task: Annotated[str, typer.Option(help="Analysis task")] = "classify"
 
 @app.command()
 def evaluate(
-    output: Annotated[str, typer.Argument(help="Output folder or URI of a detect job")],
-    labels: Annotated[str, typer.Option(help="Box labels file (video_id, frame, label, x1, "
-                                        "y1, x2, y2, optional object), as for training")],
+    output: Annotated[str, typer.Argument(help="Output folder or URI of a detect or audio "
+                                          "job")],
+    labels: Annotated[str, typer.Option(help="detect: box labels (video_id, frame, label, "
+                                        "x1, y1, x2, y2, optional object), as for training;"
+                                        " audio: video_id, label, optional onset_s")],
 ) -> None:
-    """Score a detect job's boxes and tracks against labels: mAP, box IoU, ID switches."""
-    from pipeline.tasks.detect_eval import evaluate as score
+    """Score a job against labels. detect: mAP, box IoU, ID switches; audio: top-1, top-5,
+    the confusion matrix, and how near the word's windows are to its onset."""
+    from pipeline.output.outdir import OutputDir
+    from pipeline.output.store import read_job_record
 
     try:
+        record = read_job_record(OutputDir.at(output)) or {}
+        task = record.get("task")
+        if task == "audio":
+            from pipeline.tasks.audio_eval import evaluate as score
+        elif task in ("detect", None):  # None: no job record to tell, try boxes
+            from pipeline.tasks.detect_eval import evaluate as score
+        else:
+            raise ConfigError(f"{output} holds a {task} job; evaluate scores detect and "
+                              "audio jobs")
         result = score(output, labels)
     except VidbatchError as e:
         _fail(e)
@@ -325,6 +338,33 @@ def demo_detect_data(
                    f"and {manifest}")
     path = write_labels(manifests / "shapes_labels.csv", labels)
     typer.echo(f"wrote the boxes of both splits to {path}")
+
+
+@app.command("demo-speech-data")
+def demo_speech_data(
+    out: Annotated[Path, typer.Option(help="Where the videos go")] = Path("data/speech"),
+    manifests: Annotated[Path, typer.Option(help="Where speech_train.csv and speech_val.csv "
+                                            "go")] = Path("manifests"),
+    train_per_class: Annotated[int, typer.Option(help="Train videos per class")] = 200,
+    val_per_class: Annotated[int, typer.Option(help="Held-out val videos per class")] = 20,
+    extras: Annotated[bool, typer.Option(
+        "--extras/--no-extras", help="Also the _silence_ (noise only) and _unknown_ (another "
+        "word) classes, besides the ten command words")] = True,
+) -> None:
+    """Generate the spoken-command demo: 3-second videos whose sound track speaks one of ten
+    command words over noise and whose picture says nothing about it; validation speaks
+    with voices training never hears. The same command always writes the same videos."""
+    from pipeline.synth import write_manifest
+    from pipeline.synth_speech import CLASSES, WORDS, make_speech_set
+
+    classes = CLASSES if extras else WORDS
+    for split, per_class, seed in (("train", train_per_class, 0),
+                                   ("val", val_per_class, 100_000)):
+        rows = make_speech_set(out / split, split, per_class, seed, classes)
+        manifest = manifests / f"speech_{split}.csv"
+        write_manifest(manifest, rows, videos_dir=out / split)
+        typer.echo(f"wrote {len(rows)} {split} videos ({len(classes)} classes) to "
+                   f"{out / split} and {manifest}")
 
 
 def main() -> None:
