@@ -48,12 +48,15 @@ def test_repo_train_specs_validate():
     from pipeline.train.entry import load_training
 
     names = sorted(p.name for p in (REPO / "jobs").glob("train*.yaml"))
-    assert names == ["train.yaml", "train_detect.yaml", "train_frames.yaml"]
+    tasks = {"train.yaml": "classify", "train_detect.yaml": "detect",
+             "train_frames.yaml": "classify", "train_speech.yaml": "audio",
+             "train_speech_picture.yaml": "classify"}
+    assert names == sorted(tasks)
     for name in names:
         spec = load_training(REPO / "jobs" / name)
         assert Path(spec.data.train.path).is_absolute()
         assert spec.checkpoint.storage_path.endswith("runs")
-        assert spec.task == ("detect" if name == "train_detect.yaml" else "classify")
+        assert spec.task == tasks[name]
     assert load_trainspec(REPO / "jobs" / "train_frames.yaml").model.arch == "resnet18"
     assert Path(load_training(REPO / "jobs" / "train_detect.yaml").data.labels).is_absolute()
 
@@ -62,9 +65,9 @@ def test_a_training_spec_of_an_untrainable_task_names_the_trainable_ones(tmp_pat
     from pipeline.train.entry import load_training
 
     path = tmp_path / "t.yaml"
-    path.write_text("task: audio\nname: x\n")
-    with pytest.raises(ConfigError, match=r"task: 'audio' cannot be trained; choose one of "
-                                          r"\['classify', 'detect'\]"):
+    path.write_text("task: nope\nname: x\n")
+    with pytest.raises(ConfigError, match=r"task: 'nope' cannot be trained; choose one of "
+                                          r"\['classify', 'detect', 'audio'\]"):
         load_training(path)
 
 

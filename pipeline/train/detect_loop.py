@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.decode.base import fitted_dims
-from pipeline.model.checkpoint import CHECKPOINT_FILE, read_checkpoint
+from pipeline.model.checkpoint import CHECKPOINT_FILE
 from pipeline.model.detectors import (
     DetectorCard,
     build_detector,
@@ -38,6 +38,7 @@ from pipeline.train.loop import (
     make_optimizer,
     maybe_fail,
     report_epoch,
+    resume_into,
     worker_start,
 )
 from pipeline.train.spec import OptimSpec
@@ -167,17 +168,12 @@ def _save(d: Path, net, opt, cfg: DetectLoopConfig, epoch: int, metrics: dict) -
 def _restore(cfg: DetectLoopConfig, checkpoint):
     import ray.train.torch as rtt
 
-    net, done = build_model(cfg), 0
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            data = read_checkpoint(str(Path(d) / CHECKPOINT_FILE))
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-        net.load_state_dict(data["state_dict"])
-        done = int(data["epoch"])
+    net = build_model(cfg)
+    done, opt_state = resume_into(net, checkpoint)
     ddp = rtt.prepare_model(net)
     opt = make_optimizer([p for p in ddp.parameters() if p.requires_grad], cfg.optim)
-    if checkpoint is not None:
-        opt.load_state_dict(state["optimizer"])
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
     return ddp, net, opt, done
 
 

@@ -19,17 +19,19 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from pipeline.model.detectors import DETECTOR_NAMES
-from pipeline.paths import is_checkpoint_ref, resolve
 from pipeline.spec import (
     NAME_PATTERN,
     ManifestSpec,
     Spec,
-    check_uris,
     manifest_shorthand,
-    validate,
 )
 from pipeline.tasks.detect import DetectSamplingSpec
-from pipeline.train.spec import CheckpointSpec, OptimSpec, TrainResourcesSpec
+from pipeline.train.spec import (
+    CheckpointSpec,
+    OptimSpec,
+    TrainResourcesSpec,
+    parse_train_spec,
+)
 
 
 class DetectDataSpec(Spec):
@@ -73,28 +75,8 @@ class DetectTrainSpec(Spec):
     allow_uri_options: bool = False
 
 
-def _resolve_paths(spec: DetectTrainSpec, base: Path) -> DetectTrainSpec:
-    data, weights = spec.data, spec.model.weights
-    return spec.model_copy(update={
-        "data": data.model_copy(update={
-            "train": data.train.model_copy(update={"path": resolve(base, data.train.path)}),
-            "val": data.val and data.val.model_copy(update={"path": resolve(base,
-                                                                            data.val.path)}),
-            "labels": resolve(base, data.labels),
-        }),
-        "model": spec.model.model_copy(update={
-            "weights": resolve(base, weights) if is_checkpoint_ref(weights) else weights}),
-        "checkpoint": spec.checkpoint.model_copy(update={
-            "storage_path": resolve(base, spec.checkpoint.storage_path)}),
-    })
-
-
 def parse_detect_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = None
                            ) -> DetectTrainSpec:
     """Validate a parsed detection training spec; resolve relative paths."""
-    spec = validate(DetectTrainSpec, data, source, "training spec", "docs/training.md")
-    check_uris({"data.train.path": spec.data.train.path,
-                "data.val.path": spec.data.val and spec.data.val.path,
-                "data.labels": spec.data.labels,
-                "model.weights": spec.model.weights}, spec.allow_uri_options)
-    return spec if base_dir is None else _resolve_paths(spec, base_dir)
+    return parse_train_spec(DetectTrainSpec, data, source, base_dir, "docs/training.md",
+                            data_files=("labels",))

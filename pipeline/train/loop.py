@@ -145,13 +145,14 @@ def evaluate(model, batches, num_classes: int, device: torch.device, o: OptimSpe
     return tally
 
 
-def _val_batches(shard, batch_size: int, rank: int, world: int):
+def val_batches(shard, batch_size: int, rank: int, world: int, key: str = "frames"):
     """Every worker reads the whole (unsplit) val set and keeps the rows ``row % world ==
-    rank``: each video is evaluated exactly once, none is dropped to even out shards."""
+    rank``: each video is evaluated exactly once, none is dropped to even out shards.
+    Batches hold ``key`` (the model's input) and ``target``."""
     for batch in shard.iter_torch_batches(batch_size=batch_size):
         keep = batch["row"] % world == rank
         if keep.any():
-            yield {"frames": batch["frames"][keep], "target": batch["target"][keep]}
+            yield {key: batch[key][keep], "target": batch["target"][keep]}
 
 
 def load_resume_state(checkpoint, model: ClipClassifier, cfg: LoopConfig) -> int:
@@ -202,6 +203,20 @@ def report_epoch(metrics: dict, cfg, rank: int, save: Callable[[Path], None]) ->
             save(Path(tmp))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def resume_into(net: nn.Module, checkpoint) -> tuple[int, dict | None]:
+    """Load a Ray checkpoint (``model.pt`` beside ``train_state.pt``) into ``net``: ``(the
+    epoch it finished, the optimizer's state)``, or ``(0, None)`` without one. For the
+    detection and audio loops; the optimizer state is loaded once the model sits on its
+    device."""
+    if checkpoint is None:
+        return 0, None
+    with checkpoint.as_directory() as d:
+        data = read_checkpoint(str(Path(d) / CHECKPOINT_FILE))
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    net.load_state_dict(data["state_dict"])
+    return int(data["epoch"]), state["optimizer"]
 
 
 def _restore(cfg: LoopConfig, checkpoint):
@@ -258,7 +273,7 @@ def train_loop_per_worker(config: dict) -> None:
         train = train_one_epoch(model, batches, opt, scaler, cfg, epoch, device, gen)
         train = train.reduced(reduce)
         train_s = time.perf_counter() - t0
-        val = evaluate(net, _val_batches(val_shard, bs, rank, world), len(cfg.card.class_names),
+        val = evaluate(net, val_batches(val_shard, bs, rank, world), len(cfg.card.class_names),
                        device, cfg.optim).reduced(reduce)
         metrics = {"epoch": epoch, **train.metrics("train"), **val.metrics("val"),
                    "clips_per_s": train.count / train_s, "lr": opt.param_groups[0]["lr"],

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import dataflow
-from pipeline.decode.base import DecodeSpec
+from pipeline.decode.stage import decode_batch
 from pipeline.errors import ConfigError, JobFailed, ManifestError
 from pipeline.model.zoo import ensure_weights_available
 from pipeline.ray_session import connect, disconnect
@@ -62,18 +62,19 @@ def check_cluster(plan: TrainPlan) -> None:
 CLASSIFY_COLUMNS = ("row", "frames", "target")
 
 
-def decode_rows(rows: pa.Table, spec: DecodeSpec, plan, keep: tuple[str, ...]):
+def decode_rows(rows: pa.Table, spec, plan, keep: tuple[str, ...],
+                stage: Callable = decode_batch):
     """``(dataset of the ok rows' ``keep`` columns, held in the object store; list of the
     failed rows)``: decoded once, read every epoch."""
-    return dataflow.decoded_once(rows, spec, plan.spec.resources, keep=keep)
+    return dataflow.decoded_once(rows, spec, plan.spec.resources, keep, stage)
 
 
-def prepare_data(plan, log: Callable[[str], None], train_decode: DecodeSpec,
-                 val_decode: DecodeSpec, keep: tuple[str, ...] = CLASSIFY_COLUMNS):
-    """Decode both splits (a classification or detection plan); write and print the
-    decode failures; refuse empty splits."""
-    train, train_err = decode_rows(plan.train_rows, train_decode, plan, keep)
-    val, val_err = decode_rows(plan.val_rows, val_decode, plan, keep)
+def prepare_data(plan, log: Callable[[str], None], train_decode, val_decode,
+                 keep: tuple[str, ...] = CLASSIFY_COLUMNS, stage: Callable = decode_batch):
+    """Decode both splits (of a classification, detection or audio plan: ``stage`` and
+    its specs); write and print the decode failures; refuse empty splits."""
+    train, train_err = decode_rows(plan.train_rows, train_decode, plan, keep, stage)
+    val, val_err = decode_rows(plan.val_rows, val_decode, plan, keep, stage)
     with (plan.run_dir / DECODE_ERRORS).open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["split", "row", "video_id", "path", "error"])
         w.writeheader()
@@ -162,7 +163,7 @@ def build_trainer(plan, cfg, train_ds, val_ds, loop: Callable = train_loop_per_w
             logging_config=LoggingConfig(log_level="WARNING")),
         datasets={"train": train_ds.randomize_block_order(), "val": val_ds},
         # val is not split: each worker evaluates the rows row % world == rank of it, so
-        # no val video is dropped to make shards equal (see loop._val_batches).
+        # no val video is dropped to make shards equal (see loop.val_batches).
         dataset_config=DataConfig(datasets_to_split=["train"]))
 
 
@@ -217,7 +218,8 @@ def finish(plan: TrainPlan, result, wall_s: float, counts: dict[str, int]) -> di
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     confusion = json.loads((plan.best_dir / CONFUSION_JSON).read_text(encoding="utf-8"))
     summary = {
-        "name": plan.spec.name, "run_dir": str(plan.run_dir), "best_dir": str(plan.best_dir),
+        "name": plan.spec.name, "task": getattr(plan.spec, "task", "classify"),
+        "run_dir": str(plan.run_dir), "best_dir": str(plan.best_dir),
         "best_epoch": best_metrics["epoch"], "best_val_acc": best_metrics["val_acc"],
         "best_val_top5": best_metrics["val_top5"], "last": result.metrics,
         "wall_s": round(wall_s, 1), **counts, "per_class": confusion["per_class"],

@@ -128,31 +128,43 @@ class TrainSpec(Spec):
                                     "query options")
 
 
-def _resolve_paths(spec: TrainSpec, base: Path) -> TrainSpec:
-    data = spec.data
-    weights = spec.model.weights
-    if is_checkpoint_ref(weights):
-        weights = resolve(base, weights)
+def resolve_train_paths(spec, base: Path, **data_paths: str):
+    """A training spec (of any task) with its relative paths resolved against ``base``:
+    the manifests, a checkpoint as ``model.weights``, ``checkpoint.storage_path``, and the
+    task's own data files (``data_paths``: key of ``spec.data`` -> its value)."""
+    data, weights = spec.data, spec.model.weights
     return spec.model_copy(update={
         "data": data.model_copy(update={
             "train": data.train.model_copy(update={"path": resolve(base, data.train.path)}),
             "val": data.val and data.val.model_copy(update={"path": resolve(base,
                                                                             data.val.path)}),
+            **{k: resolve(base, v) for k, v in data_paths.items()},
         }),
-        "model": spec.model.model_copy(update={"weights": weights}),
+        "model": spec.model.model_copy(update={
+            "weights": resolve(base, weights) if is_checkpoint_ref(weights) else weights}),
         "checkpoint": spec.checkpoint.model_copy(update={
             "storage_path": resolve(base, spec.checkpoint.storage_path)}),
     })
 
 
+def parse_train_spec(cls: type[Spec], data: Any, source: str, base_dir: Path | None,
+                     reference: str, data_files: tuple[str, ...] = ()):
+    """Validate a parsed training spec of class ``cls``: every URI checked (the
+    manifests, the weights, and the task's own ``data_files``: keys of its ``data``
+    section), and relative paths resolved against ``base_dir``."""
+    spec = validate(cls, data, source, "training spec", reference)
+    files = {k: getattr(spec.data, k) for k in data_files}
+    check_uris({"data.train.path": spec.data.train.path,
+                "data.val.path": spec.data.val and spec.data.val.path,
+                "model.weights": spec.model.weights,
+                **{f"data.{k}": v for k, v in files.items()}}, spec.allow_uri_options)
+    return spec if base_dir is None else resolve_train_paths(spec, base_dir, **files)
+
+
 def parse_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = None
                     ) -> TrainSpec:
     """Validate a parsed training spec; resolve relative paths against ``base_dir``."""
-    spec = validate(TrainSpec, data, source, "training spec", "docs/training.md")
-    check_uris({"data.train.path": spec.data.train.path,
-                "data.val.path": spec.data.val and spec.data.val.path,
-                "model.weights": spec.model.weights}, spec.allow_uri_options)
-    return spec if base_dir is None else _resolve_paths(spec, base_dir)
+    return parse_train_spec(TrainSpec, data, source, base_dir, "docs/training.md")
 
 
 def load_trainspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
