@@ -142,3 +142,28 @@ def test_an_audio_job_on_the_checkpoint_gives_one_row_per_manifest_row(trained, 
     assert f"{len(rows)} rows for {len(rows)} manifest rows -> 7 ok, 3 error" in summary
     assert "1 silent throughout); 1 file(s) without an audio stream" in summary
     assert "errors by stage: " in summary and "no_audio 1" in summary
+
+
+def test_files_without_audio_do_not_count_as_failures(trained, speech):
+    """A collection where most files have no soundtrack is not a failed job: no_audio rows
+    stay error rows but are outcomes, not failures (max_error_fraction at its default)."""
+    root = speech["root"]
+    frames = moving_texture(20, 32, 32, seed=4)
+    rows = [{"video_id": "spoken", "path": f"val/{speech['val_rows'][0]['path']}"}]
+    for i in range(3):
+        write_video(root / f"mute{i}.mp4", frames, fps=10)
+        rows.append({"video_id": f"mute{i}", "path": f"mute{i}.mp4"})
+    rows.append({"video_id": "missing", "path": "missing.mp4"})
+    out = trained["tmp"] / "mostly_mute"
+    spec = parse_jobspec({
+        "task": "audio", "name": "mostly-mute",
+        "manifest": str(write_manifest(root / "mute.csv", rows)),
+        "model": {"arch": "res8", "weights": trained["summary"]["best_dir"]},
+        "output": {"path": str(out)}})
+    record = execute(plan_job(spec), log=lambda _: None)  # 4 of 5 are errors: no JobFailed
+    assert record["counts"]["error"] == 4 and record["counts"]["outcomes"] == 3
+    with pytest.raises(JobFailed, match="1 of 5 videos failed"):
+        execute(plan_job(parse_jobspec({**spec.model_dump(mode="json"),
+                                        "max_error_fraction": 0.1,
+                                        "output": {"path": str(out), "if_exists": "overwrite"}})),
+                log=lambda _: None)

@@ -72,8 +72,13 @@ class BrightnessTask(Task):
     def record(self, model):
         return {"arch": model}
 
-    def summary(self, record):
-        return ["brightness: the mean pixel value of the sampled frames"]
+    summary_columns = ("brightness",)
+
+    def summary(self, record, rows=None):
+        values = rows["brightness"].drop_null().to_pylist()  # the rows' summary_columns
+        mean = sum(values) / len(values)
+        return [f"brightness: the mean pixel value of the sampled frames ({mean:.0f} on "
+                "average over the ok rows)"]
 
 
 @pytest.fixture
@@ -137,7 +142,8 @@ def test_a_new_task_runs_end_to_end(ray_session, brightness, tmp_path, numbered_
     assert record["task"] == "brightness" and record["model"] == {"arch": "mean-pixel"}
     summary = render_summary(plan.output, record)
     assert "4 rows for 4 manifest rows -> 3 ok, 1 error" in summary
-    assert summary.endswith("brightness: the mean pixel value of the sampled frames")
+    assert summary.endswith("brightness: the mean pixel value of the sampled frames (81 on "
+                            "average over the ok rows)")
 
 
 # ---------------------------------------------------------------- a decoder that kills its worker

@@ -151,7 +151,7 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
     finally:
         disconnect(handle)
     wall = time.perf_counter() - handle.t0
-    counts = count_statuses(out)
+    counts = count_statuses(out, plan.task.outcome_stages)
     problem = _incomplete(plan, counts, lease)
     record = {**_record(plan, counts, wall, started, handle.dashboard_url), **base,
               "state": "incomplete" if problem else "finished"}
@@ -176,10 +176,13 @@ def _incomplete(plan: JobPlan, counts: dict[str, int], lease: OutputLease) -> st
 
 
 def _check_error_fraction(plan: JobPlan, counts: dict[str, int]) -> None:
-    fraction = counts["error"] / max(1, counts["rows"])
+    """Exit 1 when too many videos failed; error rows that are outcomes of the input (a
+    file without audio, for an audio task) are not failures."""
+    failed = counts["error"] - counts.get("outcomes", 0)
+    fraction = failed / max(1, counts["rows"])
     limit = plan.spec.max_error_fraction
     if fraction > limit:
-        raise JobFailed(f"{counts['error']} of {counts['rows']} videos failed ({fraction:.0%})"
+        raise JobFailed(f"{failed} of {counts['rows']} videos failed ({fraction:.0%})"
                         f", above max_error_fraction {limit:g}; see the error column in "
                         f"{plan.output}")
 

@@ -168,15 +168,22 @@ def set_aside(out: OutputDir, files: tuple[str, ...]) -> None:
         out.move_into(f, QUARANTINE)
 
 
-def count_statuses(out: OutputDir) -> dict[str, int]:
-    """Rows per status over all data files (reads two small columns only)."""
+def count_statuses(out: OutputDir, outcomes: tuple[str, ...] = ()) -> dict[str, int]:
+    """Rows per status over all data files (reads two small columns only). With
+    ``outcomes`` (error stages that are outcomes of the input, not failures: a task's
+    ``Task.outcome_stages``), also ``outcomes``: the error rows of those stages."""
     files = out.data_files()
     if not files:
-        return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0}
-    t = pa.concat_tables(out.read_columns(f, ["video_id", "status"]) for f in files)
+        return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0, "outcomes": 0}
+    columns = ["video_id", "status"] + (["error"] if outcomes else [])
+    t = pa.concat_tables(out.read_columns(f, columns) for f in files)
     ok = int(pc.sum(pc.equal(t["status"], "ok")).as_py() or 0)
+    expected = 0
+    for stage in outcomes:
+        hit = pc.starts_with(pc.fill_null(t["error"], ""), f"{stage}:")
+        expected += int(pc.sum(hit).as_py() or 0)
     return {"rows": t.num_rows, "ok": ok, "error": t.num_rows - ok,
-            "unique_ids": len(pc.unique(t["video_id"]))}
+            "unique_ids": len(pc.unique(t["video_id"])), "outcomes": expected}
 
 
 def read_job_record(out: OutputDir) -> dict[str, Any] | None:

@@ -115,6 +115,7 @@ class AudioTask(Task):
     architectures = AUDIO_ARCH_NAMES
     decode_stage = staticmethod(decode_audio_batch)
     summary_columns = ("silent",)
+    outcome_stages = ("no_audio",)
 
     def resolve(self, spec: AudioJobSpec) -> AudioCard:
         m = spec.model

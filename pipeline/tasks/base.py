@@ -94,6 +94,9 @@ class Task(ABC):
     def record(self, model: Any) -> dict[str, Any]:
         """The model's part of the job record (``_vidbatch_job.json``)."""
 
+    # Error stages that are outcomes of the input, not failures (an audio task's
+    # "no_audio"): such rows stay error rows but do not count against max_error_fraction.
+    outcome_stages: ClassVar[tuple[str, ...]] = ()
     # Output columns the task's summary reads, besides video_id, status, error, decoder.
     summary_columns: ClassVar[tuple[str, ...]] = ()
 
