@@ -76,6 +76,25 @@ def test_a_segment_decodes_only_its_windows(tmp_path):
         decode_audio(str(path), AudioSpec(), 5.0, None)
 
 
+def test_times_start_at_the_streams_first_timestamp_and_segments_end_with_it(tmp_path):
+    """MPEG-TS streams start at a timestamp other than 0 (here 0.136 s): times are measured
+    from it. An end past the soundtrack is clamped to it, as for video."""
+    path = av_file(tmp_path / "tone.ts", tone_at(3.0, 1.0, 2.0))
+    audio = decode_audio(str(path), AudioSpec(window_s=0.5, hop_s=0.5))
+    rms = np.sqrt(np.square(audio.windows[:audio.count]).mean(axis=1))
+    assert audio.count == 6 and (rms[:2] < 0.05).all() and (rms[2:] > 0.3).all()
+    long = decode_audio(str(path), AudioSpec(window_s=0.5, hop_s=0.5, max_windows=10), 0, 100)
+    assert long.starts[:long.count].tolist() == audio.starts[:6].tolist()
+
+
+def test_a_short_track_is_centred_in_the_training_window(tmp_path):
+    path = av_file(tmp_path / "short.mp4", tone_at(0.5, 0.0, 0.5), seconds=0.5)
+    loud = decode_audio(str(path), AudioSpec(window_s=1.3, hop_s=0.1, pick="loudest"))
+    heard = np.flatnonzero(np.abs(loud.windows[0]) > 0.05)
+    middle = (heard[0] + heard[-1]) / 2
+    assert abs(middle - 1.3 * RATE / 2) < 0.05 * RATE and loud.starts[0] < 0
+
+
 def test_no_audio_stream_and_silence_are_outcomes(tmp_path):
     with pytest.raises(VideoError) as e:
         decode_audio(str(av_file(tmp_path / "mute.mp4", None)), AudioSpec())

@@ -2,12 +2,16 @@
 
 The peer of the video decoders for audio tasks. PyAV (which ships FFmpeg) decodes the
 first audio stream, FFmpeg's resampler downmixes it to mono float at ``sample_rate``, and
-the samples are copied into fixed-length windows as they stream past: only the windows
-are held, never the whole soundtrack, so an hour of audio costs the same memory as a
-minute. Windows start every ``hop_s`` over the segment (``start_s``/``end_s``); when that
-gives more than ``max_windows``, that many are spread evenly over it instead (the audio
-counterpart of sampling frames). A soundtrack shorter than one window gives one window,
-padded with silence.
+the samples are copied into fixed-length windows as they stream past
+(:mod:`pipeline.decode.audio_stream`): only the windows are held, never the whole
+soundtrack, so an hour of audio costs the same memory as a minute. Times are measured from
+the stream's first timestamp. Windows start every ``hop_s`` over the segment
+(``start_s``/``end_s``, the end clamped to the soundtrack's); when that gives more than
+``max_windows``, that many are spread evenly over it instead (the audio counterpart of
+sampling frames). A soundtrack shorter than one window gives one window, padded with
+silence. When the container does not say how long the stream is, its packets are demuxed
+once (not decoded) to measure it; only a pipe, which cannot be read twice, gets
+consecutive windows from its start instead.
 
 Outcomes besides audio: a file without an audio stream raises ``VideoError("no_audio",
 ...)`` (its row is an error row whose reason starts with ``no_audio:``); audio whose every
@@ -21,11 +25,13 @@ Worked example: a 3.0 s soundtrack, ``window_s=1.0, hop_s=0.25``: windows start 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline.decode.audio_stream import Windows, measured_duration, stream_samples
 from pipeline.decode.base import open_source, reader_input, short_error
 from pipeline.errors import VideoError
 
@@ -137,127 +143,75 @@ def _stream_facts(container, stream) -> tuple[str, int, int, float]:
         duration = container.duration / 1_000_000
     else:
         duration = float("nan")
+    duration = duration if duration > 0 else float("nan")  # <= 0: unknown too
     return cc.name, int(cc.sample_rate or 0), int(channels or 0), duration
-
-
-class _Windows:
-    """Copies a stream of samples into the windows that overlap it; holds nothing else."""
-
-    def __init__(self, spec: AudioSpec, starts: np.ndarray, first_s: float):
-        self.length = spec.window_samples
-        self.first = np.round((starts - first_s) * spec.sample_rate).astype(np.int64)
-        self.buf = np.zeros((len(starts), self.length), np.float32)
-        self.filled = np.zeros(len(starts), np.int64)  # last sample index written + 1
-        self.open = 0  # windows before this one are complete
-
-    @property
-    def done(self) -> bool:
-        return self.open >= len(self.first)
-
-    def add(self, at: int, samples: np.ndarray) -> None:
-        """Samples ``[at, at + len(samples))`` of the segment (sample 0 = its start)."""
-        end = at + len(samples)
-        w = self.open
-        while w < len(self.first) and self.first[w] < end:
-            lo, hi = max(at, self.first[w]), min(end, self.first[w] + self.length)
-            if hi > lo:
-                self.buf[w, lo - self.first[w]:hi - self.first[w]] = samples[lo - at:hi - at]
-                self.filled[w] = hi - self.first[w]
-            if w == self.open and self.first[w] + self.length <= end:
-                self.open += 1
-            w += 1
 
 
 def decode_audio(path: str, spec: AudioSpec, start_s: float | None = None,
                  end_s: float | None = None, src: str | bytes | None = None) -> DecodedAudio:
     """Decode the windows of one file's soundtrack. Raises :class:`VideoError`."""
-    import av
-
     if src is None:
         src = open_source(path, spec.allow_uri_options, spec.max_file_mb)
-    try:
-        container = av.open(reader_input(src), mode="r")
-    except Exception as e:
-        raise VideoError("decode", f"not a readable media file: {short_error(e)}") from None
-    with container:
-        streams = container.streams.audio
-        if not streams:
-            raise VideoError("no_audio", "the file has no audio stream; an audio task has "
-                             "nothing to analyse in it")
-        stream = streams[0]
+    with _open(src) as container:
+        stream = _first_audio(container)
         codec, rate, channels, duration = _stream_facts(container, stream)
+        if duration != duration and _reopenable(src):  # unknown: measured from packets
+            with _open(src) as probe:
+                duration = measured_duration(probe, _first_audio(probe))
         first = start_s or 0.0
-        last = end_s if end_s is not None else (duration if duration == duration else None)
+        last = end_s
+        if duration == duration:  # a segment ends with the soundtrack at the latest
+            last = duration if last is None else min(last, duration)
         if last is not None and first >= last:
             raise VideoError("sample", f"the segment starts at {first:g} s, at or after its "
                              f"end ({last:g} s; the soundtrack lasts {duration:g} s)")
         starts = spec.starts(first, last)
-        windows = _Windows(spec, starts, first)
-        peak, skipped = _stream_samples(container, stream, spec, first, last, windows)
-    count = int(np.count_nonzero(windows.filled)) or 1  # a too-short track: one padded
+        windows = Windows(spec.window_samples, np.round(
+            (starts - first) * spec.sample_rate).astype(np.int64))
+        peak, skipped = stream_samples(container, stream, spec.sample_rate, first, last,
+                                       windows)
     peak_dbfs = 20 * math.log10(peak) if peak > 0 else -math.inf
-    audio = _finish(spec, windows, starts, count)
     note = f"{skipped} corrupt audio packet(s) skipped" if skipped else None
-    return DecodedAudio(*audio, codec, rate, channels, duration, peak_dbfs, note)
+    return DecodedAudio(*_finish(spec, windows, starts), codec, rate, channels, duration,
+                        peak_dbfs, note)
 
 
-def _finish(spec: AudioSpec, w: _Windows, starts: np.ndarray, count: int):
-    """``(windows, starts, count)`` at the spec's shape: all the filled windows, or the
-    loudest of them."""
+def _open(src):
+    import av
+
+    try:
+        return av.open(reader_input(src), mode="r")
+    except Exception as e:
+        raise VideoError("decode", f"not a readable media file: {short_error(e)}") from None
+
+
+def _first_audio(container):
+    if not container.streams.audio:
+        raise VideoError("no_audio", "the file has no audio stream; an audio task has "
+                         "nothing to analyse in it")
+    return container.streams.audio[0]
+
+
+def _reopenable(src) -> bool:
+    """Whether the file can be read twice (not a pipe)."""
+    return isinstance(src, bytes) or os.path.isfile(src)
+
+
+def _finish(spec: AudioSpec, w: Windows, starts: np.ndarray):
+    """``(windows, starts, count)`` at the spec's shape: the windows that got samples (a
+    track shorter than one window: that one, padded), or the loudest of them."""
+    filled = np.flatnonzero(w.filled > 0)
+    if not len(filled):
+        filled = np.array([0])
     out = np.zeros(spec.shape, np.float32)
     at = np.full(spec.windows, np.nan)
     if spec.pick == "loudest":
         # Energy weighted towards the window's middle: of the windows that hold a loud
         # event whole, the one centred on it wins (a plain sum ties them all).
-        energy = np.square(w.buf[:count]) @ np.hanning(w.length)
-        best = int(np.argmax(energy))
-        out[0], at[0] = w.buf[best], starts[best]
+        best = int(filled[np.argmax(np.square(w.buf[filled]) @ np.hanning(w.length))])
+        n = int(w.filled[best]) or w.length
+        shift = (w.length - n) // 2  # a short track is centred, as training crops the centre
+        out[0, shift:shift + n], at[0] = w.buf[best, :n], starts[best] - shift / spec.sample_rate
         return out, at, 1
-    out[:count], at[:count] = w.buf[:count], starts[:count]
-    return out, at, count
-
-
-def _stream_samples(container, stream, spec: AudioSpec, first: float, last: float | None,
-                    windows: _Windows) -> tuple[float, int]:
-    """Decode, resample and hand the segment's samples to ``windows``; ``(peak, corrupt
-    packets skipped)``. Stops once every window is complete."""
-    import av
-
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=spec.sample_rate)
-    if first > 1.0 and stream.time_base is not None:
-        container.seek(int(first / stream.time_base), stream=stream, backward=True)
-    limit = None if last is None else round((last - first) * spec.sample_rate)
-    at, t0, peak, skipped = None, None, 0.0, 0
-    for packet in container.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.error.InvalidDataError:
-            skipped += 1
-            continue
-        for frame in frames:
-            if t0 is None:
-                t0 = frame.time if frame.time is not None else 0.0
-                at = round((t0 - first) * spec.sample_rate)
-            for out in resampler.resample(frame):
-                samples = out.to_ndarray().reshape(-1)
-                at, peak = _take(samples, at, limit, windows, peak)
-        if windows.done or (limit is not None and at is not None and at >= limit):
-            break
-    if at is None:
-        raise VideoError("decode", "the audio stream holds no decodable audio"
-                         + (f" ({skipped} corrupt packet(s))" if skipped else ""))
-    for out in resampler.resample(None):
-        at, peak = _take(out.to_ndarray().reshape(-1), at, limit, windows, peak)
-    return peak, skipped
-
-
-def _take(samples: np.ndarray, at: int, limit: int | None, windows: _Windows, peak: float
-          ) -> tuple[int, float]:
-    """Feed the part of ``samples`` (starting at segment sample ``at``) inside the segment."""
-    lo = max(0, -at)
-    hi = len(samples) if limit is None else max(lo, min(len(samples), limit - at))
-    if hi > lo:
-        part = samples[lo:hi]
-        windows.add(at + lo, part)
-        peak = max(peak, float(np.abs(part).max()))
-    return at + len(samples), peak
+    out[:len(filled)], at[:len(filled)] = w.buf[filled], starts[filled]
+    return out, at, len(filled)

@@ -57,16 +57,17 @@ def each_row(batch: Batch, spec: DecodeSpec | AudioSpec, guard=None):
     for i in range(len(batch["video_id"])):
         path, video_id = batch["path"][i], str(batch["video_id"][i])
         refused = guard.refuse(video_id) if guard is not None else None
-        if path is None or path != path or not str(path).strip():
-            yield i, None, "read: the manifest row has an empty path", 0.0
-        elif refused:
+        if refused:
             yield i, None, refused, 0.0
+            continue
+        if path is None or path != path or not str(path).strip():
+            decoded, err, dt = None, "read: the manifest row has an empty path", 0.0
         else:
             decoded, err, dt = timed_decode(str(path), spec, _float_or_none(batch["start_s"][i]),
                                             _float_or_none(batch["end_s"][i]))
-            if guard is not None:
-                guard.done(video_id)
-            yield i, decoded, err, dt
+        if guard is not None:
+            guard.done(video_id)
+        yield i, decoded, err, dt
 
 
 def _common(n: int) -> Batch:

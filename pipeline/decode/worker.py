@@ -255,7 +255,7 @@ def _video(reply: dict, payload: bytes, spec: DecodeSpec) -> DecodedVideo:
 def _audio(reply: dict, payload: bytes, spec: AudioSpec) -> DecodedAudio:
     """The child's reply as :class:`DecodedAudio`: samples only of the spec's shape."""
     if tuple(reply["shape"]) != spec.shape or len(payload) != 4 * int(np.prod(spec.shape)) \
-            or len(reply["starts"]) != spec.windows:
+            or len(reply["starts"]) != spec.windows or not 1 <= reply["count"] <= spec.windows:
         raise VideoError("decode", f"the decoder returned audio of shape {reply['shape']}, "
                          f"not {list(spec.shape)}")
     windows = np.frombuffer(payload, dtype=np.float32).reshape(spec.shape).copy()

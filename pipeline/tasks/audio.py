@@ -34,8 +34,8 @@ class AudioSamplingSpec(Spec):
 
     sample_rate: int | None = Field(None, ge=4000, le=96_000, description="Hz; null: the "
                                     "model's (a checkpoint records the rate it was trained at)")
-    window_s: float | None = Field(None, gt=0, le=30, description="seconds per window; null: "
-                                   "the model's")
+    window_s: float | None = Field(None, ge=0.1, le=30, description="seconds per window; "
+                                   "null: the model's")
     hop_s: float = Field(0.5, gt=0, description="a window starts every hop_s seconds")
     max_windows: int = Field(60, ge=1, le=10_000, description="more windows than this are "
                              "spread evenly over the soundtrack instead")
@@ -56,7 +56,8 @@ class AudioPredictSpec(Spec):
     top_k: int = Field(5, ge=1, le=1000)
     background: list[str] | None = Field(None, description="classes that mean nothing "
                                          "was said (pooled only when every window is "
-                                         "one); null: those of BACKGROUND the model has")
+                                         "one); null: those of BACKGROUND the model has "
+                                         "(_silence_, _background_noise_, silence)")
     windows_per_batch: int = Field(64, ge=1, le=65_536, description="windows per forward "
                                    "pass, gathered across the videos of a batch")
     vad: bool = Field(True, description="Silero VAD: speech probability per window and the "
@@ -72,6 +73,7 @@ class AudioJobSpec(JobSpec):
     output: OutputSpec
 
 
+MAX_ROW_MB = 256  # the samples one video's windows may hold in a decoded batch
 WINDOW = pa.struct([pa.field("t_s", pa.float32()), pa.field("label", pa.string()),
                     pa.field("score", pa.float32()), pa.field("speech", pa.float32())])
 
@@ -86,11 +88,17 @@ def audio_spec(s: AudioSamplingSpec, res: DecodeResourcesSpec, card: AudioCard,
         if given is not None and card.source == "checkpoint" and given != f[key]:
             raise ConfigError(f"sampling.{key}: {given:g} differs from the {f[key]:g} the "
                               f"checkpoint was trained at; remove the key or set {f[key]:g}")
-    return AudioSpec(sample_rate=s.sample_rate or f["sample_rate"],
+    spec = AudioSpec(sample_rate=s.sample_rate or f["sample_rate"],
                      window_s=s.window_s or f["window_s"], hop_s=s.hop_s,
                      max_windows=s.max_windows, pick=pick, silence_dbfs=s.silence_dbfs,
                      timeout_s=res.decode_timeout_s, memory_mb=res.decode_memory_mb,
                      max_file_mb=res.max_remote_file_mb, allow_uri_options=allow_uri_options)
+    row_mb = spec.max_windows * spec.window_samples * 4 / 2**20
+    if row_mb > MAX_ROW_MB:
+        raise ConfigError(f"sampling.max_windows: {spec.max_windows} windows of "
+                          f"{spec.window_s:g} s at {spec.sample_rate} Hz are {row_mb:.0f} MiB "
+                          f"per video (at most {MAX_ROW_MB}); lower max_windows")
+    return spec
 
 
 # Class names that mean "nothing was said" (Speech Commands' and AudioSet's).
@@ -122,8 +130,9 @@ class AudioTask(Task):
         card = audio_card(m.arch, m.weights, m.labels)
         if card.source == "none":  # random weights: the spec sets the features
             s = spec.sampling
+            rate = s.sample_rate or card.features["sample_rate"]
             card = audio_card(m.arch, m.weights, m.labels, {
-                **card.features, "sample_rate": s.sample_rate or card.features["sample_rate"],
+                **card.features, "sample_rate": rate, "fmax": rate / 2,
                 "window_s": s.window_s or card.features["window_s"]})
         background_classes(card, spec.predict.background)
         return card

@@ -59,7 +59,7 @@ def evaluate(output: str, labels_path: str, within: float = 0.5) -> dict[str, An
     result = {
         "videos": {"labelled": len(rows), "ok": len(ok), "error": len(rows) - len(ok)},
         "top1": float(np.mean([p == t for p, t in zip(pred, true)])),
-        "top5": float(np.mean([truth[r["video_id"]]["label"] in r["topk_labels"][:5]
+        "top5": float(np.mean([str(truth[r["video_id"]]["label"]) in r["topk_labels"][:5]
                                for r in ok])),
         "classes": names, "confusion": confusion,
         "per_class_recall": {n: round(row[i] / sum(row), 4) if sum(row) else None
@@ -71,7 +71,8 @@ def _timing(ok: list[dict], truth: dict[str, dict], within: float) -> dict[str, 
     """How close the windows that heard each video's word are to its onset."""
     best, near, heard_windows, spoken = [], 0, 0, 0
     for r in ok:
-        label, onset = truth[r["video_id"]]["label"], _onset(truth[r["video_id"]].get("onset_s"))
+        label = str(truth[r["video_id"]]["label"])
+        onset = _onset(truth[r["video_id"]].get("onset_s"))
         if onset is None:
             continue
         spoken += 1

@@ -127,7 +127,14 @@ class AudioReplica:
         flat = np.concatenate([a[:n] for a, n in zip(audio, counts)])
         both = self.streams.map(self._forward, flat)
         k = len(self.names)
-        speech = self.speech(flat) if self.vad is not None else None
+        speech = None
+        if self.vad is not None:
+            try:
+                speech = self.speech(flat)
+            except Exception as e:  # the predictions stand; speech is unknown (null)
+                print(f"vidbatch: Silero VAD failed on a batch ({type(e).__name__}: "
+                      f"{str(e)[:200]}); its speech columns are null", file=sys.stderr,
+                      flush=True)
         return both[:, :k], both[:, k:], speech
 
     def __call__(self, batch: Batch) -> pa.Table:

@@ -29,7 +29,7 @@ class AudioFeaturesSpec(Spec):
     """What the model hears: windows of ``window_s`` at ``sample_rate``, as log-mel."""
 
     sample_rate: int = Field(16_000, ge=4000, le=96_000)
-    window_s: float = Field(1.0, gt=0, le=30)
+    window_s: float = Field(1.0, ge=0.1, le=30)
     n_mels: int | None = Field(None, ge=8, le=256, description="null: the architecture's "
                                "(40 for res8/res15, 64 for the torchvision ResNets)")
     win_ms: float = Field(25, gt=0, le=200)
