@@ -239,3 +239,15 @@ def test_checkpoints_carry_their_features_and_refuse_other_tasks(tmp_path):
         audio_card("res15", str(path))
     with pytest.raises(WeightsError, match="no published weights"):
         audio_card("res8", "DEFAULT")
+
+
+def test_a_model_failure_makes_the_batch_rows_errors_that_say_why(tmp_path):
+    replica, spec = replica_for(audio_card("res8", "none"), tmp_path, vad=False)
+    paths = [av_file(tmp_path / "tone.mp4", tone_at(3.0, 1.0, 0.5)),
+             av_file(tmp_path / "mute.mp4", None)]
+    batch = decode_audio_batch(batch_of(paths), spec)
+    replica.net.body = None  # the network's body is gone: every forward pass fails
+    rows = replica(batch).to_pylist()
+    assert rows[0]["status"] == "error" and rows[0]["error"].startswith("inference: TypeError")
+    assert rows[0]["audio_codec"] == "aac" and rows[0]["pred_label"] is None
+    assert rows[1]["error"].startswith("no_audio:")

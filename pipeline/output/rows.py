@@ -85,6 +85,16 @@ def per_ok(n: int, ok: np.ndarray, values, typ: pa.DataType) -> pa.Array:
     return pa.array(out, type=typ)
 
 
+def inference_failed(batch: Batch, ok: np.ndarray, e: Exception) -> Batch:
+    """``batch`` with its ``ok`` rows turned into ``inference:`` error rows that say why
+    (a replica's answer to a batch its model failed on: one bad batch must not end the
+    job, and its rows must not disappear)."""
+    batch = dict(batch)
+    batch["error"] = np.where(ok, f"inference: {type(e).__name__}: {e}"[:500], batch["error"])
+    batch["status"] = np.where(ok, "error", batch["status"])
+    return batch
+
+
 def rows_table(batch: Batch, schema: pa.Schema, provenance: Provenance,
                ok: np.ndarray | None = None, task_columns: dict[str, pa.Array] | None = None,
                infer_s: np.ndarray | None = None) -> pa.Table:

@@ -30,6 +30,7 @@ from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_devi
 from pipeline.output.rows import (
     Batch,
     Provenance,
+    inference_failed,
     nullable_float,
     nullable_int,
     per_ok,
@@ -146,10 +147,7 @@ class AudioReplica:
             try:
                 columns = self.columns(batch, ok)
             except Exception as e:  # one bad batch must not end the job: its rows say why
-                batch = dict(batch)
-                batch["error"] = np.where(ok, f"inference: {type(e).__name__}: {e}"[:500],
-                                          batch["error"])
-                batch["status"] = np.where(ok, "error", batch["status"])
+                batch = inference_failed(batch, ok, e)
                 ok = np.zeros_like(ok)
             infer_s[ok] = (time.perf_counter() - t0) / max(1, int(ok.sum()))
         columns.update(self.facts(batch, ok))

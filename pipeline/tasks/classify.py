@@ -23,7 +23,7 @@ from pipeline.model.card import ModelCard
 from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_device
 from pipeline.model.spec import ModelSpec
 from pipeline.model.zoo import ensure_weights_available, model_card
-from pipeline.output.rows import Batch, Provenance, per_ok, rows_table
+from pipeline.output.rows import Batch, Provenance, inference_failed, per_ok, rows_table
 from pipeline.spec import JobSpec, OutputSpec
 from pipeline.tasks.base import Task, TaskLines
 
@@ -157,10 +157,7 @@ class ClassifyReplica:
                 emb = self.embed(batch["frames"][ok])
                 topi, tops = self.classify(emb)
             except Exception as e:  # one bad batch must not end the job: its rows say why
-                batch = dict(batch)
-                batch["error"] = np.where(ok, f"inference: {type(e).__name__}: {e}"[:500],
-                                          batch["error"])
-                batch["status"] = np.where(ok, "error", batch["status"])
+                batch = inference_failed(batch, ok, e)
                 ok, emb = np.zeros_like(ok), None
             infer_s[ok] = (time.perf_counter() - t0) / max(1, n_ok)
         c = self.config

@@ -21,7 +21,7 @@ import pyarrow as pa
 from pipeline.decode.base import fitted_dims
 from pipeline.model.detectors import DetectorCard
 from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_device
-from pipeline.output.rows import Batch, Provenance, per_ok, rows_table
+from pipeline.output.rows import Batch, Provenance, inference_failed, per_ok, rows_table
 from pipeline.tasks.tracks import (
     FrameDetections,
     detection_rows,
@@ -150,10 +150,7 @@ class DetectReplica:
             try:
                 per_video = self.run(batch, ok)
             except Exception as e:  # one bad batch must not end the job: its rows say why
-                batch = dict(batch)
-                batch["error"] = np.where(ok, f"inference: {type(e).__name__}: {e}"[:500],
-                                          batch["error"])
-                batch["status"] = np.where(ok, "error", batch["status"])
+                batch = inference_failed(batch, ok, e)
                 ok, per_video = np.zeros_like(ok), []
             infer_s[ok] = (time.perf_counter() - t0) / max(1, n_ok)
         c, names = self.config, self.config.card.class_names
