@@ -1,9 +1,9 @@
 """The decode stages: manifest rows in, the same rows with decoded frames (or soundtrack
 windows) and metadata out.
 
-A plain function over ``dict[str, np.ndarray]`` batches, without Ray: ``pipeline.dataflow``
-maps it over the manifest's blocks, for inference and training alike. It never raises for a
-bad video: the row gets ``status="error"`` and the reason.
+Plain functions over ``dict[str, np.ndarray]`` batches, without Ray: ``pipeline.dataflow``
+maps the task's stage over the manifest's blocks, for inference and training alike. Neither
+raises for a bad file: the row gets ``status="error"`` and the reason.
 """
 
 from __future__ import annotations
