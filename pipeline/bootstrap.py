@@ -15,7 +15,8 @@ import sys
 # import name -> the package that provides it
 REQUIRED = {"typer": "typer", "pydantic": "pydantic", "yaml": "pyyaml", "numpy": "numpy",
             "pyarrow": "pyarrow", "ray": "ray[default,data,train]", "torch": "torch",
-            "torchvision": "torchvision", "decord": "decord", "av": "av"}
+            "torchvision": "torchvision", "decord": "decord", "av": "av",
+            "trackers": "trackers", "librosa": "librosa", "silero_vad": "silero-vad"}
 
 
 def missing() -> list[str]:

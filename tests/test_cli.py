@@ -144,3 +144,4 @@ def test_a_python_without_the_dependencies_is_told_what_to_install(tmp_path):
     assert "Traceback" not in run.stderr
     assert f"this cluster's Python ({sys.executable}" in run.stderr
     assert "lacks typer" in run.stderr and "decord" in run.stderr
+    assert "librosa" in run.stderr and "silero-vad" in run.stderr  # what task: audio needs
