@@ -193,6 +193,7 @@ def test_replica_rows_have_window_labels_speech_and_embeddings(tmp_path):
     assert tone["windows"] == 5 and len(tone["window_predictions"]) == 5
     assert [w["t_s"] for w in tone["window_predictions"]] == [0.5, 1.0, 1.5, 2.0, 2.5]
     assert all(0 <= w["speech"] <= 1 and w["label"] in card.class_names
+               and w["t_s"] - 0.5 <= w["speech_s"] <= w["t_s"] + 0.5  # inside its window
                for w in tone["window_predictions"])
     assert len(tone["audio_embedding"]) == 45 and len(tone["topk_labels"]) == 5
     assert tone["silent"] is False and silent["silent"] is True
@@ -251,3 +252,22 @@ def test_a_model_failure_makes_the_batch_rows_errors_that_say_why(tmp_path):
     assert rows[0]["status"] == "error" and rows[0]["error"].startswith("inference: TypeError")
     assert rows[0]["audio_codec"] == "aac" and rows[0]["pred_label"] is None
     assert rows[1]["error"].startswith("no_audio:")
+
+
+def test_speech_s_finds_a_spoken_word_inside_its_window(tmp_path):
+    """A word eSpeak NG says at 1.15 s in quiet noise: every window that hears speech puts
+    it (speech_s) on the word, where the window centres (0.5, 1.0, 1.5, ...) would not."""
+    pytest.importorskip("espeakng_loader")
+    from pipeline.synth_speech import TRAIN_VOICES, speak
+
+    word = 0.5 * speak("stop", TRAIN_VOICES[0])
+    audio = np.random.default_rng(0).normal(0, 0.002, 3 * RATE).astype(np.float32)
+    onset, length = 1.15, len(word) / RATE
+    audio[round(onset * RATE):round(onset * RATE) + len(word)] += word
+    replica, spec = replica_for(audio_card("res8", "none"), tmp_path)
+    row = replica(decode_audio_batch(batch_of([av_file(tmp_path / "stop.mp4", audio)]),
+                                     spec)).to_pylist()[0]
+    speaking = [w for w in row["window_predictions"] if w["speech"] > 0.5]
+    assert len(speaking) >= 2 and {w["t_s"] for w in speaking} & {1.0, 1.5}
+    assert all(onset - 0.05 <= w["speech_s"] <= onset + length + 0.05 for w in speaking)
+    assert 0 < row["speech_fraction"] < 1

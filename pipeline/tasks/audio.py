@@ -74,8 +74,10 @@ class AudioJobSpec(JobSpec):
 
 
 MAX_ROW_MB = 256  # the samples one video's windows may hold in a decoded batch
+# t_s: the window's centre; speech_s: its 32 ms frame most likely speech (Silero VAD).
 WINDOW = pa.struct([pa.field("t_s", pa.float32()), pa.field("label", pa.string()),
-                    pa.field("score", pa.float32()), pa.field("speech", pa.float32())])
+                    pa.field("score", pa.float32()), pa.field("speech", pa.float32()),
+                    pa.field("speech_s", pa.float32())])
 
 
 def audio_spec(s: AudioSamplingSpec, res: DecodeResourcesSpec, card: AudioCard,

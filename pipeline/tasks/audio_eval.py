@@ -68,8 +68,9 @@ def evaluate(output: str, labels_path: str, within: float = 0.5) -> dict[str, An
 
 
 def _timing(ok: list[dict], truth: dict[str, dict], within: float) -> dict[str, Any]:
-    """How close the windows that heard each video's word are to its onset."""
-    best, near, heard_windows, spoken = [], 0, 0, 0
+    """How close the windows that heard each video's word are to its onset, by their
+    centre (``t_s``) and by where Silero VAD puts the speech in them (``speech_s``)."""
+    heard_by_video, spoken = [], 0
     for r in ok:
         label = str(truth[r["video_id"]]["label"])
         onset = _onset(truth[r["video_id"]].get("onset_s"))
@@ -77,16 +78,22 @@ def _timing(ok: list[dict], truth: dict[str, dict], within: float) -> dict[str, 
             continue
         spoken += 1
         heard = [w for w in r["window_predictions"] if w["label"] == label]
-        heard_windows += len(heard)
-        near += sum(abs(w["t_s"] - onset) <= within for w in heard)
         if heard:
-            best.append(abs(max(heard, key=lambda w: w["score"])["t_s"] - onset))
+            heard_by_video.append((onset, heard))
     if not spoken:
         return {}
-    best_arr = np.asarray(best)
-    return {"timing": {
-        "videos_with_onset": spoken, "word_heard": len(best),
-        f"best_window_within_{within:g}s": float(np.mean(best_arr <= within)) if best else None,
-        "best_window_median_error_s": float(np.median(best_arr)) if best else None,
-        f"word_windows_within_{within:g}s": near / heard_windows if heard_windows else None,
-        "word_windows": heard_windows}}
+    out: dict[str, Any] = {"videos_with_onset": spoken, "word_heard": len(heard_by_video),
+                           "word_windows": sum(len(h) for _, h in heard_by_video)}
+    for key in ("t_s", "speech_s"):
+        best = [abs(max(h, key=lambda w: w["score"])[key] - onset)
+                for onset, h in heard_by_video if max(h, key=lambda w: w["score"])[key]
+                is not None]
+        every = [abs(w[key] - onset) for onset, h in heard_by_video for w in h
+                 if w[key] is not None]
+        if best:
+            out[f"{key}: best_window_within_{within:g}s"] = float(np.mean(np.less_equal(
+                best, within)))
+            out[f"{key}: best_window_median_error_s"] = float(np.median(best))
+            out[f"{key}: word_windows_within_{within:g}s"] = float(np.mean(np.less_equal(
+                every, within)))
+    return {"timing": out}

@@ -10,8 +10,9 @@ background), and a clip without speech says ``_silence_``. Its embedding is the 
 its windows' embeddings.
 
 Silero VAD (its wheel ships the weights) gives each window's speech probability, the
-highest over its 32 ms frames; ``speech_fraction`` is the share of windows at or above
-``predict.vad_threshold``.
+highest over its 32 ms frames, and the time of that frame (``speech_s``: where in the window
+the speech is, finer than the window's centre ``t_s``); ``speech_fraction`` is the share of
+windows at or above ``predict.vad_threshold``.
 """
 
 from __future__ import annotations
@@ -105,26 +106,30 @@ class AudioReplica:
             out.append(torch.cat([probs, emb], dim=1).cpu().numpy())
         return np.concatenate(out)
 
-    def speech(self, windows: np.ndarray) -> np.ndarray:
-        """Each window's highest Silero VAD speech probability."""
+    def speech(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each window's highest Silero VAD speech probability, and the time in the window
+        (s from its start) of the 32 ms frame that has it."""
         import torch
 
         rate = self.config.decode.sample_rate
         step = 512 if rate == 16000 else 256
         x = torch.from_numpy(windows)
         best = np.zeros(len(windows), np.float32)
+        where = np.zeros(len(windows), np.float64)
         for a in range(0, len(windows), 256):
             chunk = x[a:a + 256]
             self.vad.reset_states()
             with torch.inference_mode():
                 probs = [self.vad(chunk[:, s:s + step], rate).reshape(-1)
                          for s in range(0, chunk.shape[1] - step + 1, step)]
-            best[a:a + len(chunk)] = torch.stack(probs, 1).max(dim=1).values.numpy()
-        return best
+            top = torch.stack(probs, 1).max(dim=1)
+            best[a:a + len(chunk)] = top.values.numpy()
+            where[a:a + len(chunk)] = (top.indices.numpy() + 0.5) * step / rate
+        return best, where
 
     def analyse(self, audio: np.ndarray, counts: np.ndarray):
-        """``(per-window probabilities, embeddings, speech)`` of the filled windows of
-        rows ``audio`` ``(rows, windows, samples)``, flat, rows in order."""
+        """``(per-window probabilities, embeddings, (speech, where) or None)`` of the
+        filled windows of rows ``audio`` ``(rows, windows, samples)``, flat, rows in order."""
         flat = np.concatenate([a[:n] for a, n in zip(audio, counts)])
         both = self.streams.map(self._forward, flat)
         k = len(self.names)
@@ -182,10 +187,12 @@ class AudioReplica:
             best = probs[a:b].argmax(axis=1)
             windows.append([{"t_s": float(starts[w] + half), "label": self.names[best[w]],
                              "score": float(probs[a + w, best[w]]),
-                             "speech": None if speech is None else float(speech[a + w])}
+                             "speech": None if speech is None else float(speech[0][a + w]),
+                             "speech_s": None if speech is None else
+                             float(starts[w] + speech[1][a + w])}
                             for w in range(b - a)])
             if speech is not None:
-                fraction.append(float(np.mean(speech[a:b] >= c.vad_threshold)))
+                fraction.append(float(np.mean(speech[0][a:b] >= c.vad_threshold)))
             embeddings.append(emb[a:b].mean(axis=0).tolist())
         schema = c.schema
         return {
