@@ -24,7 +24,7 @@ from pipeline.errors import WeightsError
 from pipeline.model.checkpoint import (
     CHECKPOINT_FORMAT,
     read_checkpoint,
-    read_checkpoint_metadata,
+    task_checkpoint_metadata,
 )
 from pipeline.model.zoo import RANDOM_WEIGHTS_SEED, labels_file
 from pipeline.paths import is_checkpoint_ref
@@ -78,13 +78,7 @@ def audio_card(arch: str, weights: str, labels: str | None = None,
         raise WeightsError(f"model.weights: {weights!r}: audio models have no published "
                            "weights here; use 'none' or a checkpoint from `vidbatch train` "
                            "(task: audio)")
-    data = read_checkpoint_metadata(weights)
-    if data.get("format") != CHECKPOINT_FORMAT or data.get("task") != "audio":
-        raise WeightsError(f"model.weights: {weights} is not an audio checkpoint written by "
-                           "`vidbatch train` with task: audio")
-    if data["arch"] != arch:
-        raise WeightsError(f"model.arch is {arch} but checkpoint {weights} holds a "
-                           f"{data['arch']}; set model.arch: {data['arch']}")
+    data = task_checkpoint_metadata(weights, "audio", "an audio", arch)
     trained = tuple(data["class_names"])
     if names is not None and len(names) != len(trained):
         raise WeightsError(f"model.labels has {len(names)} names but the checkpoint has "

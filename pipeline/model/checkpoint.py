@@ -136,6 +136,21 @@ def read_checkpoint_metadata(path: str) -> dict[str, Any]:
     return data if data is not None else read_checkpoint(path)
 
 
+def task_checkpoint_metadata(weights: str, task: str, kind: str, arch: str
+                             ) -> dict[str, Any]:
+    """The metadata (:func:`read_checkpoint_metadata`) of a checkpoint that ``vidbatch
+    train`` wrote for ``task`` with ``arch``, or a ``WeightsError`` that names the fix;
+    ``kind`` is how messages call it (``"a detection"``, ``"an audio"``)."""
+    data = read_checkpoint_metadata(weights)
+    if data.get("format") != CHECKPOINT_FORMAT or data.get("task") != task:
+        raise WeightsError(f"model.weights: {weights} is not {kind} checkpoint written by "
+                           f"`vidbatch train` with task: {task}")
+    if data["arch"] != arch:
+        raise WeightsError(f"model.arch is {arch} but checkpoint {weights} holds a "
+                           f"{data['arch']}; set model.arch: {data['arch']}")
+    return data
+
+
 def save_checkpoint(path: str | Path, net, card: ModelCard, **extra: Any) -> Path:
     """Write a checkpoint that inference can rebuild the model from without the train spec.
 

@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WeightsError
-from pipeline.model.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, read_checkpoint_metadata
+from pipeline.model.checkpoint import (
+    CHECKPOINT_FORMAT,
+    read_checkpoint,
+    task_checkpoint_metadata,
+)
 from pipeline.model.hub import load_state_dict, verified_file
 from pipeline.model.zoo import RANDOM_WEIGHTS_SEED, labels_file, torchvision_weights
 from pipeline.paths import is_checkpoint_ref
@@ -77,13 +81,7 @@ def detector_card(arch: str, weights: str, labels: str | None = None,
             names = _default_names(arch)
         return DetectorCard(arch, "none", "none", names, *size, meaningful=False)
     if is_checkpoint_ref(weights):
-        data = read_checkpoint_metadata(weights)
-        if data.get("format") != CHECKPOINT_FORMAT or data.get("task") != "detect":
-            raise WeightsError(f"model.weights: {weights} is not a detection checkpoint "
-                               "written by `vidbatch train` with task: detect")
-        if data["arch"] != arch:
-            raise WeightsError(f"model.arch is {arch} but checkpoint {weights} holds a "
-                               f"{data['arch']}; set model.arch: {data['arch']}")
+        data = task_checkpoint_metadata(weights, "detect", "a detection", arch)
         trained = tuple(data["class_names"])
         _same_count(names, trained, "the checkpoint")
         size = (min_size or int(data["min_size"]), max_size or int(data["max_size"]))

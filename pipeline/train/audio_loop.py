@@ -26,10 +26,9 @@ from pipeline.train.loop import (
     STATE_FILE,
     all_reduce,
     lr_at,
-    make_optimizer,
     maybe_fail,
+    prepare_resumed,
     report_epoch,
-    resume_into,
     val_batches,
     worker_start,
 )
@@ -112,15 +111,7 @@ def _save(d: Path, net, opt, cfg: AudioLoopConfig, epoch: int, metrics: dict, va
 
 
 def _restore(cfg: AudioLoopConfig, checkpoint):
-    import ray.train.torch as rtt
-
-    net = build_model(cfg)
-    done, opt_state = resume_into(net, checkpoint)
-    ddp = rtt.prepare_model(_Masked(net))
-    opt = make_optimizer(ddp.parameters(), cfg.optim)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-    return ddp, net, opt, done
+    return prepare_resumed(build_model(cfg), checkpoint, cfg.optim, _Masked)
 
 
 def audio_loop_per_worker(config: dict) -> None:

@@ -35,10 +35,9 @@ from pipeline.train.loop import (
     STATE_FILE,
     all_reduce,
     lr_at,
-    make_optimizer,
     maybe_fail,
+    prepare_resumed,
     report_epoch,
-    resume_into,
     worker_start,
 )
 from pipeline.train.spec import OptimSpec
@@ -166,15 +165,7 @@ def _save(d: Path, net, opt, cfg: DetectLoopConfig, epoch: int, metrics: dict) -
 
 
 def _restore(cfg: DetectLoopConfig, checkpoint):
-    import ray.train.torch as rtt
-
-    net = build_model(cfg)
-    done, opt_state = resume_into(net, checkpoint)
-    ddp = rtt.prepare_model(net)
-    opt = make_optimizer([p for p in ddp.parameters() if p.requires_grad], cfg.optim)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-    return ddp, net, opt, done
+    return prepare_resumed(build_model(cfg), checkpoint, cfg.optim)
 
 
 def detect_loop_per_worker(config: dict) -> None:

@@ -219,6 +219,22 @@ def resume_into(net: nn.Module, checkpoint) -> tuple[int, dict | None]:
     return int(data["epoch"]), state["optimizer"]
 
 
+def prepare_resumed(net: nn.Module, checkpoint, optim: OptimSpec,
+                    wrap: Callable[[nn.Module], nn.Module] | None = None):
+    """``(the model in DDP on this worker's device, the bare ``net``, its optimizer over
+    the trainable parameters, the epoch the checkpoint finished)``: ``net`` resumed from
+    ``checkpoint`` (:func:`resume_into`), wrapped by ``wrap`` for DDP when given. For the
+    detection and audio loops."""
+    import ray.train.torch as rtt
+
+    done, opt_state = resume_into(net, checkpoint)
+    ddp = rtt.prepare_model(wrap(net) if wrap else net)
+    opt = make_optimizer([p for p in ddp.parameters() if p.requires_grad], optim)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    return ddp, net, opt, done
+
+
 def _restore(cfg: LoopConfig, checkpoint):
     """``(model in DDP on this worker's device, the bare model, optimizer, grad scaler,
     last finished epoch)``, from ``checkpoint`` when Ray hands one over (restart/resume)."""
