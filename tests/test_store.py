@@ -59,6 +59,22 @@ def test_overwrite_removes_every_run_the_record_names_and_nothing_else(tmp_path)
     assert out.entries() == []
 
 
+def test_what_vidbatch_derives_from_the_rows_is_kept_by_resume_and_removed_by_overwrite(
+        tmp_path):
+    out = vidbatch_output(tmp_path / "out")
+    (tmp_path / "out" / "_vidbatch_report.html").write_text("<html>")
+    (tmp_path / "out" / "_vidbatch_index").mkdir()
+    (tmp_path / "out" / "_vidbatch_index" / "vectors.lance").write_bytes(b"v")
+    prepare_output(out, "resume")
+    assert (tmp_path / "out" / "_vidbatch_report.html").exists()
+    (tmp_path / "out" / "_vidbatch_report.html").rename(tmp_path / "out" / "report.html")
+    with pytest.raises(OutputError, match=r"does not show vidbatch wrote \(report\.html\)"):
+        prepare_output(out, "overwrite")  # the same file under a name of the user's own
+    (tmp_path / "out" / "report.html").rename(tmp_path / "out" / "_vidbatch_report.html")
+    prepare_output(out, "overwrite")
+    assert out.entries() == []
+
+
 def test_a_stray_file_in_partial_is_refused(tmp_path):
     out = vidbatch_output(tmp_path / "out")
     (tmp_path / "out" / QUARANTINE).mkdir()

@@ -24,6 +24,13 @@ from pipeline.output.rows import SCHEMA_VERSION
 JOB_RECORD = "_vidbatch_job.json"
 LEASE = "_vidbatch_lease.json"  # pipeline.output.lease
 QUARANTINE = "_partial"
+# What vidbatch derives from a finished job's rows and keeps beside them (`vidbatch report`,
+# `vidbatch index`, `vidbatch near-duplicates`), by name and type. The `_` prefix keeps them
+# out of Parquet readers' way (pyarrow, pandas and Spark skip such entries). They are
+# vidbatch's: `--resume` keeps them, `--overwrite` removes them with the rows they describe.
+DERIVED = {"_vidbatch_report.html": pafs.FileType.File,
+           "_vidbatch_index": pafs.FileType.Directory,
+           "_vidbatch_near_duplicates": pafs.FileType.Directory}
 # Spec sections that must match for a resumed run to continue the same job (a task adds
 # its own, pipeline.tasks.base.Task.resume_keys).
 RESUME_KEYS = ("manifest", "sampling", "name", "mode", "task")
@@ -37,11 +44,13 @@ def data_file_prefix(run_id: str) -> str:
 
 def _is_ours(entry: pafs.FileInfo, runs: list[str] | None) -> bool:
     """Whether vidbatch wrote ``entry``: the job record or the lease (or a temporary copy of
-    either that a crash left mid-write: ``write_atomically``'s staging name), or a data file
-    of one of the recorded ``runs``. ``runs`` is
-    None for a record of a vidbatch that did not record its runs: then any Parquet file
-    counts (enough to resume, never to delete: see :func:`prepare_output`)."""
+    either that a crash left mid-write: ``write_atomically``'s staging name), what it
+    derives from the rows (:data:`DERIVED`), or a data file of one of the recorded
+    ``runs``. ``runs`` is None for a record of a vidbatch that did not record its runs: then
+    any Parquet file counts (enough to resume, never to delete: see :func:`prepare_output`)."""
     name = entry.base_name
+    if DERIVED.get(name) == entry.type:
+        return True
     if entry.type != pafs.FileType.File:
         return False
     if name in (JOB_RECORD, LEASE) or (name.startswith((f"{JOB_RECORD}.", f"{LEASE}."))
