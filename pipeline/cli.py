@@ -115,6 +115,26 @@ def summary(location: Annotated[str, typer.Argument(
         _fail(e)
 
 
+@app.command()
+def report(
+    location: Annotated[str, typer.Argument(
+        metavar="OUTPUT", help="A job's output directory or URI, or a training run's folder")],
+    output: Annotated[str | None, typer.Option(
+        "-o", "--output", help="Where the HTML goes (a path or URI). Default: "
+        "_vidbatch_report.html in the job's output, report.html in a training run")] = None,
+    thumbnails: Annotated[int, typer.Option(help="Frames to decode for the contact "
+                                            "sheets (0: none)")] = 36,
+) -> None:
+    """Write one self-contained HTML report (charts, thumbnails) of a job or training run."""
+    from pipeline.report.build import make_report
+
+    try:
+        dest = make_report(location, output, thumbnails, log=typer.echo)
+    except VidbatchError as e:
+        _fail(e)
+    typer.echo(f"report: {dest}")
+
+
 JobsAddress = Annotated[str, typer.Option(
     "--address", envvar="RAY_ADDRESS", help="The cluster's dashboard / Jobs API URL.")]
 DEFAULT_JOBS = "http://127.0.0.1:8265"

@@ -1,0 +1,98 @@
+"""The report's charts, drawn with Plotly from already-aggregated data (bins and counts,
+never raw rows), so a chart over a million rows embeds a few hundred numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from pipeline.report.rows import Bins
+
+HEIGHT = 300
+_LAYOUT = {"height": HEIGHT, "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+           "template": "plotly_white", "font": {"size": 12}}
+
+
+def _figure(title: str, x: str, y: str, **layout) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title={"text": title, "x": 0.01}, xaxis_title=x, yaxis_title=y,
+                      **{**_LAYOUT, **layout})
+    return fig
+
+
+def histogram(bins: Bins, title: str, x: str, y: str = "videos") -> go.Figure:
+    """Bars of ``bins`` (already counted), each spanning its edges."""
+    edges = np.asarray(bins.edges)
+    fig = _figure(title, x, y, bargap=0.05)
+    fig.add_bar(x=(edges[:-1] + edges[1:]) / 2, y=bins.counts, width=np.diff(edges),
+                hovertemplate="%{x:.3g}: %{y}<extra></extra>")
+    return fig
+
+
+def bars(labels: Sequence[str], counts: Sequence[int], title: str, x: str,
+         y: str = "videos", horizontal: bool = True) -> go.Figure:
+    """Counts per category, largest first (top to bottom when ``horizontal``)."""
+    fig = _figure(title, y if horizontal else x, x if horizontal else y,
+                  height=max(HEIGHT, 22 * len(labels) + 90) if horizontal else HEIGHT)
+    if horizontal:
+        fig.add_bar(x=list(counts)[::-1], y=list(labels)[::-1], orientation="h",
+                    hovertemplate="%{y}: %{x}<extra></extra>")
+    else:
+        fig.add_bar(x=list(labels), y=list(counts), hovertemplate="%{x}: %{y}<extra></extra>")
+    return fig
+
+
+def line(x: Sequence[float], series: dict[str, Sequence[float | None]], title: str,
+         xtitle: str, ytitle: str, mode: str = "lines+markers") -> go.Figure:
+    fig = _figure(title, xtitle, ytitle)
+    for name, ys in series.items():
+        fig.add_scatter(x=list(x), y=list(ys), mode=mode, name=name)
+    return fig
+
+
+def scatter_map(xy: np.ndarray, groups: Sequence[str], hover: Sequence[str],
+                title: str) -> go.Figure:
+    """2-D points coloured by group (one trace each, so the legend toggles them), with
+    ``hover`` text per point."""
+    fig = _figure(title, "component 1", "component 2", height=480)
+    groups, hover = np.asarray(groups, dtype=object), np.asarray(hover, dtype=object)
+    names, counts = np.unique(groups.astype(str), return_counts=True)
+    for name in names[np.argsort(-counts)]:
+        pick = groups.astype(str) == name
+        fig.add_scattergl(x=xy[pick, 0], y=xy[pick, 1], mode="markers", name=name,
+                          marker={"size": 6, "opacity": 0.8}, text=hover[pick],
+                          hovertemplate="%{text}<extra></extra>")
+    return fig
+
+
+def heatmap(matrix: Sequence[Sequence[int]], names: Sequence[str], title: str) -> go.Figure:
+    """A confusion matrix: rows the true class, columns the predicted one."""
+    size = max(HEIGHT, 28 * len(names) + 140)
+    fig = _figure(title, "predicted class", "true class", height=size)
+    fig.add_heatmap(z=matrix, x=list(names), y=list(names), colorscale="Blues",
+                    texttemplate="%{z}", hovertemplate="true %{y}, predicted %{x}: "
+                    "%{z}<extra></extra>")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def windows(rows: list[dict], title: str) -> go.Figure:
+    """Per-window predictions of a few videos on one time axis: one line per video, a
+    marker per window coloured by its label, larger when surer."""
+    fig = _figure(title, "time in the video (s)", "", height=max(HEIGHT, 34 * len(rows) + 110))
+    by_label: dict[str, dict[str, list]] = {}
+    for row in rows:
+        for w in row["windows"]:
+            d = by_label.setdefault(w["label"], {"x": [], "y": [], "s": [], "t": []})
+            d["x"].append(w["t_s"])
+            d["y"].append(row["name"])
+            d["s"].append(6 + 12 * float(w["score"] or 0))
+            speech = "" if w.get("speech") is None else f", speech {w['speech']:.2f}"
+            d["t"].append(f"{row['name']} @ {w['t_s']:.2f} s: {w['label']} "
+                          f"{w['score']:.2f}{speech}")
+    for label, d in sorted(by_label.items()):
+        fig.add_scatter(x=d["x"], y=d["y"], mode="markers", name=label, text=d["t"],
+                        marker={"size": d["s"]}, hovertemplate="%{text}<extra></extra>")
+    return fig

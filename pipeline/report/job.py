@@ -1,0 +1,198 @@
+"""The report of a finished job: what ran, what came out, what failed and why, how fast,
+what the videos show, and how their embeddings lie.
+
+Aggregates come from DuckDB (:mod:`pipeline.report.rows`); thumbnails are decoded for a
+bounded sample of rows only, so the time and memory of a report do not grow with the job
+beyond DuckDB's scans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from pipeline.report import charts
+from pipeline.report.near_dups import near_duplicates_section
+from pipeline.report.page import Markup, Page, esc, figure_card, key_values, table
+from pipeline.report.rows import RowsView
+from pipeline.report.thumbs import Thumbnailer
+from pipeline.report.views import TaskView, view_for
+
+TOP_LABELS = 30
+SHEET_LABELS, SHEET_VIDEOS = 6, 12
+LOW_CONFIDENCE = 20
+
+
+def job_report(view: RowsView, thumbnails: int = 36,
+               log: Callable[[str], None] = lambda _: None) -> str:
+    """The HTML of the report of the job ``view`` reads (at most ``thumbnails`` frames
+    decoded)."""
+    rec, task = view.record, view_for(view.task)
+    page = Page(f"vidbatch job {rec.get('job', '?')}",
+                f"task {view.task} · {view.out.location}")
+    if not rec.get("model", {}).get("predictions_meaningful", True):
+        page.add("<div class='banner' id='random-weights'>Random weights: predictions are "
+                 "meaningless. This job ran with <code>weights: none</code>; set "
+                 "model.weights to trained weights or a checkpoint.</div>")
+    page.section("Job", job_card(view), key="job")
+    counts = view.counts()
+    page.section("Rows", counts_block(counts, rec), key="counts")
+    errors_section(page, view)
+    log("report: counts and errors")
+    timing_section(page, view)
+    labels_section(page, view, task)
+    log("report: timing and labels")
+    sheets_section(page, view, task, thumbnails, log)
+    for name, data in task.sections(view):
+        task_section(page, name, data)
+    map_section(page, view, task)
+    near_duplicates_section(page, view.out)
+    return page.render()
+
+
+def job_card(view: RowsView) -> str:
+    rec = view.record
+    model, versions = rec.get("model", {}), rec.get("versions", {})
+    return key_values([
+        ("job", rec.get("job")), ("task", view.task), ("state", rec.get("state")),
+        ("model", model.get("arch")), ("weights", model.get("weights")),
+        ("classes", model.get("classes")),
+        ("sampling", ", ".join(f"{k} {v}" for k, v in (rec.get("sampling") or {}).items())),
+        ("started (UTC)", rec.get("started_utc")), ("wall time", _seconds(rec.get("wall_s"))),
+        ("videos/s", rec.get("videos_per_s")), ("dashboard", rec.get("dashboard_url")),
+        ("runs", ", ".join(rec.get("runs", []))),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+        ("output", view.out.location)])
+
+
+def _seconds(value: Any) -> str | None:
+    return None if value is None else f"{value:.1f} s"
+
+
+def counts_block(counts: dict[str, int], rec: dict[str, Any]) -> str:
+    manifest = rec.get("counts", {}).get("manifest_rows")
+    items = [("rows", counts["rows"]), ("ok", counts["ok"]), ("error", counts["error"])]
+    if manifest is not None:
+        items.append(("manifest rows", manifest))
+    boxes = "".join(f"<div class='count {esc(k)}' data-count='{esc(k)}'><b>{v:,}</b>"
+                    f"{esc(k)}</div>" for k, v in items)
+    note = ""
+    if manifest is not None and manifest != counts["rows"]:
+        note = (f"<p class='note'>{manifest - counts['rows']:,} manifest rows have no output "
+                "row yet: the job did not finish (resume it with --resume).</p>")
+    return f"<div class='counts'>{boxes}</div>{note}"
+
+
+def errors_section(page: Page, view: RowsView) -> None:
+    stages = view.errors_by_stage()
+    if not stages:
+        page.section("Errors", "<p>No error rows.</p>", key="errors")
+        return
+    groups = view.errors()
+    rows = [(g["stage"], g["reason"], g["count"],
+             Markup("<br>".join(f"<code>{esc(p)}</code>" for p in g["paths"])))
+            for g in groups]
+    page.section("Errors by stage and reason",
+                 page.chart(charts.bars(list(stages), list(stages.values()),
+                                        "error rows by stage", "stage"), "errors-by-stage"),
+                 table(["stage", "reason", "rows", "examples"], rows, numeric=[2]), key="errors")
+
+
+def timing_section(page: Page, view: RowsView) -> None:
+    parts = []
+    x, rate = view.timeline()
+    if x:
+        parts.append(page.chart(charts.line(x, {"rows/s": rate}, "throughput over the run",
+                                            "seconds since the first row", "rows/s"),
+                                "throughput"))
+    for col, what in (("decode_s", "decode"), ("infer_s", "inference")):
+        if col not in view.columns:
+            continue
+        bins = view.bins(col, f"status = 'ok' AND {col} IS NOT NULL")
+        if bins is None:
+            continue
+        q = view.quantiles(col, "status = 'ok'")
+        title = (f"{what} time per video (median {q['median']:.3f} s, p90 {q['p90']:.3f} s, "
+                 f"max {q['max']:.3f} s)")
+        parts.append(page.chart(charts.histogram(bins, title, "seconds"), col))
+    if parts:
+        page.section("Throughput and time per video", "<div class='grid'>" + "".join(parts)
+                     + "</div>", key="timing")
+
+
+def labels_section(page: Page, view: RowsView, task: TaskView) -> None:
+    labels = task.labels(view, TOP_LABELS)
+    if not labels:
+        return
+    total = task.label_total(view)
+    more = f" (top {len(labels)} of {total})" if total > len(labels) else ""
+    parts = [page.chart(charts.bars([lab for lab, _ in labels], [n for _, n in labels],
+                                    f"videos per label{more}", "label"), "labels")]
+    scores = task.scores(view)
+    if scores is not None:
+        parts.append(page.chart(charts.histogram(scores, "confidence (score)", "score"),
+                                "confidence"))
+    body = ["<div class='grid'>" + "".join(parts) + "</div>"]
+    low = task.low_confidence(view, LOW_CONFIDENCE)
+    if low:
+        body.append("<h3>Least confident predictions</h3><p class='note'>Where to look for "
+                    "mislabelled or out-of-domain videos.</p>" + table(
+                        ["video_id", "path", "manifest label", "predicted", "score"],
+                        [(a, Markup(f"<code>{esc(b)}</code>"), c, d, f"{e:.3f}")
+                         for a, b, c, d, e in low], numeric=[4]))
+    page.section("Labels and confidence", *body, key="labels")
+
+
+def sheets_section(page: Page, view: RowsView, task: TaskView, budget: int,
+                   log: Callable[[str], None]) -> None:
+    labels = [lab for lab, _ in task.labels(view, SHEET_LABELS)]
+    if not labels or budget <= 0:
+        return
+    per = max(1, min(SHEET_VIDEOS, budget // len(labels)))
+    thumbs, body, read = Thumbnailer(view.record.get("spec", {}).get("allow_uri_options",
+                                                                    False)), [], 0
+    try:
+        for label in labels:
+            cards = []
+            for s in task.shots(view, label, per):
+                uri = thumbs.thumbnail(s.path, s.t_s, s.height, s.width, s.fps, s.boxes)
+                read += uri is not None
+                cards.append(figure_card(uri, s.caption, s.path))
+            body.append(f"<h3>{esc(label)}</h3><div class='sheet'>{''.join(cards)}</div>")
+    finally:
+        thumbs.close()
+    log(f"report: {read} thumbnails")
+    page.section("Contact sheets", "<p class='note'>A sample of videos per top label, one "
+                 "frame each (decoded in a confined child).</p>", *body, key="sheets")
+
+
+def task_section(page: Page, name: str, data: Any) -> None:
+    if name == "windows":
+        page.section("Per-window predictions", page.chart(
+            charts.windows(data, "window labels of sampled videos (marker size: score)"),
+            "windows"), key="windows")
+    elif name == "speech":
+        page.section("Speech", key_values(data.items()), key="speech")
+
+
+def map_section(page: Page, view: RowsView, task: TaskView) -> None:
+    if not task.embedding:
+        return
+    extra = ("pred_label", "pred_score") if task.has_scores else ()
+    got = view.embedding_sample(task.embedding, extra=extra)
+    vectors = got.get(task.embedding)
+    if vectors is None or len(vectors) < 3:
+        return
+    from sklearn.decomposition import PCA
+
+    xy = PCA(n_components=2, random_state=0).fit_transform(vectors - vectors.mean(0))
+    labels = got.get("pred_label", np.array(["?"] * len(vectors), dtype=object))
+    hover = [f"{v}<br>{esc(p)}<br>{esc(lab)} {s:.2f}" for v, p, lab, s in
+             zip(got["video_id"], got["path"], labels, got.get("pred_score", [0.0] * len(xy)))]
+    page.section("Embedding map", f"<p class='note'>PCA of {len(xy):,} ok rows' "
+                 f"<code>{task.embedding}</code>, centred on their mean; hover a point for "
+                 "its video.</p>", page.chart(charts.scatter_map(
+                     xy, labels, hover, "embeddings, coloured by predicted label"),
+                     "embedding-map"), key="map")

@@ -1,0 +1,152 @@
+"""A finished job's rows as one DuckDB view, and the aggregates a report draws.
+
+The Parquet files are opened as one ``pyarrow.dataset`` over the output's own filesystem
+(a local folder or a URI, as :class:`~pipeline.output.outdir.OutputDir` opens it) and handed
+to DuckDB, which scans them lazily, column by column. Every query returns a bounded
+result (counts, bins, a few example rows), so a report over a million rows holds bins,
+not rows. Only :meth:`RowsView.embedding_sample` reads vectors, from a bounded number of
+row groups.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from pipeline.errors import OutputError
+from pipeline.output.outdir import OutputDir
+from pipeline.output.store import read_job_record
+
+
+@dataclass(frozen=True)
+class Bins:
+    """A histogram: ``edges`` (n + 1 values) and ``counts`` (n values)."""
+
+    edges: list[float]
+    counts: list[int]
+
+
+class RowsView:
+    """The rows of the job at ``location`` as the DuckDB view ``rows``."""
+
+    def __init__(self, location: str):
+        self.out = OutputDir.at(location)
+        self.record = read_job_record(self.out)
+        if self.record is None:
+            raise OutputError(f"{location} holds no vidbatch job record (_vidbatch_job.json); "
+                              "give the output.path of a vidbatch job, or a training run's "
+                              "folder (it holds history.jsonl)")
+        self.files = self.out.data_files()
+        self.con = duckdb.connect()
+        self.con.execute("SET threads TO 2")
+        if self.files:
+            self.dataset = ds.dataset(self.files, filesystem=self.out.fs, format="parquet")
+            self.con.register("rows", self.dataset)
+            self.columns = set(self.dataset.schema.names)
+        else:
+            self.dataset, self.columns = None, set()
+            self.con.execute("CREATE VIEW rows AS SELECT NULL::VARCHAR AS status, "
+                             "NULL::VARCHAR AS error, NULL::VARCHAR AS path WHERE false")
+
+    @property
+    def task(self) -> str:
+        return self.record.get("task", "classify")
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        """Rows by status, plus ``rows`` in all."""
+        got = {s: n for s, n in self.query("SELECT status, count(*) FROM rows GROUP BY 1")}
+        return {"rows": sum(got.values()), "ok": got.get("ok", 0),
+                "error": got.get("error", 0)}
+
+    def errors(self, limit: int = 40, examples: int = 3) -> list[dict[str, Any]]:
+        """Error rows grouped by stage and reason (the row's own path replaced by ``…``, so
+        one reason groups many files), largest group first, with example paths."""
+        sql = """
+            SELECT split_part(error, ':', 1) AS stage,
+                   trim(replace(substr(error, length(split_part(error, ':', 1)) + 2),
+                                coalesce(path, ''), '…')) AS reason,
+                   count(*) AS n, list(path ORDER BY path)[1:?] AS paths
+            FROM rows WHERE status = 'error'
+            GROUP BY 1, 2 ORDER BY n DESC, stage, reason LIMIT ?"""
+        return [{"stage": s, "reason": r, "count": n, "paths": p}
+                for s, r, n, p in self.query(sql, [examples, limit])]
+
+    def errors_by_stage(self) -> dict[str, int]:
+        return dict(self.query("SELECT split_part(error, ':', 1), count(*) FROM rows "
+                               "WHERE status = 'error' GROUP BY 1 ORDER BY 2 DESC"))
+
+    def bins(self, expr: str, where: str = "true", n: int = 30, lo: float | None = None,
+             hi: float | None = None, source: str = "SELECT * FROM rows") -> Bins | None:
+        """A histogram of ``expr`` over the rows of ``source`` matching ``where``: ``n``
+        equal bins from ``lo`` (default: the minimum) to ``hi`` (default: the 99.5th
+        percentile, so that one stuck video does not squash the rest into one bin; larger
+        values join the last)."""
+        picked = f"SELECT {expr} AS x FROM ({source}) WHERE {where}"
+        stats = self.query(f"SELECT min(x), quantile_cont(x, 0.995), count(x) FROM ({picked})")[0]
+        if not stats[2]:
+            return None
+        lo = stats[0] if lo is None else lo
+        hi = stats[1] if hi is None else hi
+        width = (hi - lo) / n if hi > lo else 1.0
+        got = dict(self.query(
+            f"SELECT least(greatest(floor((x - ?) / ?), 0), ?)::INT AS b, count(*) FROM "
+            f"({picked}) WHERE x IS NOT NULL GROUP BY b",
+            [lo, width, n - 1]))
+        return Bins([lo + i * width for i in range(n + 1)], [got.get(i, 0) for i in range(n)])
+
+    def quantiles(self, expr: str, where: str = "true") -> dict[str, float | None]:
+        q = self.query(f"SELECT quantile_cont(x, 0.5), quantile_cont(x, 0.9), max(x) FROM "
+                       f"(SELECT {expr} AS x FROM rows WHERE {where})")[0]
+        return {"median": q[0], "p90": q[1], "max": q[2]}
+
+    def timeline(self, n: int = 60) -> tuple[list[float], list[int]]:
+        """Rows finished per second over the run, in at most ``n`` bins: (seconds since the
+        first row, rows/s in that bin)."""
+        if "processed_at" not in self.columns:
+            return [], []
+        t0, t1 = self.query("SELECT epoch_ms(min(processed_at)), epoch_ms(max(processed_at)) "
+                            "FROM rows")[0]
+        if t0 is None:
+            return [], []
+        width = max(1000.0, math.ceil((t1 - t0 + 1) / n))
+        got = dict(self.query("SELECT floor((epoch_ms(processed_at) - ?) / ?)::INT, count(*) "
+                              "FROM rows GROUP BY 1", [t0, width]))
+        bins = range(int((t1 - t0) // width) + 1)
+        return ([b * width / 1000 for b in bins], [got.get(b, 0) / (width / 1000) for b in bins])
+
+    def embedding_sample(self, column: str, limit: int = 4000,
+                         extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """At most ``limit`` ok rows' ``column`` vectors with ``video_id``, ``path`` and
+        ``extra`` columns, read from row groups spread over the files (never the whole
+        column of a large job)."""
+        names = ["video_id", "path", "status", column, *extra]
+        groups = [(f, g) for f in self.files
+                  for g in range(pq.ParquetFile(f, filesystem=self.out.fs).num_row_groups)]
+        if not groups or column not in self.columns:
+            return {}
+        take = sorted(set(np.linspace(0, len(groups) - 1, min(len(groups), 64)).astype(int)))
+        per_group, parts = max(1, limit // len(take)), []
+        for i in take:
+            f, g = groups[i]
+            t = pq.ParquetFile(f, filesystem=self.out.fs).read_row_group(g, columns=names)
+            t = t.filter(pc.and_(pc.equal(t["status"], "ok"), pc.is_valid(t[column])))
+            parts.append(t.slice(0, per_group))
+        t = pa.concat_tables(parts).slice(0, limit)
+        out = {n: np.asarray(t[n].to_pylist(), dtype=object) for n in names if n != column}
+        out[column] = np.asarray(t[column].to_pylist(), dtype=np.float32).reshape(t.num_rows, -1)
+        return out

@@ -1,0 +1,140 @@
+"""What a report shows of each task's own columns: its labels and scores, which frame a
+thumbnail shows (and what is drawn on it), its embedding, and any section of its own.
+
+Classification and audio label a video (``pred_label``, ``pred_score``); detection labels
+objects in it (``labels_found``, ``detections``), so a video counts once under each label
+it holds, and its thumbnail is the sampled frame with the most detections, boxes drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.report.rows import Bins, RowsView
+from pipeline.report.thumbs import Box
+
+# Columns every contact-sheet row reads.
+_SHEET = "video_id, path, label, width, height, fps, start_s, end_s"
+MAX_BOXES = 8
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One contact-sheet entry: the video, the time to show, boxes, and caption lines."""
+
+    video_id: str
+    path: str
+    t_s: float | None
+    height: int | None
+    width: int | None
+    fps: float | None
+    caption: list[str]
+    boxes: list[Box]
+
+
+def _middle(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else (start + end) / 2
+
+
+class TaskView:
+    """Classification (and the default for a task without its own view)."""
+
+    embedding = "embedding"
+    has_scores = True
+
+    def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
+        return v.query("SELECT pred_label, count(*) FROM rows WHERE status = 'ok' AND "
+                       "pred_label IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+                       [limit])
+
+    def label_total(self, v: RowsView) -> int:
+        return v.scalar("SELECT count(DISTINCT pred_label) FROM rows WHERE status = 'ok'") or 0
+
+    def scores(self, v: RowsView) -> Bins | None:
+        return v.bins("pred_score", "status = 'ok'", n=20, lo=0.0, hi=1.0)
+
+    def low_confidence(self, v: RowsView, n: int) -> list[tuple]:
+        """(video_id, path, manifest label, predicted label, score), least sure first."""
+        return v.query("SELECT video_id, path, label, pred_label, pred_score FROM rows "
+                       "WHERE status = 'ok' AND pred_score IS NOT NULL "
+                       "ORDER BY pred_score, video_id LIMIT ?", [n])
+
+    def shots(self, v: RowsView, label: str, n: int) -> list[Shot]:
+        """``n`` videos predicted ``label``, picked by a hash of their id (a stable
+        sample, not the first files of the run)."""
+        rows = v.query(f"SELECT {_SHEET}, pred_score, topk_labels, topk_scores FROM rows "
+                       "WHERE status = 'ok' AND pred_label = ? ORDER BY hash(video_id) "
+                       "LIMIT ?", [label, n])
+        return [Shot(r[0], r[1], _middle(r[6], r[7]), r[4], r[3], r[5],
+                     [r[0], *_topk(r[9], r[10])], []) for r in rows]
+
+    def sections(self, v: RowsView) -> list[tuple[str, Any]]:
+        return []
+
+
+def _topk(labels: list[str] | None, scores: list[float] | None, k: int = 3) -> list[str]:
+    return [f"{lab} {s:.2f}" for lab, s in zip(labels or [], scores or [])][:k]
+
+
+class DetectView(TaskView):
+    embedding = None
+
+    def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
+        return v.query("SELECT f.label, count(*) FROM (SELECT unnest(labels_found) AS f "
+                       "FROM rows WHERE status = 'ok') GROUP BY 1 ORDER BY 2 DESC, 1 "
+                       "LIMIT ?", [limit])
+
+    def label_total(self, v: RowsView) -> int:
+        return v.scalar("SELECT count(DISTINCT f.label) FROM (SELECT unnest(labels_found) "
+                        "AS f FROM rows WHERE status = 'ok')") or 0
+
+    def scores(self, v: RowsView) -> Bins | None:
+        return v.bins("score", n=20, lo=0.0, hi=1.0, source="SELECT unnest(detections)"
+                      ".score AS score FROM rows WHERE status = 'ok'")
+
+    def low_confidence(self, v: RowsView, n: int) -> list[tuple]:
+        return []
+
+    def shots(self, v: RowsView, label: str, n: int) -> list[Shot]:
+        rows = v.query(f"SELECT {_SHEET}, detections FROM rows WHERE status = 'ok' AND "
+                       "list_contains(list_transform(labels_found, lambda f: f.label), ?) "
+                       "ORDER BY hash(video_id) LIMIT ?", [label, n])
+        return [self._shot(r, label) for r in rows]
+
+    def _shot(self, r: tuple, label: str) -> Shot:
+        dets = [d for d in r[8] or [] if d["box"] is not None]
+        frames = {}
+        for d in dets:
+            frames[d["frame_index"]] = frames.get(d["frame_index"], 0) + (d["label"] == label)
+        best = max(frames, key=lambda f: (frames[f], -f)) if frames else None
+        shown = sorted((d for d in dets if d["frame_index"] == best),
+                       key=lambda d: -d["score"])[:MAX_BOXES]
+        t = shown[0]["t_s"] if shown else _middle(r[6], r[7])
+        boxes = [Box(tuple(d["box"]), d["label"], d["score"]) for d in shown]
+        return Shot(r[0], r[1], t, r[4], r[3], r[5],
+                    [r[0], f"{len(shown)} boxes at {t:.2f} s" if t is not None else ""], boxes)
+
+
+class AudioView(TaskView):
+    embedding = "audio_embedding"
+
+    def sections(self, v: RowsView) -> list[tuple[str, Any]]:
+        """Per-window predictions of a sample of videos, on a timeline."""
+        rows = v.query("SELECT video_id, window_predictions FROM rows WHERE status = 'ok' "
+                       "AND len(window_predictions) > 0 ORDER BY hash(video_id) LIMIT 12")
+        if not rows:
+            return []
+        speech = v.quantiles("speech_fraction", "status = 'ok'")
+        silent = v.scalar("SELECT count(*) FROM rows WHERE status = 'ok' AND silent")
+        return [("windows", [{"name": r[0], "windows": r[1]} for r in rows]),
+                ("speech", {"median speech fraction": speech["median"],
+                            "silent videos": silent})]
+
+
+VIEWS: dict[str, type[TaskView]] = {"classify": TaskView, "detect": DetectView,
+                                    "audio": AudioView}
+
+
+def view_for(task: str) -> TaskView:
+    return VIEWS.get(task, TaskView)()

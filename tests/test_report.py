@@ -1,0 +1,153 @@
+"""`vidbatch report` of real jobs, rendered in a real headless Chromium (Debian's
+`chromium`, driven by Playwright): no console errors, every chart and thumbnail drawn with
+non-blank pixels, and the counts shown equal the Parquet's."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+from PIL import Image
+
+from pipeline.infer.plan import plan_job
+from pipeline.infer.run import execute
+from pipeline.infer.spec import parse_jobspec
+from pipeline.report.build import make_report
+from pipeline.synth import make_demo_set, write_manifest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium; skips (saying why) where Chromium or Playwright is absent."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no chromium on PATH: install Debian's `chromium` package (scripts/setup.sh "
+                    "does where apt-get can) to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is a test extra: pip install -e .[test]")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def demo_job(ray_session, tmp_path_factory) -> Path:
+    """The demo's videos (several containers and codecs, some broken) through a real job."""
+    root = tmp_path_factory.mktemp("report")
+    rows = make_demo_set(root / "videos")
+    manifest = write_manifest(root / "demo.csv", rows, videos_dir=root / "videos")
+    spec = parse_jobspec({
+        "name": "report-demo", "manifest": str(manifest),
+        "sampling": {"clips_per_video": 1, "frames_per_clip": 4, "short_side": 32,
+                     "crop_size": 32},
+        "model": {"arch": "r3d_18", "weights": "none"},
+        "inference": {"batch_size": 4, "channels_last": False},
+        "resources": {"cpus_per_replica": 1, "cpus_per_decode_task": 0.5},
+        "output": {"path": str(root / "out")}, "max_error_fraction": 0.9})
+    execute(plan_job(spec), log=lambda s: None)
+    return root / "out"
+
+
+def parquet_counts(out: Path) -> dict[str, int]:
+    t = ds.dataset(sorted(out.glob("*.parquet")), format="parquet").to_table(
+        columns=["status"])
+    ok = int(pc.sum(pc.equal(t["status"], "ok")).as_py())
+    return {"rows": t.num_rows, "ok": ok, "error": t.num_rows - ok}
+
+
+def non_blank(png: bytes) -> float:
+    """The share of pixels that are not (near) the page's white."""
+    a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return float((np.abs(a - 255).sum(axis=2) > 30).mean())
+
+
+def render(browser, html: Path) -> tuple:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: problems.append(f"network: {r.url}")
+            if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(html.as_uri())
+    page.wait_for_load_state("load")
+    return page, problems
+
+
+def check_drawn(page) -> tuple[int, int]:
+    """Every chart drew its traces and every thumbnail decoded, each with ink in it."""
+    charts = page.locator("div.chart")
+    for i in range(charts.count()):
+        chart = charts.nth(i)
+        name = chart.get_attribute("data-chart")
+        chart.locator(".main-svg").first.wait_for()
+        traces = chart.evaluate("c => c.querySelector('.js-plotly-plot').data.length")
+        assert traces > 0, name
+        assert non_blank(chart.screenshot()) > 0.01, f"chart {name} is blank"
+    images = page.locator("figure img")
+    for i in range(images.count()):
+        img = images.nth(i)
+        img.scroll_into_view_if_needed()
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("alt")
+        shot = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("L"), dtype=float)
+        assert shot.std() > 5, f"thumbnail of {img.get_attribute('alt')} is blank"
+    return charts.count(), images.count()
+
+
+def test_the_report_of_a_real_job_renders_in_chromium(browser, demo_job, tmp_path):
+    html = Path(make_report(str(demo_job), log=lambda s: None))
+    assert html == demo_job / "_vidbatch_report.html"
+    page, problems = render(browser, html)
+    charts, images = check_drawn(page)
+    assert problems == []
+    counts = parquet_counts(demo_job)
+    shown = {k: int(page.locator(f"[data-count='{k}'] b").inner_text().replace(",", ""))
+             for k in counts}
+    assert shown == counts and counts["error"] == 4 and counts["ok"] == 8
+    assert page.locator("#random-weights").is_visible()
+    for key in ("errors", "timing", "labels", "sheets", "map"):
+        assert page.locator(f"section#{key}").count() == 1, key
+    assert charts >= 6 and images == 8  # one thumbnail per readable demo video
+    # every error group names its stage and an example path
+    text = page.locator("section#errors").inner_text()
+    for name in ("missing.mp4", "empty.mp4", "not_a_video.mp4", "truncated.mp4"):
+        assert name in text
+    page.close()
+
+
+def test_the_report_of_a_training_run_draws_its_curves(browser, tmp_path):
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.2 / e, "train_acc": e / 5,
+                "val_acc": e / 6, "val_top5": 1.0, "lr": 1e-3, "clips_per_s": 10.0}
+               for e in range(1, 5)]
+    (run / "history.jsonl").write_text("".join(json.dumps(h) + "\n"
+                                               for h in history))
+    (run / "best" / "confusion.json").write_text(json.dumps(
+        {"classes": ["a", "b"], "matrix": [[5, 1], [2, 4]]}))
+    html = Path(make_report(str(run), log=lambda s: None))
+    page, problems = render(browser, html)
+    charts, _ = check_drawn(page)
+    assert problems == [] and charts == 5  # loss, accuracy, throughput, lr, confusion
+    page.close()
+
+
+def test_a_report_is_refused_for_a_folder_vidbatch_did_not_write(tmp_path):
+    from pipeline.errors import OutputError
+
+    (tmp_path / "x.parquet").write_bytes(b"")
+    with pytest.raises(OutputError, match="no vidbatch job record"):
+        make_report(str(tmp_path), log=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.parquet"]  # nothing written
