@@ -104,12 +104,49 @@ def through_replicas(ds, replica: type, kwargs: dict[str, Any], *, replicas: int
         num_cpus=cpus, num_gpus=gpus)
 
 
-def write(ds, out: OutputDir, rows_per_file: int, prefix: str) -> None:
+def write(ds, out: OutputDir, rows_per_file: int, prefix: str, *, name: str | None = None,
+          on_written: Callable[[int], None] | None = None) -> None:
     """Execute ``ds``, streaming its rows into Parquet files in ``out`` whose names start
-    with ``prefix`` (the job record names the runs, so vidbatch knows its files)."""
+    with ``prefix`` (the job record names the runs, so vidbatch knows its files).
+
+    ``name`` prefixes the dataset's tag in Ray Data's metrics (``ray_data_*{dataset=...}``),
+    so a dashboard can pick the job's operators. ``on_written(rows)`` is called in the write
+    task once a file with ``rows`` rows is complete.
+    """
     from ray.data.datasource import FilenameProvider
 
-    ds.write_parquet(out.root, filesystem=out.fs, min_rows_per_file=rows_per_file,
-                     filename_provider=FilenameProvider(dataset_uuid=prefix.rstrip("_"),
-                                                        file_format="parquet"),
-                     ray_remote_args={"num_cpus": WRITE_CPUS}, concurrency=WRITE_TASKS)
+    if name and hasattr(ds, "set_name"):  # a Ray without it keeps the tag "dataset_..."
+        ds.set_name(name)
+    args = {"filesystem": out.fs, "min_rows_per_file": rows_per_file,
+            "filename_provider": FilenameProvider(dataset_uuid=prefix.rstrip("_"),
+                                                  file_format="parquet")}
+    remote = {"ray_remote_args": {"num_cpus": WRITE_CPUS}, "concurrency": WRITE_TASKS}
+    sink = _counted_parquet(out.root, args, on_written) if on_written else None
+    if sink is None:
+        ds.write_parquet(out.root, **args, **remote)
+    else:
+        ds.write_datasink(sink, **remote)
+
+
+def _counted_parquet(root: str, args: dict[str, Any], on_written: Callable[[int], None]):
+    """Ray Data's Parquet sink, calling ``on_written`` after each file it writes; None where
+    this Ray has no such class (its module is internal), and rows written go uncounted.
+
+    Counting after ``write`` returns, in the write task, counts rows that are on storage:
+    not rows buffered towards ``min_rows_per_file``, nor rows of a write that failed.
+    """
+    try:
+        from ray.data._internal.datasource.parquet_datasink import ParquetDatasink
+    except ImportError:
+        return None
+
+    class CountedParquetDatasink(ParquetDatasink):
+        def write(self, blocks, ctx):
+            from ray.data.block import BlockAccessor
+
+            blocks = list(blocks)
+            result = super().write(blocks, ctx)
+            on_written(sum(BlockAccessor.for_block(b).num_rows() for b in blocks))
+            return result
+
+    return CountedParquetDatasink(root, **args)

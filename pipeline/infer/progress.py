@@ -3,9 +3,8 @@
 Ray Data's own progress (rows per operator) is in the dashboard's Jobs / Ray Data views;
 these counters add what a video job's user asks: how many videos are finished, how many
 failed, how fast. Each model replica reports its batches to a tiny named actor (no CPU
-reserved); the driver prints a line every ``interval_s``. The same counts are exported as
-Ray metrics (``vidbatch_videos_total{job,status}``) for the dashboard's Metrics view /
-Prometheus.
+reserved); the driver prints a line every ``interval_s``. The same batches are recorded as
+Ray metrics (:mod:`pipeline.infer.metrics`) for Prometheus and Grafana.
 """
 
 from __future__ import annotations
@@ -16,8 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
+from pipeline.infer.metrics import JobMetrics
 from pipeline.output.rows import Batch, Provenance, rows_table
 
 
@@ -48,33 +49,26 @@ class ProgressTracker:
 
 
 class Reporter:
-    """Reports each output batch's outcome to the tracker and to the Ray metric."""
+    """Reports each output batch's outcome to the tracker and to the Ray metrics."""
 
-    def __init__(self, job: str, tracker_name: str, namespace: str):
-        from ray.util.metrics import Counter
-
-        self.job = job
+    def __init__(self, job: str, task: str, tracker_name: str, namespace: str):
         self.tracker = ray.get_actor(tracker_name, namespace=namespace)
-        self.videos = Counter("vidbatch_videos_total", "videos finished by vidbatch",
-                              tag_keys=("job", "status"))
+        self.metrics = JobMetrics(job, task)
 
-    def report(self, table) -> None:
-        ok = sum(1 for s in table["status"].to_pylist() if s == "ok")
-        err = table.num_rows - ok
-        self.tracker.add.remote(ok, err)
-        for status, n in (("ok", ok), ("error", err)):
-            if n:
-                self.videos.inc(n, tags={"job": self.job, "status": status})
+    def report(self, table: pa.Table) -> None:
+        ok = int(pc.sum(pc.equal(table["status"], "ok")).as_py() or 0)
+        self.tracker.add.remote(ok, table.num_rows - ok)
+        self.metrics.record(table)
 
 
 class ReportingReplica:
     """A task's replica that also reports each batch's outcome (Ray Data builds one per
     actor, like the replica it wraps)."""
 
-    def __init__(self, replica: type, kwargs: dict, job: str, tracker_name: str,
+    def __init__(self, replica: type, kwargs: dict, job: str, task: str, tracker_name: str,
                  namespace: str):
         self.replica = replica(**kwargs)
-        self.reporter = Reporter(job, tracker_name, namespace)
+        self.reporter = Reporter(job, task, tracker_name, namespace)
 
     def __call__(self, batch: Batch) -> pa.Table:
         table = self.replica(batch)
@@ -117,14 +111,14 @@ class RowGuard:
 
 
 def decode_only(batch: Batch, spec: Any, decode_stage: Callable[..., Batch],
-                schema: pa.Schema, provenance: Provenance, tracker_name: str,
+                schema: pa.Schema, provenance: Provenance, task: str, tracker_name: str,
                 namespace: str, guard: RowGuard | None = None) -> pa.Table:
     """The whole ``mode: decode_only`` job for one batch, in the decode task: the task's
     ``decode_stage``, then the output rows with null task columns (frames are dropped,
     never shipped)."""
     table = rows_table(decode_stage(batch, spec=spec, guard=guard), schema, provenance)
     if tracker_name not in _reporters:
-        _reporters[tracker_name] = Reporter(provenance.job, tracker_name, namespace)
+        _reporters[tracker_name] = Reporter(provenance.job, task, tracker_name, namespace)
     _reporters[tracker_name].report(table)
     return table
 

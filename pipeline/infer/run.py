@@ -86,12 +86,14 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
     if spec.mode == "decode_only":
         return dataflow.decoded(ds, plan.decode, res, decode_only,
                                 decode_stage=task.decode_stage, schema=plan.schema,
-                                provenance=plan.provenance, guard=guard, **track)
+                                provenance=plan.provenance, task=task.name, guard=guard,
+                                **track)
     replica, kwargs = task.replica(spec, plan.model, layout.runtime(spec))
     return dataflow.through_replicas(
         dataflow.decoded(ds, plan.decode, res, task.decode_stage, guard=guard),
         ReportingReplica,
-        {"replica": replica, "kwargs": kwargs, "job": spec.name, **track},
+        {"replica": replica, "kwargs": kwargs, "job": spec.name, "task": task.name,
+         **track},
         replicas=res.replicas, batch_size=spec.inference.batch_size,
         cpus=res.cpus_per_replica, gpus=layout.gpus,
         in_flight=res.batches_in_flight_per_replica)
@@ -126,6 +128,7 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
     """The job under its output lease: the data files of this run are named after ``run``
     (the job record lists every run), and the record says ``finished`` only once the rows
     are counted and complete."""
+    from pipeline.infer.metrics import RowsWritten
     from pipeline.infer.progress import ProgressReporter  # imports ray: not at planning
 
     spec, out = plan.spec, plan.output
@@ -147,10 +150,13 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
         if plan.todo.num_rows:
             with ProgressReporter(spec.name, plan.todo.num_rows, log) as reporter:
                 dataflow.write(build_dataset(plan, layout, reporter), out,
-                               spec.output.rows_per_file, data_file_prefix(run))
+                               spec.output.rows_per_file, data_file_prefix(run),
+                               name=spec.name,
+                               on_written=RowsWritten(spec.name, plan.task.name))
     finally:
         disconnect(handle)
-    wall = time.perf_counter() - handle.t0
+    # A local Ray kept up for a last metrics scrape (ray_session) is not the job's time.
+    wall = time.perf_counter() - handle.t0 - handle.linger_s
     counts = count_statuses(out, plan.task.outcome_stages)
     problem = _incomplete(plan, counts, lease)
     record = {**_record(plan, counts, wall, started, handle.dashboard_url), **base,
