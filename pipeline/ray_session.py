@@ -4,6 +4,11 @@ Without an address a job starts its own local Ray (``resources.num_cpus``,
 ``object_store_mb``) with the dashboard on 127.0.0.1; with one it attaches to that cluster
 as its driver; inside a driver that already runs Ray (tests, notebooks) it uses that one.
 Only a Ray that :func:`connect` started or attached to is shut down by :func:`disconnect`.
+
+A local Ray's metrics agent dies with it: a Prometheus that scrapes it (docs/monitoring.md)
+would miss the counts that workers record in their last report interval.
+``VIDBATCH_METRICS_LINGER_S`` keeps a local Ray up that many seconds after the job, for one
+more report and scrape; unset, nothing waits. A cluster outlives its jobs and needs none.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.errors import ConfigError
 from pipeline.paths import is_uri
 from pipeline.spec import DecodeResourcesSpec
 
@@ -25,6 +31,24 @@ class RayHandle:
     dashboard_url: str | None
     t0: float  # perf_counter when connecting began: the job's wall time counts from here
     started: datetime  # the same moment, UTC
+    linger_s: float = 0.0  # kept up this long before a local Ray is shut down
+
+
+METRICS_LINGER_ENV = "VIDBATCH_METRICS_LINGER_S"
+
+
+def metrics_linger_s() -> float:
+    """Seconds to keep a local Ray up after its job (``VIDBATCH_METRICS_LINGER_S``)."""
+    value = os.environ.get(METRICS_LINGER_ENV, "").strip()
+    try:
+        seconds = float(value or 0)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ConfigError(f"{METRICS_LINGER_ENV}={value!r} is not a number of seconds from 0 "
+                          "to 3600; set it to at least RAY_metrics_report_interval_ms / 1000 "
+                          "plus Prometheus's scrape_interval (e.g. 25), or unset it")
+    return seconds
 
 
 def connect(resources: DecodeResourcesSpec, address: str | None,
@@ -40,6 +64,7 @@ def connect(resources: DecodeResourcesSpec, address: str | None,
         return RayHandle(True, dashboard_url(ctx), t0, started)
     # address="local": always a new Ray for this job, even when another one (say from
     # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
+    linger = metrics_linger_s()
     mb = resources.object_store_mb
     ctx = ray.init(address="local", num_cpus=resources.num_cpus, include_dashboard=True,
                    dashboard_host="127.0.0.1",
@@ -47,7 +72,7 @@ def connect(resources: DecodeResourcesSpec, address: str | None,
     protect_token()  # Ray creates the token while it starts
     url = dashboard_url(ctx)
     log(f"started a local Ray; dashboard: {url or 'not available'}")
-    return RayHandle(True, url, t0, started)
+    return RayHandle(True, url, t0, started, linger)
 
 
 def token_path() -> Path:
@@ -69,6 +94,7 @@ def disconnect(handle: RayHandle) -> None:
     import ray
 
     if handle.started_here:
+        time.sleep(handle.linger_s)
         ray.shutdown()
 
 

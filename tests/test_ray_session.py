@@ -8,9 +8,12 @@ import stat
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.errors import ConfigError
+from pipeline.ray_session import METRICS_LINGER_ENV, metrics_linger_s
 
 
 def test_up_refuses_an_inherited_auth_mode_of_disabled(monkeypatch):
@@ -36,3 +39,20 @@ def test_a_local_ray_leaves_its_token_readable_by_its_owner_only(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
                    timeout=180)
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, 0.0), ("", 0.0), ("25", 25.0),
+                                                ("2.5", 2.5)])
+def test_metrics_linger_is_off_unless_set(monkeypatch, value, seconds):
+    if value is None:
+        monkeypatch.delenv(METRICS_LINGER_ENV, raising=False)
+    else:
+        monkeypatch.setenv(METRICS_LINGER_ENV, value)
+    assert metrics_linger_s() == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "7200"])
+def test_a_bad_metrics_linger_names_the_variable_and_the_fix(monkeypatch, value):
+    monkeypatch.setenv(METRICS_LINGER_ENV, value)
+    with pytest.raises(ConfigError, match=f"{METRICS_LINGER_ENV}=.*scrape_interval"):
+        metrics_linger_s()
