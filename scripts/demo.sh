@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: install, make a small sample set (a few videos deliberately broken), run
-# `vidbatch submit jobs/classify.yaml` on a local Ray, print the summary.
+# `vidbatch submit jobs/classify.yaml` on a local Ray, print the summary, write its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,3 +8,5 @@ bash scripts/setup.sh
 vidbatch demo-data
 # --overwrite: re-running the demo replaces its previous results.
 vidbatch submit jobs/classify.yaml --overwrite "$@"
+# One HTML page (charts, thumbnails) that opens from disk; the last line is its path.
+vidbatch report outputs/classify-demo

@@ -8,6 +8,7 @@ the run. Multi-node tests start and stop their own raylets.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,32 @@ def numbered_b_frames(tmp_path):
         frames[t] = 4 * t
     return write_video(tmp_path / "bframes.mp4", frames, options={
         "crf": "1", "x264-params": "keyint=20:min-keyint=20:scenecut=0:bframes=3:b-adapt=0"})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3():
+    """A local S3 endpoint (moto): ``(pyarrow S3FileSystem, environment for a vidbatch
+    process)``."""
+    import pyarrow.fs as pafs
+
+    moto_server = pytest.importorskip("moto.server", reason="moto (a test dependency) is "
+                                      "absent")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
+                           access_key="testing", secret_key="testing", region="us-east-1",
+                           allow_bucket_creation=True)
+    try:
+        yield fs, env
+    finally:
+        server.stop()

@@ -6,7 +6,6 @@ there."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -24,33 +23,7 @@ from pipeline.output.outdir import OutputDir
 from pipeline.output.store import prepare_output
 from pipeline.synth import moving_texture, write_video
 
-moto_server = pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3():
-    """A local S3 endpoint: ``(pyarrow S3FileSystem, environment for a vidbatch process)``."""
-    import pyarrow.fs as pafs
-
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
-                           access_key="testing", secret_key="testing", region="us-east-1",
-                           allow_bucket_creation=True)
-    try:
-        yield fs, env
-    finally:
-        server.stop()
+pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")
 
 
 def submit(job, env, *args):

@@ -147,7 +147,7 @@ def labels_section(page: Page, view: RowsView, task: TaskView) -> None:
 
 def sheets_section(page: Page, view: RowsView, task: TaskView, budget: int,
                    log: Callable[[str], None]) -> None:
-    labels = [lab for lab, _ in task.labels(view, SHEET_LABELS)]
+    labels = [lab for lab, _ in task.labels(view, min(SHEET_LABELS, budget))]
     if not labels or budget <= 0:
         return
     per = max(1, min(SHEET_VIDEOS, budget // len(labels)))

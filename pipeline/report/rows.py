@@ -1,8 +1,8 @@
 """A finished job's rows as one DuckDB view, and the aggregates a report draws.
 
-The Parquet files are opened as one ``pyarrow.dataset`` over the output's own filesystem
-(a local folder or a URI, as :class:`~pipeline.output.outdir.OutputDir` opens it) and handed
-to DuckDB, which scans them lazily, column by column. Every query returns a bounded
+DuckDB reads a local output's Parquet files itself; a URI output is opened as one
+``pyarrow.dataset`` over its own filesystem (as :class:`~pipeline.output.outdir.OutputDir`
+opens it) and handed to DuckDB. Either way DuckDB scans lazily, column by column. Every query returns a bounded
 result (counts, bins, a few example rows), so a report over a million rows holds bins,
 not rows. Only :meth:`RowsView.embedding_sample` reads vectors, from a bounded number of
 row groups.
@@ -46,13 +46,16 @@ class RowsView:
                               "folder (it holds history.jsonl)")
         self.files = self.out.data_files()
         self.con = duckdb.connect()
-        self.con.execute("SET threads TO 2")
-        if self.files:
+        self.con.execute("SET enable_progress_bar = false")
+        if self.files and self.out.local:  # DuckDB's own reader: parallel, and faster
+            self.con.read_parquet(self.files).create_view("rows")
+            self.columns = set(pq.read_schema(self.files[0]).names)
+        elif self.files:  # a URI: pyarrow's filesystems read it, DuckDB scans the dataset
             self.dataset = ds.dataset(self.files, filesystem=self.out.fs, format="parquet")
             self.con.register("rows", self.dataset)
             self.columns = set(self.dataset.schema.names)
         else:
-            self.dataset, self.columns = None, set()
+            self.columns = set()
             self.con.execute("CREATE VIEW rows AS SELECT NULL::VARCHAR AS status, "
                              "NULL::VARCHAR AS error, NULL::VARCHAR AS path WHERE false")
 
