@@ -35,7 +35,7 @@ def bars(labels: Sequence[str], counts: Sequence[int], title: str, x: str,
          y: str = "videos", horizontal: bool = True) -> go.Figure:
     """Counts per category, largest first (top to bottom when ``horizontal``)."""
     fig = _figure(title, y if horizontal else x, x if horizontal else y,
-                  height=max(HEIGHT, 22 * len(labels) + 90) if horizontal else HEIGHT)
+                  height=max(170, 24 * len(labels) + 110) if horizontal else HEIGHT)
     if horizontal:
         fig.add_bar(x=list(counts)[::-1], y=list(labels)[::-1], orientation="h",
                     hovertemplate="%{y}: %{x}<extra></extra>")

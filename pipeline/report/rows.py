@@ -2,10 +2,10 @@
 
 DuckDB reads a local output's Parquet files itself; a URI output is opened as one
 ``pyarrow.dataset`` over its own filesystem (as :class:`~pipeline.output.outdir.OutputDir`
-opens it) and handed to DuckDB. Either way DuckDB scans lazily, column by column. Every query returns a bounded
-result (counts, bins, a few example rows), so a report over a million rows holds bins,
-not rows. Only :meth:`RowsView.embedding_sample` reads vectors, from a bounded number of
-row groups.
+opens it) and handed to DuckDB. Either way DuckDB scans lazily, column by column. Every
+query returns a bounded result (counts, bins, a few example rows), so a report over a
+million rows holds bins, not rows. Only :meth:`RowsView.embedding_sample` reads vectors,
+from a bounded number of row groups.
 """
 
 from __future__ import annotations
