@@ -1,0 +1,119 @@
+"""``vidbatch near-duplicates``: groups of videos whose embeddings are near each other.
+
+Each row's ``k`` nearest neighbours come from the index in batches (FAISS searches a batch
+on all cores); pairs with similarity >= the threshold are edges, and the groups are the
+connected components of that graph (scipy). So the work grows with rows x k, never rows².
+Grouping is transitive: A~B and B~C put A and C in one group even when A and C are below
+the threshold; each row's ``similarity`` to its group's representative shows how far.
+
+The representative of a group is the copy that keeps the most of the video: the highest
+resolution (width x height), then the longest, then the first path in sorting order (so
+the choice is stable). Re-encoded, resized, cropped and trimmed copies lose pixels or time,
+so the original is chosen when it is in the group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.errors import ConfigError
+from pipeline.search.index import VectorIndex
+
+# Centred cosine at and above which two videos are near-duplicates: the threshold the
+# near-duplicate test proves (tests/test_near_duplicates.py; figures in benchmarks/README.md).
+DEFAULT_THRESHOLD = 0.9
+DEFAULT_K = 10
+BATCH = 16_384  # queries per search: ~32 MiB of 512-d vectors and results, bounded
+
+GROUP_SCHEMA = pa.schema([
+    ("group_id", pa.int32()), ("group_size", pa.int32()), ("video_id", pa.string()),
+    ("path", pa.string()), ("label", pa.string()), ("pred_label", pa.string()),
+    ("is_representative", pa.bool_()), ("similarity", pa.float32()),
+])
+
+
+def neighbour_pairs(index: VectorIndex, threshold: float, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(src, dst)``: row ids of every pair where ``dst`` is among the ``k`` nearest of
+    ``src`` with similarity >= ``threshold``."""
+    src, dst = [], []
+    for start in range(0, len(index), BATCH):
+        ids = np.arange(start, min(len(index), start + BATCH), dtype=np.int64)
+        sims, found = index.search(index.vectors(ids), k + 1)
+        hit = (sims >= threshold) & (found >= 0) & (found != ids[:, None])
+        src.append(np.broadcast_to(ids[:, None], found.shape)[hit])
+        dst.append(found[hit])
+    return np.concatenate(src), np.concatenate(dst)
+
+
+def components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The connected component of each of ``n`` rows in the undirected graph of edges."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _preference(rows: pa.Table) -> np.ndarray:
+    """Each row's rank as a representative, best first: pixels, then duration, then path."""
+    def numbers(column: str) -> np.ndarray:
+        if column not in rows.column_names:
+            return np.zeros(rows.num_rows)
+        return pc.fill_null(rows[column], 0).to_numpy(zero_copy_only=False).astype(float)
+
+    pixels = numbers("width") * numbers("height")
+    path_order = np.empty(rows.num_rows, np.int64)
+    path_order[pc.sort_indices(rows["path"]).to_numpy()] = np.arange(rows.num_rows)
+    order = np.lexsort((path_order, -numbers("duration_s"), -pixels))
+    rank = np.empty(rows.num_rows, np.int64)
+    rank[order] = np.arange(rows.num_rows)
+    return rank
+
+
+def find_groups(index: VectorIndex, threshold: float = DEFAULT_THRESHOLD,
+                k: int = DEFAULT_K) -> pa.Table:
+    """The near-duplicate groups of the indexed rows (:data:`GROUP_SCHEMA`), one row per
+    member; groups numbered by size, largest first, then by representative path."""
+    if not -1.0 <= threshold <= 1.0 or k < 1:
+        raise ConfigError(f"--threshold {threshold} / -k {k}: the threshold is a cosine "
+                          "(-1 to 1, e.g. 0.9) and k at least 1")
+    label = components(len(index), *neighbour_pairs(index, threshold, k))
+    size = np.bincount(label)[label]
+    members = np.flatnonzero(size >= 2)
+    if len(members) == 0:
+        return GROUP_SCHEMA.empty_table()
+    rows = index.rows.take(pa.array(members))
+    order = np.lexsort((_preference(rows), label[members]))
+    members, rows = members[order], rows.take(pa.array(order))
+    first = np.r_[True, label[members][1:] != label[members][:-1]]
+    rep = members[first][np.cumsum(first) - 1]  # each member's representative
+    sims = np.concatenate([
+        np.einsum("ij,ij->i", index.vectors(members[s:s + BATCH]),
+                  index.vectors(rep[s:s + BATCH]))
+        for s in range(0, len(members), BATCH)])
+    return _numbered(rows, label[members], size[members], first, sims)
+
+
+def _numbered(rows: pa.Table, label: np.ndarray, size: np.ndarray, first: np.ndarray,
+              sims: np.ndarray) -> pa.Table:
+    """Rows sorted by group with group ids: largest group first, ties by representative
+    path."""
+    rep_paths = np.asarray(rows["path"].to_pylist(), dtype=str)[first]
+    group_rank = np.lexsort((rep_paths, -size[first]))
+    group_id = np.empty(len(group_rank), np.int32)
+    group_id[group_rank] = np.arange(len(group_rank))
+    gid = group_id[np.cumsum(first) - 1]
+
+    def column(name: str) -> pa.Array:
+        return rows[name] if name in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+    table = pa.table({
+        "group_id": pa.array(gid, pa.int32()), "group_size": pa.array(size, pa.int32()),
+        "video_id": column("video_id"), "path": column("path"), "label": column("label"),
+        "pred_label": column("pred_label"), "is_representative": pa.array(first),
+        "similarity": pa.array(np.clip(sims, -1, 1).astype(np.float32))}, schema=GROUP_SCHEMA)
+    return table.take(pc.sort_indices(table, [("group_id", "ascending"),
+                                              ("is_representative", "descending"),
+                                              ("similarity", "descending")]))

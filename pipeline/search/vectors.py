@@ -1,0 +1,98 @@
+"""The ok rows of a job's output with their embeddings, read file by file, and centring.
+
+A job's output may hold a million rows (2 GiB of 512-d float32): nothing here holds all
+the embeddings at once. The index is built in two passes over the files: the mean (and a
+training sample), then the centred vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.errors import ConfigError
+from pipeline.output.outdir import OutputDir
+from pipeline.output.store import read_job_record
+
+# The embedding column of each task that writes one (pipeline/tasks/).
+EMBEDDING_COLUMNS = {"classify": "embedding", "audio": "audio_embedding"}
+# Row columns the index keeps beside the vectors, when the task writes them.
+ROW_COLUMNS = ("video_id", "path", "label", "pred_label", "pred_score", "duration_s", "width",
+               "height")
+
+
+def job_of(output: OutputDir) -> dict[str, Any]:
+    """The job record of ``output``; a ConfigError when there is none."""
+    record = read_job_record(output)
+    if record is None or not output.data_files():
+        raise ConfigError(f"{output} holds no vidbatch job output (no _vidbatch_job.json, or "
+                          "no vidbatch-*.parquet files). Give the output.path of a finished "
+                          "classify or audio job.")
+    return record
+
+
+def embedding_column(record: dict[str, Any], output: OutputDir) -> str:
+    """The column of ``output``'s rows that holds the embeddings to index."""
+    task = record.get("task") or record.get("spec", {}).get("task", "classify")
+    if task not in EMBEDDING_COLUMNS:
+        raise ConfigError(f"{output} is a {task} job's output, and {task} writes no "
+                          "embeddings. Index the output of a classify or audio job "
+                          "(vidbatch schema --task classify shows its embedding column).")
+    return EMBEDDING_COLUMNS[task]
+
+
+def centre(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``x - mean``, each row L2-normalised, float32: inner products are then cosines. A
+    row equal to the mean stays zero (similar to nothing) rather than dividing by zero."""
+    y = np.asarray(x, np.float32) - mean.astype(np.float32)
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return y / np.maximum(norms, 1e-12)
+
+
+def ok_rows(output: OutputDir, column: str, files: list[str],
+            skip_ids: set[str] = frozenset()) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Per data file in ``files``: its ok rows (those of :data:`ROW_COLUMNS` the task
+    writes) not in ``skip_ids``, and their embeddings as an ``(n, dim)`` float32 array."""
+    for f in files:
+        try:
+            schema_names = set(pq.read_schema(f, filesystem=output.fs).names)
+        except (pa.ArrowInvalid, OSError):
+            continue  # a footerless file a killed run left: the job's --resume redoes it
+        keep = [c for c in ROW_COLUMNS if c in schema_names]
+        t = output.read_columns(f, [*keep, "status", column])
+        mask = pc.and_(pc.equal(t["status"], "ok"), pc.is_valid(t[column]))
+        if skip_ids:
+            mask = pc.and_(mask, pc.invert(pc.is_in(t["video_id"], pa.array(list(skip_ids)))))
+        t = t.filter(mask)
+        if t.num_rows == 0:
+            continue
+        emb = t[column].combine_chunks()
+        vectors = emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size)
+        yield t.select(keep), vectors.astype(np.float32, copy=False)
+
+
+def mean_and_sample(output: OutputDir, column: str, files: list[str], sample: int,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """One pass over ``files``: the mean embedding of their ok rows, a uniform random
+    sample of ``sample`` of them (bottom-k of random keys, so memory stays at ``sample``
+    rows; the index's coarse quantizer trains on it), and their count."""
+    rng = np.random.default_rng(seed)
+    total, count = None, 0
+    keys, kept = np.zeros(0), None
+    for _, x in ok_rows(output, column, files):
+        total = x.sum(axis=0, dtype=np.float64) + (0 if total is None else total)
+        count += len(x)
+        if sample:
+            keys = np.concatenate([keys, rng.random(len(x))])
+            kept = x if kept is None else np.concatenate([kept, x])
+            order = np.argsort(keys)[:sample]
+            keys, kept = keys[order], kept[order]
+    if count == 0:
+        raise ConfigError(f"{output} has no ok rows with an embedding to index. Check the "
+                          "job's errors (vidbatch summary).")
+    return (total / count).astype(np.float32), kept, count
