@@ -1,0 +1,131 @@
+"""Altered copies of videos, and distinct originals to make them from: the data that
+proves near-duplicate search (``tests/test_near_duplicates.py``).
+
+A copy is what a collection gathers by accident: the same video re-encoded (another codec,
+container and bitrate), resized (two thirds of the size), cropped (a 10% border cut away on every
+side, then the rest at its own size) or trimmed (the first and last 10% of its frames
+dropped). PyAV decodes and encodes; nothing calls ffmpeg's command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.synth import motion_clip, moving_texture, texture, write_video
+
+MAX_FRAMES = 150  # frames of a source kept for its copies (5 s at 30 fps): bounds the cost
+
+
+def read_frames(path: str | Path, limit: int = MAX_FRAMES) -> tuple[np.ndarray, int]:
+    """Up to ``limit`` RGB frames of ``path``'s first video stream, and its frame rate
+    (rounded; 25 when the stream does not say)."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        fps = round(float(stream.average_rate or 25)) or 25
+        for frame in c.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == limit:
+                break
+    return np.stack(frames), fps
+
+
+def _even(frames: np.ndarray) -> np.ndarray:
+    """Cut the last row/column off odd sizes: yuv420p needs even width and height."""
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    return frames[:, :h, :w]
+
+
+def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    import av
+
+    out = [av.VideoFrame.from_ndarray(f, format="rgb24").reformat(width, height)
+           .to_ndarray(format="rgb24") for f in frames]
+    return np.stack(out)
+
+
+def reencoded(frames: np.ndarray, fps: int, out: Path) -> Path:
+    """MPEG-4 Part 2 in AVI at a low bitrate (the originals are H.264 or VP9, in MP4,
+    MKV or WebM)."""
+    return write_video(out.with_suffix(".avi"), _even(frames), fps=fps, codec="mpeg4",
+                       options={"b": "300k"})
+
+
+def resized(frames: np.ndarray, fps: int, out: Path) -> Path:
+    """Two thirds of the size (1080p to 720p, 360p to 240p)."""
+    h, w = frames.shape[1] // 3 * 2 // 2 * 2, frames.shape[2] // 3 * 2 // 2 * 2
+    return write_video(out, _resize(frames, max(h, 16), max(w, 16)), fps=fps)
+
+
+def cropped(frames: np.ndarray, fps: int, out: Path) -> Path:
+    h, w = frames.shape[1:3]
+    dy, dx = h // 10, w // 10
+    return write_video(out, _even(frames[:, dy:h - dy, dx:w - dx]), fps=fps)
+
+
+def trimmed(frames: np.ndarray, fps: int, out: Path) -> Path:
+    cut = len(frames) // 10
+    return write_video(out, _even(frames[cut:len(frames) - cut]), fps=fps)
+
+
+ALTERATIONS: dict[str, Callable[[np.ndarray, int, Path], Path]] = {
+    "reencoded": reencoded, "resized": resized, "cropped": cropped, "trimmed": trimmed}
+
+
+def make_copies(source: str | Path, out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Every alteration of ``source``, written as ``out_dir/<stem>__<alteration>.*``."""
+    frames, fps = read_frames(source)
+    return {name: make(frames, fps, Path(out_dir) / f"{stem}__{name}.mp4")
+            for name, make in ALTERATIONS.items()}
+
+
+def _drifting_gradient(frames: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Colour ramps whose phase drifts: smooth content, unlike the textures."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    freq, phase = rng.uniform(0.01, 0.08, size=(3, 2)), rng.uniform(0, 6.3, size=3)
+    out = np.empty((frames, h, w, 3), np.uint8)
+    for t in range(frames):
+        for ch in range(3):
+            wave = np.sin(freq[ch, 0] * yy + freq[ch, 1] * xx + phase[ch] + 0.2 * t)
+            out[t, :, :, ch] = (127.5 + 127.5 * wave).astype(np.uint8)
+    return out
+
+
+def _blinking_texture(frames: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Two textures alternating every few frames: content that changes over time."""
+    rng = np.random.default_rng(seed)
+    a, b = texture(h, w, rng, cell=16), texture(h, w, rng, cell=2)
+    period = int(rng.integers(3, 8))
+    return np.stack([a if (t // period) % 2 else b for t in range(frames)])
+
+
+def make_originals(out_dir: str | Path, count: int, seed: int = 0) -> list[Path]:
+    """``count`` synthetic videos of distinct content (textures of several grains panning,
+    a square crossing a texture, drifting colour ramps, alternating textures), H.264 in MP4
+    or VP9 in WebM, 48 frames at 25 fps, sizes from 320x240 to 480x270."""
+    out = Path(out_dir)
+    sizes = [(240, 320), (270, 480), (288, 384), (240, 426)]
+    paths = []
+    for i in range(count):
+        h, w = sizes[i % len(sizes)]
+        s = seed + i
+        kind = i % 4
+        if kind == 0:
+            frames = moving_texture(48, h, w, s, velocity=(i % 3 - 1, 1 + i % 4))
+        elif kind == 1:
+            frames = motion_clip(["left", "right", "up", "down"][i // 4 % 4], 48, min(h, w),
+                                 s, speed=1)
+        elif kind == 2:
+            frames = _drifting_gradient(48, h, w, s)
+        else:
+            frames = _blinking_texture(48, h, w, s)
+        webm = i % 5 == 4
+        paths.append(write_video(out / f"orig{i:02d}.{'webm' if webm else 'mp4'}", frames,
+                                 fps=25, codec="libvpx-vp9" if webm else "libx264"))
+    return paths

@@ -1,0 +1,204 @@
+"""Search over a real job's embeddings: originals of distinct content (generated, and the
+real-world samples when ../shared is there) with re-encoded, resized, cropped and trimmed
+copies, through a real vidbatch job (resnet18, ``weights: none``), ``vidbatch index``,
+``similar`` and ``near-duplicates``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pipeline.errors import ConfigError
+from pipeline.infer.plan import plan_job
+from pipeline.infer.run import execute
+from pipeline.infer.spec import parse_jobspec
+from pipeline.output.outdir import OutputDir
+from pipeline.output.store import DERIVED
+from pipeline.search import commands, read_near_duplicates
+from pipeline.search.index import load
+from pipeline.search.layout import INDEX_DIR, NEAR_DUPS_DIR
+from pipeline.search.near_dups import DEFAULT_THRESHOLD, find_groups
+from pipeline.search.vectors import embedding_column
+from pipeline.synth import write_manifest
+from pipeline.synth_copies import ALTERATIONS, make_copies, make_originals
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"  # optional
+# Real samples of distinct content (each once: the folder also holds the same video in
+# other formats, which would be near-duplicates of each other).
+REAL = ["decord__flipping_a_pancake.mkv", "imageio__realshort.mp4", "mmaction2__demo.mp4",
+        "moviepy__chaplin.mp4", "torchcodec__nasa_13013.mp4", "torchcodec__av1_video.mkv",
+        "moviepy__big_buck_bunny_432_433.webm", "moviepy__fire2.mp4"]
+
+app = typer.Typer()
+app.command("index")(commands.index)
+app.command("similar")(commands.similar)
+app.command("near-duplicates")(commands.near_duplicates)
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, ray_session):
+    """``(output folder, {path: original's name})`` of a finished job over the originals
+    and their copies."""
+    root = tmp_path_factory.mktemp("near_dups")
+    originals = make_originals(root / "videos", 12)
+    originals += [SHARED_VIDEOS / n for n in REAL if (SHARED_VIDEOS / n).is_file()]
+    rows = []
+    for o in originals:
+        rows.append({"path": str(o), "label": o.stem})
+        rows += [{"path": str(c), "label": o.stem}
+                 for c in make_copies(o, root / "videos", o.stem).values()]
+    write_manifest(root / "manifest.csv", rows)
+    spec = {"name": "near-dups", "manifest": str(root / "manifest.csv"),
+            "sampling": {"clips_per_video": 1, "frames_per_clip": 8, "short_side": 112,
+                         "crop_size": 112},
+            "model": {"arch": "resnet18", "weights": "none"},
+            "resources": {"num_cpus": 2, "object_store_mb": 256},
+            "output": {"path": str(root / "out")}}
+    record = execute(plan_job(parse_jobspec(spec)), log=lambda s: None)
+    assert record["counts"]["ok"] == len(rows)
+    return root / "out", {r["path"]: r["label"] for r in rows}
+
+
+def is_copy(path: str) -> bool:
+    return any(path.rsplit(".", 1)[0].endswith(f"__{a}") for a in ALTERATIONS)
+
+
+@pytest.mark.slow
+def test_index_resume_overwrite_and_what_is_not_ours(collection):
+    out, _ = collection
+    first = cli("index", out)
+    assert first.exit_code == 0, first.output
+    assert f"{len(_)} vectors (flat), {len(_)} added" in first.output
+    again = cli("index", out)
+    assert again.exit_code == 2 and "--resume" in again.output
+    assert cli("index", out, "--resume").output.count(", 0 added") == 1
+    (out / INDEX_DIR / "notes.txt").write_text("mine")
+    refused = cli("index", out, "--overwrite")
+    assert refused.exit_code == 2 and "notes.txt" in refused.output
+    assert (out / INDEX_DIR / "notes.txt").read_text() == "mine"
+    (out / INDEX_DIR / "notes.txt").unlink()
+    before = (out / INDEX_DIR / "index.json").stat().st_mtime_ns
+    assert cli("index", out, "--overwrite").exit_code == 0
+    assert (out / INDEX_DIR / "index.json").stat().st_mtime_ns != before
+    # The job's own --resume and --overwrite treat the index as vidbatch's (store.DERIVED).
+    assert INDEX_DIR in DERIVED and NEAR_DUPS_DIR in DERIVED
+
+
+@pytest.mark.slow
+def test_similar_ranks_the_copies_first_and_filters(collection):
+    out, labels = collection
+    assert cli("index", out, "--resume").exit_code == 0
+    # orig02: drifting colour ramps; its re-encoded, resized and trimmed copies keep its
+    # frames nearly unchanged, unlike a crop (see benchmarks/README.md for the margins).
+    result = cli("similar", out, "orig02.mp4", "-k", "5")
+    assert result.exit_code == 0, result.output
+    lines = [line.split("\t") for line in result.output.strip().splitlines()]
+    assert lines[0][:3] == ["rank", "similarity", "video_id"]
+    top = [row[-1].rsplit("/", 1)[-1] for row in lines[1:4]]
+    assert sorted(top) == ["orig02__reencoded.avi", "orig02__resized.mp4",
+                           "orig02__trimmed.mp4"], result.output
+    filtered = cli("similar", out, "orig02.mp4", "--where", "label <> 'orig02'")
+    paths = [line.split("\t")[-1] for line in filtered.output.strip().splitlines()[1:]]
+    assert len(paths) == 10 and all(labels[p] != "orig02" for p in paths), filtered.output
+    bad = cli("similar", out, "orig02.mp4", "--where", "no_such_column = 1")
+    assert bad.exit_code == 2 and "--where" in bad.output and "pred_label" in bad.output
+    missing = cli("similar", out, "nothing-like-it.mp4")
+    assert missing.exit_code == 2 and "neither a video_id nor a path" in missing.output
+
+
+@pytest.mark.slow
+def test_near_duplicate_groups_file_and_representatives(collection):
+    out, labels = collection
+    assert cli("index", out, "--resume").exit_code == 0
+    result = cli("near-duplicates", out, "--threshold", "0.98")
+    assert result.exit_code == 0, result.output
+    groups = read_near_duplicates(str(out))
+    assert groups is not None and groups.num_rows >= 2
+    index = load(OutputDir.at(str(out / INDEX_DIR)))
+    size = {r["path"]: (r["width"] * r["height"], r["duration_s"])
+            for r in index.rows.select(["path", "width", "height", "duration_s"]).to_pylist()}
+    for _, g in groups.to_pandas().groupby("group_id"):
+        assert g["is_representative"].sum() == 1
+        rep = g[g["is_representative"]].iloc[0]
+        assert size[rep["path"]] == max(size[p] for p in g["path"])
+        assert rep["similarity"] == pytest.approx(1.0, abs=1e-4)
+    assert read_near_duplicates(str(out / "nowhere")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="weights: none embeddings do not tell a crop or a "
+                   "resize from other content well enough (benchmarks/README.md, 'Near-"
+                   "duplicates'); needs trained weights")
+def test_copies_are_found_with_recall_and_precision_095(collection):
+    out, labels = collection
+    assert cli("index", out, "--resume").exit_code == 0
+    index = load(OutputDir.at(str(out / INDEX_DIR)))
+    groups = find_groups(index, DEFAULT_THRESHOLD)
+    group = dict(zip(groups["path"].to_pylist(), groups["group_id"].to_pylist()))
+    paths = index.rows["path"].to_pylist()
+    tp = fn = fp = together = 0
+    for i, a in enumerate(paths):
+        for b in paths[i + 1:]:
+            grouped = a in group and group.get(a) == group.get(b)
+            together += grouped
+            fp += grouped and labels[a] != labels[b]
+            if labels[a] == labels[b] and is_copy(a) != is_copy(b):
+                tp += grouped
+                fn += not grouped
+    recall, precision = tp / (tp + fn), 1 - fp / max(together, 1)
+    print(json.dumps({"threshold": DEFAULT_THRESHOLD, "recall": recall,
+                      "precision": precision}))
+    assert recall >= 0.95 and precision >= 0.95
+
+
+@pytest.mark.slow
+def test_index_and_similar_on_s3(collection, s3, monkeypatch):
+    out, _ = collection
+    fs, env = s3
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    fs.create_dir("bucket")
+    for f in out.iterdir():
+        if f.is_file():
+            with fs.open_output_stream(f"bucket/out/{f.name}") as w:
+                w.write(f.read_bytes())
+    built = cli("index", "s3://bucket/out")
+    assert built.exit_code == 0, built.output
+    assert fs.get_file_info(f"bucket/out/{INDEX_DIR}/index.faiss").is_file
+    near = cli("similar", "s3://bucket/out", "orig02.mp4", "-k", "3")
+    assert near.exit_code == 0 and "orig02__" in near.output, near.output
+
+
+def test_a_task_without_embeddings_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="writes no embeddings.*classify or audio"):
+        embedding_column({"task": "detect"}, OutputDir.at(str(tmp_path)))
+
+
+def test_groups_are_connected_components_with_the_largest_copy_representing(tmp_path):
+    """Four vectors: a, its smaller copy a2, and b far from both; a chain c-d-e."""
+    import pyarrow as pa
+
+    from pipeline.search.index import VectorIndex, new_index
+
+    v = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0, 0, 1], [0, 0.14, 0.99],
+                  [0, 0.3, 0.95]], np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    faiss_index, kind = new_index(3, len(v), None)
+    faiss_index.add(v)
+    rows = pa.table({"id": np.arange(6), "video_id": list("aAbcde"),
+                     "path": ["a.mp4", "a2.mp4", "b.mp4", "c.mp4", "d.mp4", "e.mp4"],
+                     "width": [640, 320, 640, 100, 200, 100], "height": [480] * 6,
+                     "duration_s": [1.0] * 6})
+    groups = find_groups(VectorIndex(faiss_index, rows, {"mean": [0, 0, 0], **kind}), 0.95)
+    got = {(g["group_id"], g["path"], g["is_representative"]) for g in groups.to_pylist()}
+    assert got == {(0, "d.mp4", True), (0, "c.mp4", False), (0, "e.mp4", False),
+                   (1, "a.mp4", True), (1, "a2.mp4", False)}
