@@ -202,3 +202,29 @@ def test_groups_are_connected_components_with_the_largest_copy_representing(tmp_
     got = {(g["group_id"], g["path"], g["is_representative"]) for g in groups.to_pylist()}
     assert got == {(0, "d.mp4", True), (0, "c.mp4", False), (0, "e.mp4", False),
                    (1, "a.mp4", True), (1, "a2.mp4", False)}
+
+
+def test_an_ivf_index_saved_and_loaded_finds_planted_duplicates(tmp_path):
+    """From FLAT_BELOW rows the index is IVF: it must survive save/load, give back its
+    vectors, and group planted copies (8-d, so that the test is quick)."""
+    import pyarrow as pa
+
+    from pipeline.search.index import FLAT_BELOW, VectorIndex, new_index, save
+
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((FLAT_BELOW, 8)).astype(np.float32)
+    v[-20:] = v[:20] + 0.01 * rng.standard_normal((20, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    faiss_index, kind = new_index(8, len(v), v[::10])
+    faiss_index.add(v)
+    assert kind["kind"] == "ivf"
+    rows = pa.table({"id": np.arange(len(v)), "video_id": [f"v{i}" for i in range(len(v))],
+                     "path": [f"v{i:06d}.mp4" for i in range(len(v))]})
+    folder = OutputDir.at(str(tmp_path / "index"))
+    save(folder, VectorIndex(faiss_index, rows, {"format": 1, "mean": [0.0] * 8, **kind}))
+    index = load(folder)
+    assert np.allclose(index.vectors([5, len(v) - 1]), v[[5, len(v) - 1]], atol=1e-6)
+    groups = find_groups(index, 0.999, k=3)
+    pairs = {tuple(sorted(g["path"])) for _, g in groups.to_pandas().groupby("group_id")}
+    planted = {(f"v{i:06d}.mp4", f"v{len(v) - 20 + i:06d}.mp4") for i in range(20)}
+    assert planted <= pairs

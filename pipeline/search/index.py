@@ -53,6 +53,7 @@ def new_index(dim: int, rows: int, sample: np.ndarray | None) -> tuple[Any, dict
     nlist = nlist_for(rows)
     index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
     index.train(np.ascontiguousarray(sample, np.float32))
+    index.make_direct_map()  # id -> list position, kept up on add: reconstruct_batch needs it
     return index, {"kind": "ivf", "nlist": nlist, "nprobe": NPROBE}
 
 

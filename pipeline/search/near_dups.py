@@ -25,6 +25,10 @@ from pipeline.search.index import VectorIndex
 # near-duplicate test proves (tests/test_near_duplicates.py; figures in benchmarks/README.md).
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_K = 10
+# IVF lists probed per row when looking for near-duplicates: fewer than a query's
+# (index.NPROBE), because a pair this close shares a list or sits in neighbouring ones;
+# the planted-pair recall at 1M rows is in benchmarks/README.md ("Near-duplicates").
+NPROBE = 4
 BATCH = 16_384  # queries per search: ~32 MiB of 512-d vectors and results, bounded
 
 GROUP_SCHEMA = pa.schema([
@@ -34,14 +38,14 @@ GROUP_SCHEMA = pa.schema([
 ])
 
 
-def neighbour_pairs(index: VectorIndex, threshold: float, k: int
+def neighbour_pairs(index: VectorIndex, threshold: float, k: int, nprobe: int = NPROBE
                     ) -> tuple[np.ndarray, np.ndarray]:
     """``(src, dst)``: row ids of every pair where ``dst`` is among the ``k`` nearest of
     ``src`` with similarity >= ``threshold``."""
     src, dst = [], []
     for start in range(0, len(index), BATCH):
         ids = np.arange(start, min(len(index), start + BATCH), dtype=np.int64)
-        sims, found = index.search(index.vectors(ids), k + 1)
+        sims, found = index.search(index.vectors(ids), k + 1, nprobe=nprobe)
         hit = (sims >= threshold) & (found >= 0) & (found != ids[:, None])
         src.append(np.broadcast_to(ids[:, None], found.shape)[hit])
         dst.append(found[hit])
@@ -74,13 +78,13 @@ def _preference(rows: pa.Table) -> np.ndarray:
 
 
 def find_groups(index: VectorIndex, threshold: float = DEFAULT_THRESHOLD,
-                k: int = DEFAULT_K) -> pa.Table:
+                k: int = DEFAULT_K, nprobe: int = NPROBE) -> pa.Table:
     """The near-duplicate groups of the indexed rows (:data:`GROUP_SCHEMA`), one row per
     member; groups numbered by size, largest first, then by representative path."""
     if not -1.0 <= threshold <= 1.0 or k < 1:
         raise ConfigError(f"--threshold {threshold} / -k {k}: the threshold is a cosine "
                           "(-1 to 1, e.g. 0.9) and k at least 1")
-    label = components(len(index), *neighbour_pairs(index, threshold, k))
+    label = components(len(index), *neighbour_pairs(index, threshold, k, nprobe))
     size = np.bincount(label)[label]
     members = np.flatnonzero(size >= 2)
     if len(members) == 0:
