@@ -138,22 +138,29 @@ def build_lance(params: dict, base: Path, n: int, dim: int, where: Path) -> None
     table.create_index(metric="cosine", vector_column_name="vector", **params)
 
 
-def searcher(library: str, where: Path, setting: dict):
+def open_index(library: str, where: Path):
+    """The built index, opened once per query child (its RSS is then one copy's)."""
+    if library == "faiss":
+        import faiss
+
+        return faiss.read_index(str(where / "index.faiss"))
+    import lancedb
+
+    return lancedb.connect(where).open_table("v")
+
+
+def searcher(library: str, index, setting: dict):
     """A function query -> ids of its approximate top K."""
     if library == "faiss":
         import faiss
 
-        index = faiss.read_index(str(where / "index.faiss"))
         params = faiss.ParameterSpace()
         for key, value in setting.items():
             params.set_index_parameter(index, key, value)
         return lambda q: index.search(q[None, :], K)[1][0]
-    import lancedb
-
-    table = lancedb.connect(where).open_table("v")
 
     def search(q):
-        s = table.search(q).distance_type("cosine").limit(K).select(["id"])
+        s = index.search(q).distance_type("cosine").limit(K).select(["id"])
         s = s.nprobes(setting["nprobes"])
         if "refine" in setting:
             s = s.refine_factor(setting["refine"])
@@ -178,8 +185,9 @@ def child(args) -> dict:
                 "disk_mib": size / 2**20}
     q, truth = np.load(qpath), np.load(tpath)
     rows = []
+    index = open_index(library, where)
     for setting in settings:
-        search = searcher(library, where, setting)
+        search = searcher(library, index, setting)
         for v in q[:10]:
             search(v)
         times, hits = [], 0
