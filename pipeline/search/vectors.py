@@ -58,6 +58,7 @@ def ok_rows(output: OutputDir, column: str, files: list[str],
             skip_ids: set[str] = frozenset()) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """Per data file in ``files``: its ok rows (those of :data:`ROW_COLUMNS` the task
     writes) not in ``skip_ids``, and their embeddings as an ``(n, dim)`` float32 array."""
+    skip = pa.array(sorted(skip_ids), pa.string()) if skip_ids else None
     for f in files:
         try:
             schema_names = set(pq.read_schema(f, filesystem=output.fs).names)
@@ -66,8 +67,8 @@ def ok_rows(output: OutputDir, column: str, files: list[str],
         keep = [c for c in ROW_COLUMNS if c in schema_names]
         t = output.read_columns(f, [*keep, "status", column])
         mask = pc.and_(pc.equal(t["status"], "ok"), pc.is_valid(t[column]))
-        if skip_ids:
-            mask = pc.and_(mask, pc.invert(pc.is_in(t["video_id"], pa.array(list(skip_ids)))))
+        if skip is not None:
+            mask = pc.and_(mask, pc.invert(pc.is_in(t["video_id"], value_set=skip)))
         t = t.filter(mask)
         if t.num_rows == 0:
             continue
