@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from pipeline.errors import ConfigError, VidbatchError
+from pipeline.search import commands as search_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch video analysis on Ray: every manifest row -> one Parquet row.")
@@ -134,6 +135,11 @@ def report(
         _fail(e)
     typer.echo(f"report: {dest}")
 
+
+# Search over a job's embeddings (pipeline/search/commands.py: thin shells like these).
+app.command("index")(search_commands.index)
+app.command("similar")(search_commands.similar)
+app.command("near-duplicates")(search_commands.near_duplicates)
 
 JobsAddress = Annotated[str, typer.Option(
     "--address", envvar="RAY_ADDRESS", help="The cluster's dashboard / Jobs API URL.")]

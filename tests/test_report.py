@@ -118,6 +118,16 @@ def check_drawn(page) -> tuple[int, int]:
 
 
 def test_the_report_of_a_real_job_renders_in_chromium(browser, demo_job, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.search import read_near_duplicates
+
+    for args in (["index", str(demo_job)],  # a low threshold, so that there are groups
+                 ["near-duplicates", str(demo_job), "--threshold", "0.1", "-k", "3"]):
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+    groups = len(set(read_near_duplicates(str(demo_job))["group_id"].to_pylist()))
     html = Path(make_report(str(demo_job), log=lambda s: None))
     assert html == demo_job / "_vidbatch_report.html"
     page, problems = render(browser, html)
@@ -128,6 +138,8 @@ def test_the_report_of_a_real_job_renders_in_chromium(browser, demo_job, tmp_pat
              for k in counts}
     assert shown == counts and counts["error"] == 4 and counts["ok"] == 8
     assert page.locator("#random-weights").is_visible()
+    shown_groups = page.locator("[data-count='near-duplicate-groups']").inner_text()
+    assert groups > 0 and int(shown_groups) == groups
     for key in ("errors", "timing", "labels", "sheets", "map"):
         assert page.locator(f"section#{key}").count() == 1, key
     assert charts >= 6 and images == expected_thumbnails(demo_job, budget=36)
