@@ -59,7 +59,8 @@ def job_card(view: RowsView) -> str:
         ("job", rec.get("job")), ("task", view.task), ("state", rec.get("state")),
         ("model", model.get("arch")), ("weights", model.get("weights")),
         ("classes", model.get("classes")),
-        ("sampling", ", ".join(f"{k} {v}" for k, v in (rec.get("sampling") or {}).items())),
+        ("sampling", ", ".join(f"{k} {'none' if v is None else v}"
+                               for k, v in (rec.get("sampling") or {}).items())),
         ("started (UTC)", rec.get("started_utc")), ("wall time", _seconds(rec.get("wall_s"))),
         ("videos/s", rec.get("videos_per_s")), ("dashboard", rec.get("dashboard_url")),
         ("runs", ", ".join(rec.get("runs", []))),

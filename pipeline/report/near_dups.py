@@ -30,6 +30,11 @@ def near_duplicates_section(page: Page, out: OutputDir) -> None:
         shown.append((rep["group_id"], len(g), Markup(f"<code>{esc(rep['path'])}</code>"),
                       Markup("<br>".join(f"<code>{esc(r['path'])}</code>"
                                          for r in others[:5])), f"{low:.3f}"))
+    if not ordered:
+        page.section("Near-duplicates", "<p><b data-count='near-duplicate-groups'>0</b> "
+                     "groups: no two videos are as similar as the threshold asked.</p>",
+                     key="near-duplicates")
+        return
     videos = sum(len(g) for g in ordered)
     page.section("Near-duplicates",
                  f"<p><b data-count='near-duplicate-groups'>{len(ordered):,}</b> groups "
