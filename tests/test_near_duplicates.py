@@ -19,10 +19,10 @@ from pipeline.infer.run import execute
 from pipeline.infer.spec import parse_jobspec
 from pipeline.output.outdir import OutputDir
 from pipeline.output.store import DERIVED
-from pipeline.search import commands, read_near_duplicates
+from pipeline.search import DEFAULT_THRESHOLD, commands, read_near_duplicates
 from pipeline.search.index import load
 from pipeline.search.layout import INDEX_DIR, NEAR_DUPS_DIR
-from pipeline.search.near_dups import DEFAULT_THRESHOLD, find_groups
+from pipeline.search.near_dups import find_groups
 from pipeline.search.vectors import embedding_column
 from pipeline.synth import write_manifest
 from pipeline.synth_copies import ALTERATIONS, make_copies, make_originals

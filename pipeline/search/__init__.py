@@ -15,6 +15,26 @@ Layers: :mod:`~pipeline.search.layout` (names and places; no FAISS),
 (the command-line functions).
 """
 
-from pipeline.search.layout import read_near_duplicates
+from __future__ import annotations
 
-__all__ = ["read_near_duplicates"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Centred cosine at and above which two videos are near-duplicates, and the neighbours
+# looked at per row. Here, with nothing imported, so that the command line shows them
+# without loading pyarrow (pipeline.cli imports pipeline.search.commands at start).
+DEFAULT_THRESHOLD = 0.9
+DEFAULT_K = 10
+
+
+def read_near_duplicates(output: str) -> pa.Table | None:
+    """The near-duplicate groups written beside the job output ``output``, or None: see
+    :func:`pipeline.search.layout.read_near_duplicates`."""
+    from pipeline.search.layout import read_near_duplicates as read
+
+    return read(output)
+
+
+__all__ = ["DEFAULT_K", "DEFAULT_THRESHOLD", "read_near_duplicates"]

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.errors import ConfigError, VidbatchError
+from pipeline.search import DEFAULT_K, DEFAULT_THRESHOLD
 
 Output = Annotated[str, typer.Argument(
     help="A classify or audio job's output folder or URI (its output.path)")]
@@ -85,10 +86,11 @@ def similar(
 
 def near_duplicates(
     output: Output,
-    threshold: Annotated[float | None, typer.Option(
-        help="Centred cosine at and above which two videos are near-duplicates "
-             "(default: pipeline.search.near_dups.DEFAULT_THRESHOLD)")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours looked at per video")] = 10,
+    threshold: Annotated[float, typer.Option(
+        help="Centred cosine at and above which two videos are near-duplicates (see "
+             "docs/search.md for what it separates)")] = DEFAULT_THRESHOLD,
+    k: Annotated[int, typer.Option("-k", "--k", help="Neighbours looked at per video")
+                 ] = DEFAULT_K,
     index_at: IndexAt = None,
     out: Annotated[str | None, typer.Option(
         help="Folder or URI for groups.parquet; default OUTPUT/_vidbatch_near_duplicates")
@@ -99,18 +101,17 @@ def near_duplicates(
     from pipeline.output.outdir import OutputDir
     from pipeline.search.index import load
     from pipeline.search.layout import GROUPS, claim, groups_dir, index_dir, write_parquet
-    from pipeline.search.near_dups import DEFAULT_THRESHOLD, find_groups
+    from pipeline.search.near_dups import find_groups
 
     def go():
         source = OutputDir.at(output)
         folder = groups_dir(source, out)
         # Checked first, replaced last: an error leaves the previous groups as they were.
         claim(folder, (GROUPS,), "resume", "near-duplicate groups")
-        cut = DEFAULT_THRESHOLD if threshold is None else threshold
-        groups = find_groups(load(index_dir(source, index_at)), cut, k)
+        groups = find_groups(load(index_dir(source, index_at)), threshold, k)
         write_parquet(folder, GROUPS, groups)
         count = len(set(groups["group_id"].to_pylist()))
         typer.echo(f"{count} groups of near-duplicates ({groups.num_rows} videos, "
-                   f"similarity >= {cut}) -> {folder.display(GROUPS)}")
+                   f"similarity >= {threshold}) -> {folder.display(GROUPS)}")
 
     _run(go)

@@ -19,12 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import ConfigError
+from pipeline.search import DEFAULT_K, DEFAULT_THRESHOLD
 from pipeline.search.index import VectorIndex
 
-# Centred cosine at and above which two videos are near-duplicates: the threshold the
-# near-duplicate test proves (tests/test_near_duplicates.py; figures in benchmarks/README.md).
-DEFAULT_THRESHOLD = 0.9
-DEFAULT_K = 10
 # IVF lists probed per row when looking for near-duplicates: fewer than a query's
 # (index.NPROBE), because a pair this close shares a list or sits in neighbouring ones;
 # the planted-pair recall at 1M rows is in benchmarks/README.md ("Near-duplicates").
