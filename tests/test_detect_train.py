@@ -122,7 +122,7 @@ def test_a_detect_job_runs_on_the_checkpoint_with_one_row_per_manifest_row(train
     assert "not a decodable video" in got["broken"]["error"] or got["broken"]["error"]
     assert "empty" in got["empty"]["error"] and "not found" in got["missing"]["error"]
     assert record["task"] == "detect" and record["model"]["min_size"] == 96
-    # The README's first query: one row per detection.
+    # docs/detection.md's first query: one row per detection.
     import duckdb
 
     found = duckdb.sql(f"SELECT count(*) FROM '{trained['tmp']}/out/*.parquet', "
