@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pipeline.infer.plan import plan_job
 from pipeline.infer.run import execute
 from pipeline.infer.spec import parse_jobspec
 from pipeline.report.build import make_report
-from pipeline.synth import make_demo_set, write_manifest
+from pipeline.synth import make_demo_set, moving_texture, write_manifest, write_video
 
 pytestmark = pytest.mark.slow
 
@@ -196,4 +197,45 @@ def test_the_report_of_a_uri_output_is_written_beside_it(browser, demo_job, s3, 
     assert problems == [] and images == 2, images
     shown = int(page.locator("[data-count='rows'] b").inner_text())
     assert shown == parquet_counts(demo_job)["rows"]
+    page.close()
+
+
+def task_job(task: str, root: Path) -> dict:
+    """A small real job of ``task`` (random weights) over videos with a picture and a
+    soundtrack."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        t = np.arange(16000 * 2) / 16000
+        tone = 0.3 * np.sin(2 * np.pi * (300 + 200 * i) * t) * (rng.random(t.size) > 0.3)
+        path = write_video(root / f"{task}{i}.mp4", moving_texture(20, 96, 128, seed=i),
+                           fps=10, audio=tone.astype(np.float32))
+        rows.append({"path": path.name, "label": f"l{i}"})
+    manifest = write_manifest(root / "m.csv", rows)
+    spec = {"name": f"report-{task}", "task": task, "manifest": str(manifest),
+            "output": {"path": str(root / "out")}, "resources": {"decode_timeout_s": 60}}
+    if task == "detect":  # a random detector scores every box low: keep a few anyway
+        spec |= {"model": {"arch": "fasterrcnn_resnet18_fpn", "weights": "none"},
+                 "sampling": {"frames": 2},
+                 "detect": {"score_threshold": 0.0, "max_per_frame": 3, "min_size": 96}}
+    else:
+        spec |= {"model": {"arch": "res8", "weights": "none"}, "sampling": {"max_windows": 6}}
+    return spec
+
+
+@pytest.mark.parametrize("task", ["detect", "audio"])
+def test_detect_and_audio_reports_draw_their_own_sections(browser, ray_session, tmp_path,
+                                                          task):
+    execute(plan_job(parse_jobspec(task_job(task, tmp_path))), log=lambda s: None)
+    html = Path(make_report(str(tmp_path / "out"), log=lambda s: None))
+    page, problems = render(browser, html)
+    charts, images = check_drawn(page)
+    assert problems == [] and images >= 1
+    assert int(page.locator("[data-count='ok'] b").inner_text()) == 3
+    if task == "detect":  # boxes are drawn on the frame: its caption counts them
+        assert re.search(r"\b[1-9]\d* boxes at", page.locator("section#sheets").inner_text())
+        assert page.locator("section#map").count() == 0  # a detect job has no embedding
+    else:
+        assert page.locator("div.chart[data-chart='windows']").count() == 1
+        assert page.locator("section#map").count() == 1
     page.close()
