@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline import demo_commands
 from pipeline.errors import ConfigError, VidbatchError
 from pipeline.search import commands as search_commands
 
@@ -235,20 +236,6 @@ def down() -> None:
     typer.echo("Ray stopped")
 
 
-@app.command("demo-data")
-def demo_data(
-    out: Annotated[Path, typer.Option(help="Where the demo videos go")] = Path("data/demo"),
-    manifest: Annotated[Path, typer.Option(help="Manifest to write")] = Path(
-        "manifests/demo.csv"),
-) -> None:
-    """Generate the demo videos (some deliberately broken) and their manifest."""
-    from pipeline.synth import make_demo_set, write_manifest
-
-    rows = make_demo_set(out)
-    write_manifest(manifest, rows, videos_dir=out)
-    typer.echo(f"wrote {len(rows)} manifest rows to {manifest} (videos in {out})")
-
-
 @app.command()
 def schema(task: Annotated[str, typer.Option(help="Analysis task")] = "classify",
            arch: Annotated[str | None, typer.Option(
@@ -320,77 +307,9 @@ def train(
     typer.echo(text)
 
 
-@app.command("demo-train-data")
-def demo_train_data(
-    out: Annotated[Path, typer.Option(help="Where the videos go")] = Path("data/motion"),
-    manifests: Annotated[Path, typer.Option(help="Where motion_train.csv and motion_val.csv "
-                                            "go")] = Path("manifests"),
-    train_per_class: Annotated[int, typer.Option(help="Train videos per class")] = 40,
-    val_per_class: Annotated[int, typer.Option(help="Held-out val videos per class")] = 12,
-) -> None:
-    """Generate the motion demo: 4 classes (left/right/up/down) only a clip model can tell
-    apart; the same command always writes the same videos."""
-    from pipeline.synth import make_motion_set, write_manifest
-
-    for split, per_class, seed in (("train", train_per_class, 0), ("val", val_per_class,
-                                                                   100_000)):
-        rows = make_motion_set(out / split, per_class, seed)
-        manifest = manifests / f"motion_{split}.csv"
-        write_manifest(manifest, rows, videos_dir=out / split)
-        typer.echo(f"wrote {len(rows)} {split} videos to {out / split} and {manifest}")
-
-
-@app.command("demo-detect-data")
-def demo_detect_data(
-    out: Annotated[Path, typer.Option(help="Where the videos go")] = Path("data/shapes"),
-    manifests: Annotated[Path, typer.Option(help="Where shapes_train.csv, shapes_val.csv "
-                                            "and shapes_labels.csv go")] = Path("manifests"),
-    train_videos: Annotated[int, typer.Option(help="Train videos")] = 60,
-    val_videos: Annotated[int, typer.Option(help="Held-out val videos")] = 16,
-) -> None:
-    """Generate the detection demo: discs, squares and triangles that move, enter, leave
-    and cross over a textured background, with a box for every object in every frame;
-    the same command always writes the same videos and labels."""
-    from pipeline.synth import write_manifest
-    from pipeline.synth_detect import make_detect_set, write_labels
-
-    labels = []
-    for split, count, seed in (("train", train_videos, 0), ("val", val_videos, 100_000)):
-        rows, boxes = make_detect_set(out / split, count, seed)
-        labels += boxes
-        manifest = manifests / f"shapes_{split}.csv"
-        write_manifest(manifest, rows, videos_dir=out / split)
-        typer.echo(f"wrote {len(rows)} {split} videos ({len(boxes)} boxes) to {out / split} "
-                   f"and {manifest}")
-    path = write_labels(manifests / "shapes_labels.csv", labels)
-    typer.echo(f"wrote the boxes of both splits to {path}")
-
-
-@app.command("demo-speech-data")
-def demo_speech_data(
-    out: Annotated[Path, typer.Option(help="Where the videos go")] = Path("data/speech"),
-    manifests: Annotated[Path, typer.Option(help="Where speech_train.csv and speech_val.csv "
-                                            "go")] = Path("manifests"),
-    train_per_class: Annotated[int, typer.Option(help="Train videos per class")] = 200,
-    val_per_class: Annotated[int, typer.Option(help="Held-out val videos per class")] = 20,
-    extras: Annotated[bool, typer.Option(
-        "--extras/--no-extras", help="Also the _silence_ (noise only) and _unknown_ (another "
-        "word) classes, besides the ten command words")] = True,
-) -> None:
-    """Generate the spoken-command demo: 3-second videos whose sound track speaks one of ten
-    command words over noise and whose picture says nothing about it; validation speaks
-    with voices training never hears. The same command always writes the same videos."""
-    from pipeline.synth import write_manifest
-    from pipeline.synth_speech import CLASSES, WORDS, make_speech_set
-
-    classes = CLASSES if extras else WORDS
-    for split, per_class, seed in (("train", train_per_class, 0),
-                                   ("val", val_per_class, 100_000)):
-        rows = make_speech_set(out / split, split, per_class, seed, classes)
-        manifest = manifests / f"speech_{split}.csv"
-        write_manifest(manifest, rows, videos_dir=out / split)
-        typer.echo(f"wrote {len(rows)} {split} videos ({len(classes)} classes) to "
-                   f"{out / split} and {manifest}")
+# The demo data sets (pipeline/demo_commands.py).
+for _name, _fn in demo_commands.COMMANDS.items():
+    app.command(_name)(_fn)
 
 
 def main() -> None:
