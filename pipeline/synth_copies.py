@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.synth import motion_clip, moving_texture, texture, write_video
+from pipeline.synth import motion_clip, moving_texture, texture, write_manifest, write_video
 
 MAX_FRAMES = 150  # frames of a source kept for its copies (5 s at 30 fps): bounds the cost
 
@@ -105,27 +105,64 @@ def _blinking_texture(frames: int, h: int, w: int, seed: int) -> np.ndarray:
     return np.stack([a if (t // period) % 2 else b for t in range(frames)])
 
 
+SIZES = [(240, 320), (270, 480), (288, 384), (240, 426)]
+
+
+def original_frames(i: int, h: int, w: int, seed: int, frames: int = 48) -> np.ndarray:
+    """Video ``i``'s content: kind ``i % 4`` (panning texture, square crossing a texture,
+    drifting colour ramps, alternating textures), drawn from ``seed``."""
+    kind = i % 4
+    if kind == 0:
+        return moving_texture(frames, h, w, seed, velocity=(i % 3 - 1, 1 + i % 4))
+    if kind == 1:
+        return motion_clip(["left", "right", "up", "down"][i // 4 % 4], frames, min(h, w),
+                           seed, speed=1)
+    if kind == 2:
+        return _drifting_gradient(frames, h, w, seed)
+    return _blinking_texture(frames, h, w, seed)
+
+
 def make_originals(out_dir: str | Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` synthetic videos of distinct content (textures of several grains panning,
-    a square crossing a texture, drifting colour ramps, alternating textures), H.264 in MP4
-    or VP9 in WebM, 48 frames at 25 fps, sizes from 320x240 to 480x270."""
+    """``count`` synthetic videos of distinct content (:func:`original_frames`), H.264 in
+    MP4 or VP9 in WebM, 48 frames at 25 fps, sizes from 320x240 to 480x270."""
     out = Path(out_dir)
-    sizes = [(240, 320), (270, 480), (288, 384), (240, 426)]
     paths = []
     for i in range(count):
-        h, w = sizes[i % len(sizes)]
-        s = seed + i
-        kind = i % 4
-        if kind == 0:
-            frames = moving_texture(48, h, w, s, velocity=(i % 3 - 1, 1 + i % 4))
-        elif kind == 1:
-            frames = motion_clip(["left", "right", "up", "down"][i // 4 % 4], 48, min(h, w),
-                                 s, speed=1)
-        elif kind == 2:
-            frames = _drifting_gradient(48, h, w, s)
-        else:
-            frames = _blinking_texture(48, h, w, s)
+        h, w = SIZES[i % len(SIZES)]
         webm = i % 5 == 4
-        paths.append(write_video(out / f"orig{i:02d}.{'webm' if webm else 'mp4'}", frames,
-                                 fps=25, codec="libvpx-vp9" if webm else "libx264"))
+        paths.append(write_video(out / f"orig{i:02d}.{'webm' if webm else 'mp4'}",
+                                 original_frames(i, h, w, seed + i), fps=25,
+                                 codec="libvpx-vp9" if webm else "libx264"))
     return paths
+
+
+# Training videos draw their content from seeds at and above this, so that they never
+# repeat the test's originals (make_originals with seeds 0.. a few dozen).
+TRAINING_SEED = 100_000
+TRAINING_SIZES = [(144, 192), (160, 288), (192, 256), (120, 160), (180, 320)]
+
+
+def make_copy_training_set(out_dir: str | Path, n: int, seed: int = TRAINING_SEED
+                           ) -> tuple[Path, Path]:
+    """Instance-discrimination data for a copy-detection embedding: ``n`` generated videos
+    (the kinds of :func:`original_frames`, 48 frames at 25 fps, sizes from 160x120 to
+    320x180), each its own class, and one altered copy of each (the :data:`ALTERATIONS` in
+    turn) labelled with its source, so that val accuracy is the share of copies recognised.
+
+    Writes the videos and ``out_dir/train.csv``, ``out_dir/val.csv``; returns the two
+    manifests. Content seeds are ``seed + i``: keep them apart from the videos the
+    embedding is evaluated on.
+    """
+    out = Path(out_dir)
+    train, val = [], []
+    alterations = list(ALTERATIONS.items())
+    for i in range(n):
+        h, w = TRAINING_SIZES[i // 4 % len(TRAINING_SIZES)]
+        name = f"v{seed + i:06d}"
+        frames = original_frames(i, h, w, seed + i)
+        write_video(out / f"{name}.mp4", frames, fps=25)
+        alteration, make = alterations[i % len(alterations)]
+        copy = make(frames, 25, out / f"{name}__{alteration}.mp4")
+        train.append({"video_id": name, "path": f"{name}.mp4", "label": name})
+        val.append({"video_id": copy.stem, "path": copy.name, "label": name})
+    return write_manifest(out / "train.csv", train), write_manifest(out / "val.csv", val)
