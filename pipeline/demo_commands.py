@@ -93,5 +93,20 @@ def demo_speech_data(
                    f"{out / split} and {manifest}")
 
 
+def demo_copies_data(
+    out: Annotated[Path, typer.Option(help="Where the videos and train.csv / val.csv "
+                                      "go")] = Path("data/copies"),
+    videos: Annotated[int, typer.Option(help="Training videos (each its own class)")] = 128,
+) -> None:
+    """Generate the copy-detection training set for jobs/train_copies.yaml: generated
+    videos, each its own class, and an altered copy of each (re-encoded, resized, cropped
+    or trimmed) for validation."""
+    from pipeline.synth_copies import make_copy_training_set
+
+    train, val = make_copy_training_set(out, videos)
+    typer.echo(f"wrote {videos} videos and their copies to {out}: {train}, {val}")
+
+
 COMMANDS = {"demo-data": demo_data, "demo-train-data": demo_train_data,
-            "demo-detect-data": demo_detect_data, "demo-speech-data": demo_speech_data}
+            "demo-detect-data": demo_detect_data, "demo-speech-data": demo_speech_data,
+            "demo-copies-data": demo_copies_data}
