@@ -40,10 +40,8 @@ def job_report(view: RowsView, thumbnails: int = 36,
     counts = view.counts()
     page.section("Rows", counts_block(counts, rec), key="counts")
     errors_section(page, view)
-    log("report: counts and errors")
     timing_section(page, view)
     labels_section(page, view, task)
-    log("report: timing and labels")
     sheets_section(page, view, task, thumbnails, log)
     for name, data in task.sections(view):
         task_section(page, name, data)
@@ -164,7 +162,7 @@ def sheets_section(page: Page, view: RowsView, task: TaskView, budget: int,
             body.append(f"<h3>{esc(label)}</h3><div class='sheet'>{''.join(cards)}</div>")
     finally:
         thumbs.close()
-    log(f"report: {read} thumbnails")
+    log(f"report: {read} thumbnails decoded")
     page.section("Contact sheets", "<p class='note'>A sample of videos per top label, one "
                  "frame each (decoded in a confined child).</p>", *body, key="sheets")
 
