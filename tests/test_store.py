@@ -64,13 +64,18 @@ def test_what_vidbatch_derives_from_the_rows_is_kept_by_resume_and_removed_by_ov
     out = vidbatch_output(tmp_path / "out")
     (tmp_path / "out" / "_vidbatch_report.html").write_text("<html>")
     (tmp_path / "out" / "_vidbatch_index").mkdir()
-    (tmp_path / "out" / "_vidbatch_index" / "vectors.lance").write_bytes(b"v")
+    (tmp_path / "out" / "_vidbatch_index" / "index.faiss").write_bytes(b"v")
     prepare_output(out, "resume")
     assert (tmp_path / "out" / "_vidbatch_report.html").exists()
     (tmp_path / "out" / "_vidbatch_report.html").rename(tmp_path / "out" / "report.html")
     with pytest.raises(OutputError, match=r"does not show vidbatch wrote \(report\.html\)"):
         prepare_output(out, "overwrite")  # the same file under a name of the user's own
     (tmp_path / "out" / "report.html").rename(tmp_path / "out" / "_vidbatch_report.html")
+    (tmp_path / "out" / "_vidbatch_index" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"_vidbatch_index/notes\.txt"):
+        prepare_output(out, "overwrite")  # inside vidbatch's folder, still the user's
+    assert (tmp_path / "out" / "_vidbatch_index" / "notes.txt").read_text() == "mine"
+    (tmp_path / "out" / "_vidbatch_index" / "notes.txt").unlink()
     prepare_output(out, "overwrite")
     assert out.entries() == []
 

@@ -25,12 +25,15 @@ JOB_RECORD = "_vidbatch_job.json"
 LEASE = "_vidbatch_lease.json"  # pipeline.output.lease
 QUARANTINE = "_partial"
 # What vidbatch derives from a finished job's rows and keeps beside them (`vidbatch report`,
-# `vidbatch index`, `vidbatch near-duplicates`), by name and type. The `_` prefix keeps them
-# out of Parquet readers' way (pyarrow, pandas and Spark skip such entries). They are
-# vidbatch's: `--resume` keeps them, `--overwrite` removes them with the rows they describe.
-DERIVED = {"_vidbatch_report.html": pafs.FileType.File,
-           "_vidbatch_index": pafs.FileType.Directory,
-           "_vidbatch_near_duplicates": pafs.FileType.Directory}
+# `vidbatch index`, `vidbatch near-duplicates`): the report file, and two folders with the
+# only files vidbatch writes in each. The `_` prefix keeps them out of Parquet readers' way
+# (pyarrow, pandas and Spark skip such entries). They are vidbatch's: `--resume` keeps
+# them, `--overwrite` removes them with the rows they describe; anything else inside those
+# folders is not vidbatch's and blocks both, by name.
+REPORT_FILE = "_vidbatch_report.html"
+DERIVED_DIRS = {"_vidbatch_index": ("index.json", "index.faiss", "rows.parquet"),
+                "_vidbatch_near_duplicates": ("groups.parquet",)}
+DERIVED = (REPORT_FILE, *DERIVED_DIRS)
 # Spec sections that must match for a resumed run to continue the same job (a task adds
 # its own, pipeline.tasks.base.Task.resume_keys).
 RESUME_KEYS = ("manifest", "sampling", "name", "mode", "task")
@@ -45,19 +48,31 @@ def data_file_prefix(run_id: str) -> str:
 def _is_ours(entry: pafs.FileInfo, runs: list[str] | None) -> bool:
     """Whether vidbatch wrote ``entry``: the job record or the lease (or a temporary copy of
     either that a crash left mid-write: ``write_atomically``'s staging name), what it
-    derives from the rows (:data:`DERIVED`), or a data file of one of the recorded
-    ``runs``. ``runs`` is None for a record of a vidbatch that did not record its runs: then
-    any Parquet file counts (enough to resume, never to delete: see :func:`prepare_output`)."""
+    derives from the rows (the report; :data:`DERIVED_DIRS` are checked file by file), or
+    a data file of one of the recorded ``runs``. ``runs`` is None for a record of a vidbatch
+    that did not record its runs: then any Parquet file counts (enough to resume, never to
+    delete: see :func:`prepare_output`)."""
     name = entry.base_name
-    if DERIVED.get(name) == entry.type:
-        return True
     if entry.type != pafs.FileType.File:
         return False
+    if name == REPORT_FILE:
+        return True
     if name in (JOB_RECORD, LEASE) or (name.startswith((f"{JOB_RECORD}.", f"{LEASE}."))
                                        and name.endswith(STAGING_SUFFIX)):
         return True
     return name.endswith(".parquet") and (runs is None or any(
         name.startswith(data_file_prefix(r)) for r in runs))
+
+
+def _inside_is_ours(folder: str, entry: pafs.FileInfo, runs: list[str] | None) -> bool:
+    """Whether ``entry``, inside vidbatch's folder ``folder``, is vidbatch's: a quarantined
+    data file, or a file the derived folder holds (or a temporary copy a crash left)."""
+    if folder == QUARANTINE:
+        return _is_ours(entry, runs)
+    name = entry.base_name
+    if name.endswith(STAGING_SUFFIX):
+        name = name.rsplit(".", 2)[0]
+    return entry.type == pafs.FileType.File and name in DERIVED_DIRS[folder]
 
 
 def _ownership(out: OutputDir, entries: list[pafs.FileInfo], runs: list[str] | None
@@ -66,10 +81,11 @@ def _ownership(out: OutputDir, entries: list[pafs.FileInfo], runs: list[str] | N
     (``_partial/`` is vidbatch's when everything in it is)."""
     ours, foreign = [], []
     for e in entries:
-        if e.base_name == QUARANTINE and e.type == pafs.FileType.Directory:
+        if e.type == pafs.FileType.Directory and (e.base_name == QUARANTINE or
+                                                  e.base_name in DERIVED_DIRS):
             inside = out.fs.get_file_info(pafs.FileSelector(e.path, recursive=True))
-            strays = [f"{QUARANTINE}/{posixpath.basename(i.path)}" for i in inside
-                      if not _is_ours(i, runs)]
+            strays = [f"{e.base_name}/{posixpath.relpath(i.path, e.path)}" for i in inside
+                      if not _inside_is_ours(e.base_name, i, runs)]
             if strays:
                 foreign += strays
             else:

@@ -10,13 +10,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from pipeline.errors import OutputError
-from pipeline.output.store import DERIVED
+from pipeline.output.store import REPORT_FILE as REPORT
 from pipeline.paths import local_path
 from pipeline.report.job import job_report
 from pipeline.report.rows import RowsView
 from pipeline.report.training import is_training_run, training_report
-
-REPORT = next(n for n in DERIVED if n.endswith(".html"))
 
 
 def make_report(location: str, output: str | None = None, thumbnails: int = 36,

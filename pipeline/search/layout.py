@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import OutputError
 from pipeline.output.outdir import STAGING_SUFFIX, OutputDir
+from pipeline.output.store import DERIVED_DIRS
 
-INDEX_DIR = "_vidbatch_index"  # a key of pipeline.output.store.DERIVED
-NEAR_DUPS_DIR = "_vidbatch_near_duplicates"  # likewise
-META = "index.json"  # written last: an index without it is unfinished
-VECTORS = "index.faiss"
-ROWS = "rows.parquet"
-INDEX_FILES = (META, VECTORS, ROWS)
-GROUPS = "groups.parquet"
+INDEX_DIR = "_vidbatch_index"
+NEAR_DUPS_DIR = "_vidbatch_near_duplicates"
+# The store lets a job's --overwrite remove these folders only while they hold these files.
+INDEX_FILES = DERIVED_DIRS[INDEX_DIR]
+META, VECTORS, ROWS = INDEX_FILES  # index.json is written last: without it, unfinished
+(GROUPS,) = DERIVED_DIRS[NEAR_DUPS_DIR]
 
 
 def index_dir(output: OutputDir, index: str | None) -> OutputDir:
