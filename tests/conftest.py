@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,10 @@ def s3():
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # moto keeps its buckets in the process, shared by every server it starts: empty them,
+    # so that each test starts from no buckets whatever ran before it.
+    reset = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}

@@ -48,7 +48,8 @@ def test_repo_train_specs_validate():
     from pipeline.train.entry import load_training
 
     names = sorted(p.name for p in (REPO / "jobs").glob("train*.yaml"))
-    tasks = {"train.yaml": "classify", "train_detect.yaml": "detect",
+    tasks = {"train.yaml": "classify", "train_copies.yaml": "classify",
+             "train_detect.yaml": "detect",
              "train_frames.yaml": "classify", "train_speech.yaml": "audio",
              "train_speech_picture.yaml": "classify"}
     assert names == sorted(tasks)
