@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from conftest import free_port
 
 from pipeline.cluster import _own_environment
 from pipeline.synth import moving_texture, write_video
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 VIDEOS = 24
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import duckdb
 import pytest
 import requests
 import yaml
+from conftest import free_port
 
 from pipeline.synth import moving_texture, write_video
 
@@ -35,18 +35,13 @@ DASHBOARD = Path(__file__).resolve().parents[1] / "cluster" / "grafana" / \
 SETTLE_S = 60
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus_bin() -> str:
     found = shutil.which("prometheus")
     if not found:
         pytest.skip("prometheus is not on PATH: install Debian's package (apt-get install "
-                    "-y prometheus; scripts/setup.sh does) to run the metrics test")
+                    "-y prometheus; scripts/test_tools.sh does where it can) to run the "
+                    "metrics test")
     return found
 
 
