@@ -1,7 +1,7 @@
-"""Search over a real job's embeddings: originals of distinct content (generated, and the
-real-world samples when ../shared is there) with re-encoded, resized, cropped and trimmed
-copies, through a real vidbatch job, ``vidbatch index``, ``similar`` and
-``near-duplicates``. The commands are tested on resnet18 with ``weights: none``; the
+"""Search over a real job's embeddings: originals of distinct content (generated; the
+real-world samples in a test of their own, skipped without ../shared) with re-encoded,
+resized, cropped and trimmed copies, through a real vidbatch job, ``vidbatch index``,
+``similar`` and ``near-duplicates``. The commands are tested on resnet18 with ``weights: none``; the
 recall/precision proof on a resnet18 that ``jobs/train_copies.yaml`` trains here by
 instance discrimination on other generated videos."""
 
@@ -38,7 +38,6 @@ from pipeline.train.run import run_training
 from pipeline.train.spec import load_trainspec
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VIDEOS = REPO.parent / "shared" / "videos"  # optional
 # Real samples of distinct content (each once: the folder also holds the same video in
 # other formats, which would be near-duplicates of each other).
 REAL = ["decord__flipping_a_pancake.mkv", "imageio__realshort.mp4", "mmaction2__demo.mp4",
@@ -59,13 +58,9 @@ def cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
-    """``(folder, manifest rows)``: the originals and their copies, labelled with the
-    original's name."""
-    root = tmp_path_factory.mktemp("near_dups")
-    originals = make_originals(root / "videos", 12)
-    originals += [SHARED_VIDEOS / n for n in REAL if (SHARED_VIDEOS / n).is_file()]
+def with_copies(root: Path, originals: list[Path]) -> tuple[Path, list[dict[str, str]]]:
+    """``(root, manifest rows)``: ``originals`` and their copies (written under ``root``),
+    labelled with the original's name; the manifest is ``root/manifest.csv``."""
     rows = []
     for o in originals:
         rows.append({"path": str(o), "label": o.stem})
@@ -73,6 +68,20 @@ def videos(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
                  for c in make_copies(o, root / "videos", o.stem).values()]
     write_manifest(root / "manifest.csv", rows)
     return root, rows
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
+    """The 12 generated originals of distinct content and their copies."""
+    root = tmp_path_factory.mktemp("near_dups")
+    return with_copies(root, make_originals(root / "videos", 12))
+
+
+@pytest.fixture(scope="module")
+def real_videos(shared_videos, tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
+    """The real samples of distinct content and their copies (skips without ../shared)."""
+    return with_copies(tmp_path_factory.mktemp("near_dups_real"),
+                       [shared_videos / n for n in REAL if (shared_videos / n).is_file()])
 
 
 def run_job(root: Path, rows: list[dict[str, str]], out: str, model: dict,
@@ -178,15 +187,15 @@ def test_near_duplicate_groups_file_and_representatives(collection):
     assert read_near_duplicates(str(out / "nowhere")) is None
 
 
-def recall_precision(out: Path, labels: dict[str, str], threshold: float,
-                     keep=lambda path: True) -> tuple[float, float]:
+def recall_precision(out: Path, labels: dict[str, str], threshold: float
+                     ) -> tuple[float, float]:
     """Recall: share of (original, copy) pairs in one group; precision: share of grouped
-    pairs that share an original; over the pairs of videos ``keep`` picks."""
+    pairs that share an original."""
     assert cli("index", out, "--resume").exit_code == 0
     index = load(OutputDir.at(str(out / INDEX_DIR)))
     groups = find_groups(index, threshold)
     group = dict(zip(groups["path"].to_pylist(), groups["group_id"].to_pylist()))
-    paths = [p for p in index.rows["path"].to_pylist() if keep(p)]
+    paths = index.rows["path"].to_pylist()
     tp = fn = fp = together = 0
     for i, a in enumerate(paths):
         for b in paths[i + 1:]:
@@ -199,21 +208,15 @@ def recall_precision(out: Path, labels: dict[str, str], threshold: float,
     return tp / (tp + fn), 1 - fp / max(together, 1)
 
 
-def generated(path: str) -> bool:
-    return Path(path).name.startswith("orig")
-
-
-def copy_and_other_cosines(out: Path, labels: dict[str, str], generated: bool
+def copy_and_other_cosines(out: Path, labels: dict[str, str]
                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Centred cosines of (original, copy) pairs and of pairs of different originals,
-    over the generated or the real part of the collection (centred on the whole)."""
+    """Centred cosines of (original, copy) pairs and of pairs of different originals."""
     assert cli("index", out, "--resume").exit_code == 0
     index = load(OutputDir.at(str(out / INDEX_DIR)))
     paths = index.rows["path"].to_pylist()
     v = index.vectors(list(range(len(paths))))
-    part = [i for i, p in enumerate(paths) if Path(p).name.startswith("orig") == generated]
-    orig = {labels[paths[i]]: i for i in part if not is_copy(paths[i])}
-    copies = [float(v[i] @ v[orig[labels[paths[i]]]]) for i in part if is_copy(paths[i])]
+    orig = {labels[p]: i for i, p in enumerate(paths) if not is_copy(p)}
+    copies = [float(v[i] @ v[orig[labels[p]]]) for i, p in enumerate(paths) if is_copy(p)]
     others = [float(v[i] @ v[j]) for a, i in orig.items() for b, j in orig.items() if a < b]
     return np.array(copies), np.array(others)
 
@@ -225,7 +228,7 @@ def test_the_copy_embedding_recognises_copies_and_separates_what_untrained_did_n
     ``weights: none`` (up to 0.96 there; figures in benchmarks/README.md)."""
     out, labels, summary = trained
     assert summary["best_val_acc"] >= 0.9, summary
-    copies, others = copy_and_other_cosines(out, labels, generated=True)
+    copies, others = copy_and_other_cosines(out, labels)
     print(json.dumps({"val_acc": summary["best_val_acc"], "copies_min": copies.min(),
                       "copies_median": float(np.median(copies)), "others_max": others.max()}))
     assert others.max() < 0.9 and np.median(copies) > 0.9
@@ -235,15 +238,32 @@ def test_the_copy_embedding_recognises_copies_and_separates_what_untrained_did_n
 def test_copies_of_generated_videos_at_the_documented_threshold(trained):
     """Issue 20's target is recall and precision >= 0.95 on the copies. Measured with this
     embedding at 0.85 (benchmarks/README.md): generated videos, recall 0.90-0.96 and
-    precision 1.0 over three trainings; with the real videos, precision 0.57-0.89. So the
-    target is missed; this asserts what every run met on the generated videos (CI has no
-    ../shared), and prints both figures."""
+    precision 1.0 over three trainings; real videos miss it (the next test). This asserts
+    what every run met on the generated videos, and prints the figures."""
     out, labels, _ = trained
-    recall, precision = recall_precision(out, labels, TRAINED_THRESHOLD, keep=generated)
-    every = recall_precision(out, labels, TRAINED_THRESHOLD)
-    print(json.dumps({"threshold": TRAINED_THRESHOLD, "generated": [recall, precision],
-                      "with_real": every}))
+    recall, precision = recall_precision(out, labels, TRAINED_THRESHOLD)
+    print(json.dumps({"threshold": TRAINED_THRESHOLD, "recall": recall,
+                      "precision": precision}))
     assert precision >= 0.95 and recall >= 0.85
+
+
+@pytest.mark.slow
+def test_copies_of_real_videos_with_the_embedding_trained_on_generated_ones(trained,
+                                                                           real_videos):
+    """The real samples (skipped without ../shared) and their copies, on the same
+    checkpoint, centred on themselves: the figures behind docs/search.md's "the target is
+    missed" are printed (two runs: recall 0.44 and 0.63, precision 1.0 at 0.85). Asserted: copies
+    lie far nearer their original than unrelated videos lie to each other."""
+    _, _, summary = trained
+    out, labels = run_job(*real_videos, "out_trained",
+                          {"arch": "resnet18", "weights": summary["best_dir"]})
+    recall, precision = recall_precision(out, labels, TRAINED_THRESHOLD)
+    copies, others = copy_and_other_cosines(out, labels)
+    print(json.dumps({"threshold": TRAINED_THRESHOLD, "recall": recall,
+                      "precision": precision, "copies_median": float(np.median(copies)),
+                      "others_median": float(np.median(others)),
+                      "others_max": float(others.max())}))
+    assert np.median(copies) > np.median(others) + 0.3
 
 
 @pytest.mark.slow
