@@ -96,15 +96,18 @@ def demo_speech_data(
 def demo_copies_data(
     out: Annotated[Path, typer.Option(help="Where the videos and train.csv / val.csv "
                                       "go")] = Path("data/copies"),
-    videos: Annotated[int, typer.Option(help="Training videos (each its own class)")] = 128,
+    videos: Annotated[int, typer.Option(help="Generated training videos (each its own "
+                                        "class)")] = 256,
+    photos: Annotated[int, typer.Option(help="Pans over photographs (each its own class; "
+                                        "at most 152 distinct)")] = 152,
 ) -> None:
     """Generate the copy-detection training set for jobs/train_copies.yaml: generated
-    videos, each its own class, and an altered copy of each (re-encoded, resized, cropped
-    or trimmed) for validation."""
+    videos and pans over scikit-image's sample photographs, each its own class, and an
+    altered copy of each (re-encoded, resized, cropped or trimmed) for validation."""
     from pipeline.synth_copies import make_copy_training_set
 
-    train, val = make_copy_training_set(out, videos)
-    typer.echo(f"wrote {videos} videos and their copies to {out}: {train}, {val}")
+    train, val = make_copy_training_set(out, videos, photos=photos)
+    typer.echo(f"wrote {videos + photos} videos and their copies to {out}: {train}, {val}")
 
 
 COMMANDS = {"demo-data": demo_data, "demo-train-data": demo_train_data,

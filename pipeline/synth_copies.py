@@ -16,12 +16,13 @@ import numpy as np
 
 from pipeline.synth import motion_clip, moving_texture, texture, write_manifest, write_video
 
-MAX_FRAMES = 150  # frames of a source kept for its copies (5 s at 30 fps): bounds the cost
+MAX_FRAMES = 450  # frames of a source kept for its copies (15 s at 30 fps): bounds the cost
 
 
 def read_frames(path: str | Path, limit: int = MAX_FRAMES) -> tuple[np.ndarray, int]:
-    """Up to ``limit`` RGB frames of ``path``'s first video stream, and its frame rate
-    (rounded; 25 when the stream does not say)."""
+    """Up to ``limit`` RGB frames of ``path``'s first video stream, upright as a player
+    shows them (a display rotation applied, as vidbatch's decoders do: a copy carries no
+    rotation), and its frame rate (rounded; 25 when the stream does not say)."""
     import av
 
     frames = []
@@ -29,10 +30,11 @@ def read_frames(path: str | Path, limit: int = MAX_FRAMES) -> tuple[np.ndarray, 
         stream = c.streams.video[0]
         fps = round(float(stream.average_rate or 25)) or 25
         for frame in c.decode(stream):
-            frames.append(frame.to_ndarray(format="rgb24"))
+            turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
+            frames.append(np.rot90(frame.to_ndarray(format="rgb24"), k=turns))
             if len(frames) == limit:
                 break
-    return np.stack(frames), fps
+    return np.ascontiguousarray(np.stack(frames)), fps
 
 
 def _even(frames: np.ndarray) -> np.ndarray:
@@ -136,18 +138,67 @@ def make_originals(out_dir: str | Path, count: int, seed: int = 0) -> list[Path]
     return paths
 
 
+# Photographs in scikit-image's wheel (no download): natural content for the training set,
+# so that the embedding learns what real footage looks like, not only generated textures.
+PHOTOS = ["astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins",
+          "colorwheel", "grass", "gravel", "hubble_deep_field", "immunohistochemistry",
+          "logo", "moon", "page", "retina", "rocket", "text"]
+
+
+def photo(name: str) -> np.ndarray:
+    """scikit-image's sample ``name`` as uint8 RGB (grey images repeated, alpha dropped)."""
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+
+
+def photo_frames(i: int, h: int, w: int, seed: int, frames: int = 48) -> np.ndarray:
+    """A slow pan and zoom (Ken Burns) over one quarter of a photograph: photo ``i % 19``,
+    quarter ``i // 19 % 4``, mirrored when ``i // 76`` is odd, so that videos up to 152 never
+    share content. The path is drawn from ``seed``."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    image = photo(PHOTOS[i % len(PHOTOS)])
+    H, W = image.shape[:2]
+    q = i // len(PHOTOS) % 4
+    image = image[q // 2 * H // 2:(q // 2 + 1) * H // 2, q % 2 * W // 2:(q % 2 + 1) * W // 2]
+    if i // (4 * len(PHOTOS)) % 2:
+        image = image[:, ::-1]
+    H, W = image.shape[:2]
+    # Windows of the output's aspect, from 60-90% of the quarter, moving and zooming.
+    fit = min(H / h, W / w)
+    scales = rng.uniform(0.6, 0.9, size=2) * fit
+    out = np.empty((frames, h, w, 3), np.uint8)
+    starts = rng.uniform(0, 1, size=(2, 2))
+    for t in range(frames):
+        a = t / max(frames - 1, 1)
+        s = scales[0] + a * (scales[1] - scales[0])
+        ch, cw = int(h * s), int(w * s)
+        y0 = int((starts[0, 0] + a * (starts[1, 0] - starts[0, 0])) * (H - ch))
+        x0 = int((starts[0, 1] + a * (starts[1, 1] - starts[0, 1])) * (W - cw))
+        window = np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])
+        out[t] = (av.VideoFrame.from_ndarray(window, format="rgb24").reformat(w, h)
+                  .to_ndarray(format="rgb24"))
+    return out
+
+
 # Training videos draw their content from seeds at and above this, so that they never
 # repeat the test's originals (make_originals with seeds 0.. a few dozen).
 TRAINING_SEED = 100_000
 TRAINING_SIZES = [(144, 192), (160, 288), (192, 256), (120, 160), (180, 320)]
 
 
-def make_copy_training_set(out_dir: str | Path, n: int, seed: int = TRAINING_SEED
-                           ) -> tuple[Path, Path]:
+def make_copy_training_set(out_dir: str | Path, n: int, seed: int = TRAINING_SEED,
+                           photos: int = 4 * 2 * len(PHOTOS)) -> tuple[Path, Path]:
     """Instance-discrimination data for a copy-detection embedding: ``n`` generated videos
-    (the kinds of :func:`original_frames`, 48 frames at 25 fps, sizes from 160x120 to
-    320x180), each its own class, and one altered copy of each (the :data:`ALTERATIONS` in
-    turn) labelled with its source, so that val accuracy is the share of copies recognised.
+    (the kinds of :func:`original_frames`) and ``photos`` pans over photographs
+    (:func:`photo_frames`), 48 frames at 25 fps, sizes from 160x120 to 320x180, each its own
+    class, and one altered copy of each (the :data:`ALTERATIONS` in turn) labelled with its
+    source, so that val accuracy is the share of copies recognised.
 
     Writes the videos and ``out_dir/train.csv``, ``out_dir/val.csv``; returns the two
     manifests. Content seeds are ``seed + i``: keep them apart from the videos the
@@ -156,10 +207,12 @@ def make_copy_training_set(out_dir: str | Path, n: int, seed: int = TRAINING_SEE
     out = Path(out_dir)
     train, val = [], []
     alterations = list(ALTERATIONS.items())
-    for i in range(n):
+    for i in range(n + photos):
         h, w = TRAINING_SIZES[i // 4 % len(TRAINING_SIZES)]
-        name = f"v{seed + i:06d}"
-        frames = original_frames(i, h, w, seed + i)
+        if i < n:
+            name, frames = f"v{seed + i:06d}", original_frames(i, h, w, seed + i)
+        else:
+            name, frames = f"p{seed + i:06d}", photo_frames(i - n, h, w, seed + i)
         write_video(out / f"{name}.mp4", frames, fps=25)
         alteration, make = alterations[i % len(alterations)]
         copy = make(frames, 25, out / f"{name}__{alteration}.mp4")

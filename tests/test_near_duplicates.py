@@ -46,7 +46,7 @@ REAL = ["decord__flipping_a_pancake.mkv", "imageio__realshort.mp4", "mmaction2__
 
 # The threshold docs/search.md gives for embeddings trained by jobs/train_copies.yaml
 # (chosen from the similarities measured in benchmarks/README.md; the default is 0.9).
-TRAINED_THRESHOLD = 0.85
+TRAINED_THRESHOLD = 0.8
 
 app = typer.Typer()
 app.command("index")(commands.index)
@@ -107,11 +107,12 @@ def collection(videos, ray_session):
 
 @pytest.fixture(scope="module")
 def trained(videos, ray_session, tmp_path_factory):
-    """``(output, labels, training summary)``: jobs/train_copies.yaml trained on 128
-    generated videos whose content seeds (from 100,000) the test's originals (0..11) never
-    use, then the job on its best checkpoint (the checkpoint's own sampling)."""
+    """``(output, labels, training summary)``: jobs/train_copies.yaml trained on its data
+    (256 generated videos whose content seeds, from 100,000, the test's originals (0..11)
+    never use, and 152 pans over photographs), then the job on its best checkpoint (the
+    checkpoint's own sampling)."""
     root = tmp_path_factory.mktemp("copies_train")
-    train, val = make_copy_training_set(root / "data", 128)
+    train, val = make_copy_training_set(root / "data", 256)
     spec = load_trainspec(REPO / "jobs" / "train_copies.yaml", [
         f"data.train={train}", f"data.val={val}", f"checkpoint.storage_path={root / 'runs'}",
         "resources.decode_timeout_s=null"])
@@ -237,9 +238,9 @@ def test_the_copy_embedding_recognises_copies_and_separates_what_untrained_did_n
 @pytest.mark.slow
 def test_copies_of_generated_videos_at_the_documented_threshold(trained):
     """Issue 20's target is recall and precision >= 0.95 on the copies. Measured with this
-    embedding at 0.85 (benchmarks/README.md): generated videos, recall 0.90-0.96 and
-    precision 1.0 over three trainings; real videos miss it (the next test). This asserts
-    what every run met on the generated videos, and prints the figures."""
+    embedding at 0.8 (benchmarks/README.md): generated videos, recall 0.917 and precision
+    1.0 (real videos: the next test). This asserts less than measured, as training on CPU
+    is not deterministic, and prints the figures."""
     out, labels, _ = trained
     recall, precision = recall_precision(out, labels, TRAINED_THRESHOLD)
     print(json.dumps({"threshold": TRAINED_THRESHOLD, "recall": recall,
@@ -251,9 +252,9 @@ def test_copies_of_generated_videos_at_the_documented_threshold(trained):
 def test_copies_of_real_videos_with_the_embedding_trained_on_generated_ones(trained,
                                                                            real_videos):
     """The real samples (skipped without ../shared) and their copies, on the same
-    checkpoint, centred on themselves: the figures behind docs/search.md's "the target is
-    missed" are printed (two runs: recall 0.44 and 0.63, precision 1.0 at 0.85). Asserted: copies
-    lie far nearer their original than unrelated videos lie to each other."""
+    checkpoint, centred on themselves; measured at 0.8: recall 0.938, precision 1.0.
+    Asserted: precision, and that copies lie far nearer their original than unrelated
+    videos lie to each other; the figures are printed."""
     _, _, summary = trained
     out, labels = run_job(*real_videos, "out_trained",
                           {"arch": "resnet18", "weights": summary["best_dir"]})
@@ -263,7 +264,8 @@ def test_copies_of_real_videos_with_the_embedding_trained_on_generated_ones(trai
                       "precision": precision, "copies_median": float(np.median(copies)),
                       "others_median": float(np.median(others)),
                       "others_max": float(others.max())}))
-    assert np.median(copies) > np.median(others) + 0.3
+    assert precision >= 0.95 and recall >= 0.85
+    assert np.median(copies) > np.median(others) + 0.5
 
 
 @pytest.mark.slow
