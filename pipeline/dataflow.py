@@ -16,13 +16,28 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.decode.stage import decode_batch
+from pipeline.decode.stage import decode_batch, in_batches
 from pipeline.output.outdir import OutputDir
 from pipeline.spec import DecodeResourcesSpec
 
 # Enough blocks for every core of a large cluster, few enough that a million-row manifest
 # does not become a million objects.
 MAX_BLOCKS = 10_000
+# A manifest much larger than the cluster is cut into about this many decode tasks per CPU
+# (fewer rows per task: a longer tail; more: more tasks), each of at most
+# MAX_ROWS_PER_BLOCK rows. A Ray Data task costs ~10-20 ms to schedule and run, as much as
+# a missing file's whole row; a task still decodes videos_per_decode_task videos at a time
+# and hands each batch on as soon as it is decoded (decoded()), so rows do not wait for
+# their task to end.
+TASKS_PER_CPU = 16
+MAX_ROWS_PER_BLOCK = 256
+# Manifest rows travel to the cluster inside read tasks, each carrying this many blocks:
+# putting every block in the object store from the driver first took ~19 s for 1,000,000
+# rows before the first decode task could start.
+BLOCKS_PER_READ_TASK = 200
+# Read tasks only slice the manifest; with Ray Data's default of 1 CPU each they held a
+# core that the decode tasks then waited for (a 1,000,000-row manifest ran at 15 rows/s).
+READ_CPUS = 0
 # Ray retries a task whose worker process died; by default without end. A decode worker dies
 # only when a decode runs in-process (decode_timeout_s: null) and crashes; the job's
 # tracker then makes the video an error row after two deaths (infer.progress.RowGuard), and
@@ -34,38 +49,94 @@ DECODE_RETRIES = 3
 # cannot use (benchmarks/README.md, Knobs).
 WRITE_CPUS = 0
 WRITE_TASKS = 2
+SAMPLE_BYTES = {"AudioSpec": 4}  # bytes per decoded sample: float32 audio, uint8 frames
 
 
-def manifest_blocks(table: pa.Table, rows_per_block: int):
-    """Manifest rows as a Ray Dataset of blocks of at least ``rows_per_block`` rows (one
-    decode task each, at most :data:`MAX_BLOCKS`), made without a Ray task per block.
+def rows_per_block(rows: int, videos_per_task: int, cpus: float | None) -> int:
+    """Manifest rows per block (one decode task each): ``videos_per_task`` while the
+    manifest is small for the cluster's ``cpus``, up to :data:`MAX_ROWS_PER_BLOCK` for a
+    large one, and never more than :data:`MAX_BLOCKS` blocks."""
+    spread = math.ceil(rows / max(1.0, (cpus or 1) * TASKS_PER_CPU))
+    return max(videos_per_task, min(spread, MAX_ROWS_PER_BLOCK), math.ceil(rows / MAX_BLOCKS))
 
-    ``from_arrow`` runs a remote task per block to read its metadata, which costs seconds
-    before a small job can start and minutes for a million-row manifest; ``from_blocks``
-    (a DeveloperAPI) reads the same metadata on the driver. A Ray without it gets
-    ``from_arrow``.
+
+def per_block(rows: int, res: DecodeResourcesSpec) -> int:
+    """:func:`rows_per_block` for ``rows`` manifest rows on the connected cluster."""
+    import ray
+
+    return rows_per_block(rows, res.videos_per_decode_task,
+                          ray.cluster_resources().get("CPU"))
+
+
+class _ManifestSource:
+    """The manifest table as a Ray Data datasource (built lazily: see
+    :func:`manifest_blocks`)."""
+
+    def __init__(self, table: pa.Table, rows_per_task: int):
+        self.table, self.rows_per_task = table, rows_per_task
+
+    def estimate_inmemory_data_size(self) -> int:
+        return self.table.nbytes
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list:
+        from ray.data import ReadTask
+        from ray.data.block import BlockMetadata
+
+        span, tasks = self.rows_per_task, []
+        for start in range(0, max(1, self.table.num_rows), span):  # an empty one: 1 task
+            rows = self.table.slice(start, span)
+            meta = BlockMetadata(num_rows=rows.num_rows, size_bytes=rows.nbytes,
+                                 exec_stats=None, input_files=None)
+            tasks.append(ReadTask(lambda rows=rows: [rows], meta, schema=rows.schema))
+        return tasks
+
+
+def manifest_blocks(table: pa.Table, per_block: int):
+    """Manifest rows as a Ray Dataset of blocks of ``per_block`` rows (one decode task
+    each; see :func:`rows_per_block`), at most :data:`MAX_BLOCKS`.
+
+    The rows travel inside a few read tasks, which Ray Data starts as the stream needs them
+    and whose output it splits into the blocks asked for (``override_num_blocks``), instead
+    of one object per block put by the driver before anything runs.
     """
     import ray.data as rd
+    from ray.data import Datasource
 
-    per = max(rows_per_block, math.ceil(table.num_rows / MAX_BLOCKS))
-    blocks = [table.slice(i, per) for i in range(0, table.num_rows, per)] or [table]
-    return (getattr(rd, "from_blocks", None) or rd.from_arrow)(blocks)
+    n = table.num_rows
+    per_block = max(per_block, math.ceil(n / MAX_BLOCKS))
+    tasks = max(1, math.ceil(n / (per_block * BLOCKS_PER_READ_TASK)))
+    per_task = max(1, math.ceil(n / tasks))  # equal tasks, each split into equal blocks
+    source = type("ManifestSource", (_ManifestSource, Datasource), {})(table, per_task)
+    return rd.read_datasource(source, num_cpus=READ_CPUS, override_num_blocks=tasks * math.ceil(
+        per_task / per_block))
 
 
 def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,
-            **kwargs: Any):
+            whole_blocks: bool = False, **kwargs: Any):
     """``stage(batch, spec=spec, **kwargs)`` over ``ds`` in decode tasks: by default the
-    rows with their decoded frames (:func:`decode_batch`).
+    rows with their decoded frames (:func:`decode_batch`). ``whole_blocks`` (inference):
+    each task takes its block at once and hands on the decoded rows batch by batch and
+    the failed rows together (:func:`~pipeline.decode.stage.in_batches`).
 
     Besides guiding the scheduler, the memory each task requests (``spec.memory``), which
     the replicas do not share, keeps Ray from fusing decode into the actors: that would
     serialise decoding and inference in one process.
     """
-    return ds.map_batches(
-        stage, fn_kwargs={"spec": spec, **kwargs}, batch_size=res.videos_per_decode_task,
-        batch_format="numpy", num_cpus=res.cpus_per_decode_task,
-        concurrency=res.decode_parallelism, memory=spec.memory(res.videos_per_decode_task),
+    videos = res.videos_per_decode_task
+    args = ({"fn": in_batches, "batch_size": None,
+             "fn_kwargs": {"spec": spec, "decode_stage": stage, "videos": videos, **kwargs}}
+            if whole_blocks else
+            {"fn": stage, "batch_size": videos, "fn_kwargs": {"spec": spec, **kwargs}})
+    out = ds.map_batches(
+        **args, batch_format="numpy", num_cpus=res.cpus_per_decode_task,
+        concurrency=res.decode_parallelism, memory=spec.memory(videos),
         max_retries=DECODE_RETRIES)
+    # A task of many rows hands each decoded batch on at once: Ray Data gathers a task's
+    # output up to target_max_block_size (128 MiB) before passing it on.
+    video = int(np.prod(spec.shape)) * SAMPLE_BYTES.get(type(spec).__name__, 1)
+    out.context.target_max_block_size = max(video, 1 << 20)
+    return out
 
 
 def _ok_rows(batch: dict[str, np.ndarray], keep: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -83,7 +154,7 @@ def decoded_once(rows: pa.Table, spec, res: DecodeResourcesSpec, keep: tuple[str
     import ray.data as rd
 
     rd.DataContext.get_current().enable_progress_bars = False
-    ds = decoded(manifest_blocks(rows, res.videos_per_decode_task), spec, res,
+    ds = decoded(manifest_blocks(rows, per_block(rows.num_rows, res)), spec, res,
                  stage).materialize()
     status = ds.select_columns(["row", "video_id", "path", "status", "error"]).to_pandas()
     failed = status[status["status"] != "ok"].sort_values("row").to_dict("records")

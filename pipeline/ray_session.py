@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class RayHandle:
     t0: float  # perf_counter when connecting began: the job's wall time counts from here
     started: datetime  # the same moment, UTC
     linger_s: float = 0.0  # kept up this long before a local Ray is shut down
+    ready: float = field(default_factory=time.time)  # Unix time when Ray was connected
 
 
 METRICS_LINGER_ENV = "VIDBATCH_METRICS_LINGER_S"

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import dataflow
 from pipeline.dataflow import manifest_blocks
 from pipeline.errors import ManifestError
 from pipeline.manifest import MANIFEST_SCHEMA, derive_video_id, read_manifest
@@ -104,11 +105,33 @@ def test_empty_path_is_kept_for_an_error_row(tmp_path):
     assert t.num_rows == 2 and t["path"].to_pylist()[1] is None
 
 
+def block_rows(ds) -> list[int]:
+    return [m.num_rows for b in ds.materialize().iter_internal_ref_bundles()
+            for m in b.metadata]
+
+
 def test_manifest_blocks_keep_rows_order_and_block_size(ray_session):
     table = pa.table({"video_id": [f"v{i}" for i in range(10)],
                       "path": [f"/v{i}.mp4" for i in range(10)]})
     ds = manifest_blocks(table, 4)
-    assert ds.num_blocks() == 3  # one decode task per 4 rows: 4, 4, 2
+    assert sorted(block_rows(ds)) == [3, 3, 4]  # one decode task per (at most) 4 rows
     assert [r["video_id"] for r in ds.take_all()] == table["video_id"].to_pylist()
     assert ds.schema().names == ["video_id", "path"]
     assert manifest_blocks(table.slice(0, 0), 4).count() == 0
+
+
+def test_a_large_manifest_travels_in_few_read_tasks_cut_into_task_sized_blocks(
+        ray_session):
+    """Blocks of BLOCKS_PER_READ_TASK x 3 rows per read task, split back into blocks of 3
+    rows; and the rows each decode task gets, by manifest and cluster size."""
+    n = dataflow.BLOCKS_PER_READ_TASK * 3 * 2 + 5
+    table = pa.table({"video_id": [f"v{i}" for i in range(n)]})
+    ds = manifest_blocks(table, 3)
+    sizes = block_rows(ds)
+    assert sum(sizes) == n and max(sizes) == 3 and len(sizes) <= n // 3 + 3
+    assert ds.take_all()[-1]["video_id"] == f"v{n - 1}"
+    per = dataflow.rows_per_block
+    assert per(96, 2, 2) == 3 and per(96, 4, 2) == 4  # small: videos_per_decode_task
+    assert per(20_000, 2, 2) == dataflow.MAX_ROWS_PER_BLOCK  # many rows: capped
+    assert per(20_000, 2, 64) == 20  # a large cluster: spread over its CPUs
+    assert per(10_000_000, 2, 2) == 1_000  # never more than MAX_BLOCKS blocks

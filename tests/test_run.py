@@ -137,6 +137,44 @@ def test_job_record_describes_the_run(finished):
     on_disk = json.loads((out / JOB_RECORD).read_text())
     assert on_disk["state"] == "finished" and on_disk["counts"] == record["counts"]
     assert on_disk["versions"]["ray"] and on_disk["spec"]["model"]["arch"] == "r3d_18"
+    # Seconds from the command's (here: pytest's) start: Ray, then rows, then the end.
+    t = on_disk["timing"]
+    assert 0 < t["ray_ready_s"] <= t["first_row_s"] <= t["last_row_s"] <= t["end_s"]
+    assert 50 < t["driver_peak_rss_mb"] < 64_000
+
+
+def test_failed_batches_carry_no_frames_and_replicas_get_them_dense(ray_session):
+    """Through a real Ray Data stream: decode batches whose rows all failed carry empty
+    frames; the replica's batches, which join them to decoded ones, are dense again, with
+    every decoded row's frames intact and zeros for the failed rows."""
+    import ray.data as rd
+
+    from pipeline.decode.stage import compact_failed, dense_samples
+
+    def decode(batch):
+        n, bad = len(batch["id"]), batch["id"][0] % 4 == 0  # blocks 0, 4, 8, ... fail
+        return compact_failed({**batch, "status": np.full(n, "error" if bad else "ok"),
+                               "frames": np.stack([np.full((1, 2, 4, 4, 3), i % 251,
+                                                           np.uint8) for i in batch["id"]])})
+
+    def replica(batch):
+        dense = dense_samples(batch)
+        ok = dense["status"] == "ok"
+        right = [bool((f == i % 251).all()) for f, i in zip(dense["frames"][ok],
+                                                             batch["id"][ok])]
+        zeros = bool((dense["frames"][~ok] == 0).all())
+        return {"id": batch["id"], "right": np.array([all(right) and zeros] * len(ok)),
+                "shape": np.array([str(dense["frames"].shape[1:])] * len(ok)),
+                "object": np.array([batch["frames"].dtype == object] * len(ok))}
+
+    rows = rd.range(16, override_num_blocks=8).map_batches(
+        decode, batch_size=2, memory=1 << 20).map_batches(replica, batch_size=4).take_all()
+    assert sorted(r["id"] for r in rows) == list(range(16))
+    assert all(r["right"] for r in rows)
+    assert {r["shape"] for r in rows} == {"(1, 2, 4, 4, 3)"}
+    assert any(r["object"] for r in rows)  # the mixed case did happen
+    assert compact_failed({"status": np.array(["error"]), "frames": np.ones((1, 2, 3)),
+                           "x": np.ones((1, 2, 3))})["x"].shape == (1, 2, 3)
 
 
 def test_existing_output_is_refused_before_anything_runs(dataset, finished):

@@ -79,6 +79,70 @@ def _common(n: int) -> Batch:
             **{k: np.full(n, np.nan) for k in META}}
 
 
+SAMPLE_COLUMNS = ("frames", "audio")  # what decode stages decode, per row
+
+
+def compact_failed(batch: Batch) -> Batch:
+    """``batch``, its decoded samples (:data:`SAMPLE_COLUMNS`) emptied to ``(n, 0, ...,
+    0)`` when no row of it was decoded: a batch of failed rows then carries nothing to the
+    replicas (an error row of a clip job carries 1.2 MB of zeros); the replica's wrapper
+    restores dense columns where Ray Data joins such a batch to others
+    (:func:`dense_samples`)."""
+    if (batch["status"] == "ok").any():
+        return batch
+    return {k: np.zeros((len(v),) + (0,) * (v.ndim - 1), v.dtype)
+            if k in SAMPLE_COLUMNS and isinstance(v, np.ndarray) else v
+            for k, v in batch.items()}
+
+
+def dense_samples(batch: Batch) -> Batch:
+    """``batch`` with dense sample columns again, as replicas expect them. A batch that
+    joins a :func:`compact_failed` one to others arrives from Ray Data as an object array
+    of per-row arrays (a variable-shaped tensor column): the failed rows get zeros of the
+    decoded rows' shape back (a batch of failed rows only stays ``(n, 0, ..., 0)``)."""
+    out = dict(batch)
+    for k in SAMPLE_COLUMNS:
+        column = batch.get(k)
+        if column is None or column.dtype != object:
+            continue
+        full = [a for a in column if a.size]
+        dense = np.zeros((len(column), *(full[0].shape if full else column[0].shape)),
+                         full[0].dtype if full else column[0].dtype)
+        for i, a in enumerate(column):
+            if a.size:
+                dense[i] = a
+        out[k] = dense
+    return out
+
+
+def _take(batch: Batch, rows: np.ndarray) -> Batch:
+    return {k: v[rows] for k, v in batch.items()}
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def in_batches(block: Batch, spec, decode_stage, videos: int, guard=None):
+    """Inference's decode task over a whole block of manifest rows: ``decode_stage`` on
+    ``videos`` rows at a time, each batch's decoded rows handed on at once, and its failed
+    rows (their samples emptied: :func:`compact_failed`) gathered into one batch at the
+    end. A block of missing files thus becomes one small output batch instead of one per
+    ``videos`` rows (Ray Data's cost per output batch is a row's whole cost there)."""
+    failed = []
+    for start in range(0, len(block["video_id"]), videos):
+        out = decode_stage(_take(block, np.arange(start, min(start + videos,
+                                                               len(block["video_id"])))),
+                           spec=spec, guard=guard)
+        ok = out["status"] == "ok"
+        if ok.any():
+            yield out if ok.all() else _take(out, ok)
+        if not ok.all():
+            failed.append(compact_failed(_take(out, ~ok)))
+    if failed:
+        yield _concat(failed)
+
+
 def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
     """Decode every row of a batch; a failed row keeps all-zero frames, so that the batch
     stays one dense tensor. ``guard``: see :func:`each_row`."""

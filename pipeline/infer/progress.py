@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from pipeline.decode.stage import dense_samples
 from pipeline.infer.metrics import JobMetrics
 from pipeline.output.rows import Batch, Provenance, rows_table
 
@@ -27,16 +28,21 @@ class ProgressTracker:
     def __init__(self, total: int):
         self.total, self.ok, self.error = total, 0, 0
         self.t0 = time.time()
+        self.first_row_at: float | None = None  # Unix times of the first and last batch out
+        self.last_row_at: float | None = None
         self.attempts: dict[str, int] = {}
 
     def add(self, ok: int, error: int) -> None:
         self.ok += ok
         self.error += error
+        self.last_row_at = time.time()
+        self.first_row_at = self.first_row_at or self.last_row_at
 
     def snapshot(self) -> dict[str, float]:
         done, dt = self.ok + self.error, time.time() - self.t0
         return {"total": self.total, "done": done, "ok": self.ok, "error": self.error,
-                "videos_per_s": done / dt if dt > 0 else 0.0}
+                "videos_per_s": done / dt if dt > 0 else 0.0,
+                "first_row_at": self.first_row_at, "last_row_at": self.last_row_at}
 
     def begin(self, video_id: str) -> int:
         """How many decode attempts of this video have now begun (unfinished ones count:
@@ -63,7 +69,8 @@ class Reporter:
 
 class ReportingReplica:
     """A task's replica that also reports each batch's outcome (Ray Data builds one per
-    actor, like the replica it wraps)."""
+    actor, like the replica it wraps). The replica gets dense sample columns, whatever
+    the decode tasks compacted (``pipeline.decode.stage.compact_failed``)."""
 
     def __init__(self, replica: type, kwargs: dict, job: str, task: str, tracker_name: str,
                  namespace: str):
@@ -71,7 +78,7 @@ class ReportingReplica:
         self.reporter = Reporter(job, task, tracker_name, namespace)
 
     def __call__(self, batch: Batch) -> pa.Table:
-        table = self.replica(batch)
+        table = self.replica(dense_samples(batch))
         self.reporter.report(table)
         return table
 
@@ -139,6 +146,7 @@ class ProgressReporter:
         self.log, self.interval_s = log, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.final: dict[str, float] = {}  # the last snapshot, once the job has ended
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -155,7 +163,8 @@ class ProgressReporter:
         self._stop.set()
         self._thread.join(timeout=2)
         try:
-            self.log(format_progress(ray.get(self.tracker.snapshot.remote(), timeout=5)))
+            self.final = ray.get(self.tracker.snapshot.remote(), timeout=5)
+            self.log(format_progress(self.final))
         except Exception:
             pass
         ray.kill(self.tracker)

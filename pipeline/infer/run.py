@@ -10,7 +10,9 @@ exactly one row.
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +39,38 @@ from pipeline.tasks.registry import get_task
 
 if TYPE_CHECKING:
     from pipeline.infer.progress import ProgressReporter
+
+
+_IMPORTED_AT = time.time()
+
+
+def process_started_at() -> float:
+    """Unix time at which this process started (the command's start, interpreter start-up
+    and imports included): from ``/proc`` on Linux, else when this module was imported."""
+    try:
+        with open("/proc/self/stat") as f:  # field 22: start time in clock ticks after boot
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(ln.split()[1]) for ln in f if ln.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+def _timing(handle: RayHandle, progress: dict[str, Any], ended: float) -> dict[str, Any]:
+    """Where the job's time went, in seconds from the command's start (issue 21's fixed
+    cost: ``first_row_s`` plus ``end_s - last_row_s``), and the driver's peak memory."""
+    import resource
+
+    t0 = process_started_at()
+
+    def since(t: float | None) -> float | None:
+        return None if t is None else round(t - t0, 3)
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"ray_ready_s": since(handle.ready), "first_row_s": since(progress.get("first_row_at")),
+            "last_row_s": since(progress.get("last_row_at")), "end_s": since(ended),
+            "driver_peak_rss_mb": round(peak if sys.platform != "darwin" else peak / 1024)}
 
 
 def _ready_model(spec: JobSpec) -> Any:
@@ -78,7 +112,7 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
     from pipeline.infer.progress import ReportingReplica, RowGuard, decode_only
 
     spec, task, res = plan.spec, plan.task, plan.spec.resources
-    ds = dataflow.manifest_blocks(plan.todo, res.videos_per_decode_task)
+    ds = dataflow.manifest_blocks(plan.todo, dataflow.per_block(plan.todo.num_rows, res))
     track = {"tracker_name": reporter.name, "namespace": reporter.namespace}
     # Decoding in the Ray worker: a crashing decoder takes the worker with it, so attempts
     # are counted per video (the confined child needs no such guard).
@@ -90,7 +124,8 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
                                 **track)
     replica, kwargs = task.replica(spec, plan.model, layout.runtime(spec))
     return dataflow.through_replicas(
-        dataflow.decoded(ds, plan.decode, res, task.decode_stage, guard=guard),
+        dataflow.decoded(ds, plan.decode, res, task.decode_stage, whole_blocks=True,
+                         guard=guard),
         ReportingReplica,
         {"replica": replica, "kwargs": kwargs, "job": spec.name, "task": task.name,
          **track},
@@ -147,12 +182,14 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
         base = {"runs": runs} if runs is not None else {}
         write_job_record(out, {**_record(plan, None, 0.0, started, handle.dashboard_url),
                                **base, "state": "running"})
+        progress: dict[str, Any] = {}
         if plan.todo.num_rows:
             with ProgressReporter(spec.name, plan.todo.num_rows, log) as reporter:
                 dataflow.write(build_dataset(plan, layout, reporter), out,
                                spec.output.rows_per_file, data_file_prefix(run),
                                name=spec.name,
                                on_written=RowsWritten(spec.name, plan.task.name))
+            progress = reporter.final
     finally:
         disconnect(handle)
     # A local Ray kept up for a last metrics scrape (ray_session) is not the job's time.
@@ -160,7 +197,8 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
     counts = count_statuses(out, plan.task.outcome_stages)
     problem = _incomplete(plan, counts, lease)
     record = {**_record(plan, counts, wall, started, handle.dashboard_url), **base,
-              "state": "incomplete" if problem else "finished"}
+              "state": "incomplete" if problem else "finished",
+              "timing": _timing(handle, progress, time.time())}
     write_job_record(out, record)
     if problem:
         raise JobFailed(problem)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from pipeline.errors import VidbatchError
@@ -14,6 +13,7 @@ from pipeline.tasks.registry import DEFAULT_TASK, get_task
 def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     """Counts, where the files are, which decoders ran, the first error rows, and the
     task's own lines."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
@@ -29,20 +29,31 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
         "included)",
         f"output: {output} ({len(files)} Parquet files + {JOB_RECORD})",
     ]
+    timing = record.get("timing") or {}
+    if timing.get("first_row_s") is not None:
+        fixed = timing["first_row_s"] + timing["end_s"] - timing["last_row_s"]
+        lines.append(f"time from the command's start: Ray ready {timing['ray_ready_s']:.1f} s, "
+                     f"first row {timing['first_row_s']:.1f} s, last row "
+                     f"{timing['last_row_s']:.1f} s, done {timing['end_s']:.1f} s (fixed cost "
+                     f"{fixed:.1f} s); driver peak memory {timing['driver_peak_rss_mb']} MiB")
     decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
         [("video_id", "count")]).to_pylist()
     if decoders:
         lines.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
                                               for d in decoders))
-    errors = table.filter(pc.equal(table["status"], "error")).to_pylist()
-    if errors:
-        stages = Counter(str(r["error"]).partition(":")[0] for r in errors)
-        lines.append("errors by stage: " + ", ".join(f"{s} {n}" for s, n in
-                                                     stages.most_common()))
-    for row in errors[:8]:
+    errors = table.filter(pc.equal(table["status"], "error")).select(["video_id", "error"])
+    if errors.num_rows:
+        # Aggregated in Arrow: a million error rows stay columns, never Python objects.
+        stage = pc.list_element(pc.split_pattern(pc.fill_null(errors["error"], ""), ":",
+                                                 max_splits=1), 0)
+        stages = pa.table({"stage": stage}).group_by("stage").aggregate(
+            [("stage", "count")]).sort_by([("stage_count", "descending")]).to_pylist()
+        lines.append("errors by stage: " + ", ".join(f"{s['stage']} {s['stage_count']}"
+                                                     for s in stages))
+    for row in errors.slice(0, 8).to_pylist():
         lines.append(f"  error {row['video_id']}: {row['error'][:160]}")
-    if len(errors) > 8:
-        lines.append(f"  ... and {len(errors) - 8} more error rows")
+    if errors.num_rows > 8:
+        lines.append(f"  ... and {errors.num_rows - 8} more error rows")
     if record["spec"].get("mode") == "decode_only":
         lines.append("mode decode_only: no model ran; the task's columns are null, decode_s "
                      "is each video's decode time")
