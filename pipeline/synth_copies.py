@@ -25,13 +25,14 @@ def read_frames(path: str | Path, limit: int = MAX_FRAMES) -> tuple[np.ndarray, 
     rotation), and its frame rate (rounded; 25 when the stream does not say)."""
     import av
 
+    from pipeline.decode.video_pyav import upright_turns
+
     frames = []
     with av.open(str(path)) as c:
         stream = c.streams.video[0]
         fps = round(float(stream.average_rate or 25)) or 25
         for frame in c.decode(stream):
-            turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
-            frames.append(np.rot90(frame.to_ndarray(format="rgb24"), k=turns))
+            frames.append(np.rot90(frame.to_ndarray(format="rgb24"), k=upright_turns(frame)))
             if len(frames) == limit:
                 break
     return np.ascontiguousarray(np.stack(frames)), fps
@@ -159,8 +160,6 @@ def photo_frames(i: int, h: int, w: int, seed: int, frames: int = 48) -> np.ndar
     """A slow pan and zoom (Ken Burns) over one quarter of a photograph: photo ``i % 19``,
     quarter ``i // 19 % 4``, mirrored when ``i // 76`` is odd, so that videos up to 152 never
     share content. The path is drawn from ``seed``."""
-    import av
-
     rng = np.random.default_rng(seed)
     image = photo(PHOTOS[i % len(PHOTOS)])
     H, W = image.shape[:2]
@@ -180,9 +179,7 @@ def photo_frames(i: int, h: int, w: int, seed: int, frames: int = 48) -> np.ndar
         ch, cw = int(h * s), int(w * s)
         y0 = int((starts[0, 0] + a * (starts[1, 0] - starts[0, 0])) * (H - ch))
         x0 = int((starts[0, 1] + a * (starts[1, 1] - starts[0, 1])) * (W - cw))
-        window = np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])
-        out[t] = (av.VideoFrame.from_ndarray(window, format="rgb24").reformat(w, h)
-                  .to_ndarray(format="rgb24"))
+        out[t] = _resize(np.ascontiguousarray(image[None, y0:y0 + ch, x0:x0 + cw]), h, w)[0]
     return out
 
 

@@ -100,9 +100,15 @@ def packet_plan(packets: _Packets, wanted: set[int]) -> tuple[np.ndarray, np.nda
     return send, needed
 
 
+def upright_turns(frame) -> int:
+    """Quarter turns (``np.rot90``'s ``k``) that make a decoded PyAV picture upright, as
+    a player shows it (its stream's display rotation; 0 without one)."""
+    return (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
+
+
 def _to_rgb(frame, spec: DecodeSpec) -> tuple[np.ndarray, tuple[int, int]]:
     """A decoded picture as uint8 RGB, rotated upright, short side resized."""
-    turns = (int(getattr(frame, "rotation", 0) or 0) // 90) % 4
+    turns = upright_turns(frame)
     fh, fw = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
     th, tw = spec.resized(fh, fw)
     rw, rh = (th, tw) if turns % 2 else (tw, th)

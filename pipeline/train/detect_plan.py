@@ -49,10 +49,12 @@ def frame_size(path: str) -> tuple[int, int] | None:
     rotation tag), from its first frame; None when the file cannot be decoded."""
     import av
 
+    from pipeline.decode.video_pyav import upright_turns
+
     try:
         with av.open(path) as c:
             frame = next(c.decode(video=0))
-            turned = (int(getattr(frame, "rotation", 0) or 0) // 90) % 2
+            turned = upright_turns(frame) % 2
             return (frame.height, frame.width) if turned else (frame.width, frame.height)
     except Exception:
         return None
