@@ -146,9 +146,12 @@ def s3():
 
     moto_server = pytest.importorskip("moto.server", reason="moto (a test dependency) is "
                                       "absent")
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # Port 0: the server binds whatever port is free. A port picked first and bound after
+    # can be taken in between, and moto's start() then waits forever for a server that
+    # failed to start.
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    port = server.get_host_and_port()[1]
     # moto keeps its buckets in the process, shared by every server it starts: empty them,
     # so that each test starts from no buckets whatever ran before it.
     reset = urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST")

@@ -6,6 +6,7 @@ there."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -26,12 +27,25 @@ from pipeline.synth import moving_texture, write_video
 pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")
 
 
+def vidbatch(env, *args, timeout=300):
+    """``vidbatch ARGS`` in its own process group, all of which (its local Ray too) is
+    killed if it runs past ``timeout``; (exit code, stdout + stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args],
+                            env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"vidbatch {' '.join(args)} ran past {timeout} s:\n{out}")
+    return proc.returncode, out
+
+
 def submit(job, env, *args):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "submit", str(job), *args],
-                          env={**os.environ, **env}, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    code, out = vidbatch(env, "submit", str(job), *args)
+    assert code == 0, out
+    return out
 
 
 @pytest.mark.slow
@@ -85,11 +99,9 @@ def test_manifest_videos_checkpoint_and_output_on_s3(s3, tmp_path):
     assert len(ids) == len(set(ids.to_pylist())) == 4
     assert fs.get_file_info(f"videos/out/_partial/{files[0].rsplit('/', 1)[1]}").is_file
 
-    summary = subprocess.run([sys.executable, "-m", "pipeline.cli", "summary",
-                              "s3://videos/out"], env={**os.environ, **env},
-                             capture_output=True, text=True, timeout=120)
-    assert summary.returncode == 0, summary.stdout + summary.stderr
-    assert "4 rows for 4 manifest rows -> 2 ok, 2 error" in summary.stdout
+    code, summary = vidbatch(env, "summary", "s3://videos/out", timeout=120)
+    assert code == 0, summary
+    assert "4 rows for 4 manifest rows -> 2 ok, 2 error" in summary
 
 
 def test_overwrite_on_s3_removes_only_what_vidbatch_wrote(s3):
