@@ -143,38 +143,44 @@ def test_job_record_describes_the_run(finished):
     assert 50 < t["driver_peak_rss_mb"] < 64_000
 
 
-def test_failed_batches_carry_no_frames_and_replicas_get_them_dense(ray_session):
-    """Through a real Ray Data stream: decode batches whose rows all failed carry empty
-    frames; the replica's batches, which join them to decoded ones, are dense again, with
-    every decoded row's frames intact and zeros for the failed rows."""
+def test_failed_rows_travel_packed_and_replicas_get_them_dense(ray_session):
+    """Through a real Ray Data stream, as inference runs it: decode tasks over whole blocks
+    (``in_batches``) hand on decoded rows and pack each block's failed rows, without
+    frames, into one carrier row; the replica side (``unpack``, ``dense_samples``) gets
+    every row back exactly once, the decoded rows' frames intact, dense batches, and the
+    failed rows in batches of their own with zero frames of the decoded shape."""
     import ray.data as rd
 
-    from pipeline.decode.stage import compact_failed, dense_samples
+    from pipeline.decode.stage import PACKED, dense_samples, in_batches, unpack
 
-    def decode(batch):
-        n, bad = len(batch["id"]), batch["id"][0] % 4 == 0  # blocks 0, 4, 8, ... fail
-        return compact_failed({**batch, "status": np.full(n, "error" if bad else "ok"),
-                               "frames": np.stack([np.full((1, 2, 4, 4, 3), i % 251,
-                                                           np.uint8) for i in batch["id"]])})
+    def decode_stage(batch, spec, guard=None):
+        ids = batch["video_id"].astype(int)
+        return {**batch, "status": np.where(ids % 3 == 0, "error", "ok").astype(object),
+                "frames": np.stack([np.full((1, 2, 4, 4, 3), i % 251, np.uint8) for i in ids])}
 
     def replica(batch):
-        dense = dense_samples(batch)
-        ok = dense["status"] == "ok"
-        right = [bool((f == i % 251).all()) for f, i in zip(dense["frames"][ok],
-                                                             batch["id"][ok])]
-        zeros = bool((dense["frames"][~ok] == 0).all())
-        return {"id": batch["id"], "right": np.array([all(right) and zeros] * len(ok)),
-                "shape": np.array([str(dense["frames"].shape[1:])] * len(ok)),
-                "object": np.array([batch["frames"].dtype == object] * len(ok))}
+        parts = unpack(batch)
+        rows = []
+        for part in parts:
+            dense = dense_samples(part)
+            ok = dense["status"] == "ok"
+            right = all(bool((f == int(i) % 251).all())
+                        for f, i in zip(dense["frames"][ok], dense["video_id"][ok]))
+            zeros = not dense["frames"][~ok].any()
+            rows += [{"id": int(i), "right": right and zeros and (ok.all() or not ok.any()),
+                      "shape": str(dense["frames"].shape[1:]) + ("" if ok.any() else " failed"),
+                      "carriers": int(sum(len(p) > 0 for p in batch[PACKED]))}
+                     for i in dense["video_id"]]
+        return {k: np.array([r[k] for r in rows]) for k in rows[0]}
 
-    rows = rd.range(16, override_num_blocks=8).map_batches(
-        decode, batch_size=2, memory=1 << 20).map_batches(replica, batch_size=4).take_all()
-    assert sorted(r["id"] for r in rows) == list(range(16))
+    manifest = rd.from_items([{"video_id": str(i)} for i in range(48)], override_num_blocks=4)
+    rows = manifest.map_batches(in_batches, batch_size=None, fn_kwargs={
+        "spec": None, "decode_stage": decode_stage, "videos": 2}, memory=1 << 20).map_batches(
+        replica, batch_size=4).take_all()
+    assert sorted(r["id"] for r in rows) == list(range(48))  # each row once, none lost
     assert all(r["right"] for r in rows)
-    assert {r["shape"] for r in rows} == {"(1, 2, 4, 4, 3)"}
-    assert any(r["object"] for r in rows)  # the mixed case did happen
-    assert compact_failed({"status": np.array(["error"]), "frames": np.ones((1, 2, 3)),
-                           "x": np.ones((1, 2, 3))})["x"].shape == (1, 2, 3)
+    assert {r["shape"] for r in rows} == {"(1, 2, 4, 4, 3)", "(1, 2, 4, 4, 3) failed"}
+    assert max(r["carriers"] for r in rows) >= 1  # the failed rows did travel packed
 
 
 def test_existing_output_is_refused_before_anything_runs(dataset, finished):

@@ -37,7 +37,8 @@ class BrightnessReplica:
 
     def __call__(self, batch):
         ok = batch["status"] == "ok"
-        means = batch["frames"][ok].reshape(int(ok.sum()), -1).mean(axis=1)
+        frames = batch["frames"][ok]  # (0, ...) when no row of the batch was decoded
+        means = frames.mean(axis=tuple(range(1, frames.ndim)))
         columns = {"brightness": per_ok(len(ok), ok, means.tolist(), pa.float32())}
         return rows_table(batch, self.schema, self.provenance, ok, columns)
 

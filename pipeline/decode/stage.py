@@ -8,6 +8,7 @@ raises for a bad file: the row gets ``status="error"`` and the reason.
 
 from __future__ import annotations
 
+import pickle
 import time
 
 import numpy as np
@@ -80,39 +81,7 @@ def _common(n: int) -> Batch:
 
 
 SAMPLE_COLUMNS = ("frames", "audio")  # what decode stages decode, per row
-
-
-def compact_failed(batch: Batch) -> Batch:
-    """``batch``, its decoded samples (:data:`SAMPLE_COLUMNS`) emptied to ``(n, 0, ...,
-    0)`` when no row of it was decoded: a batch of failed rows then carries nothing to the
-    replicas (an error row of a clip job carries 1.2 MB of zeros); the replica's wrapper
-    restores dense columns where Ray Data joins such a batch to others
-    (:func:`dense_samples`)."""
-    if (batch["status"] == "ok").any():
-        return batch
-    return {k: np.zeros((len(v),) + (0,) * (v.ndim - 1), v.dtype)
-            if k in SAMPLE_COLUMNS and isinstance(v, np.ndarray) else v
-            for k, v in batch.items()}
-
-
-def dense_samples(batch: Batch) -> Batch:
-    """``batch`` with dense sample columns again, as replicas expect them. A batch that
-    joins a :func:`compact_failed` one to others arrives from Ray Data as an object array
-    of per-row arrays (a variable-shaped tensor column): the failed rows get zeros of the
-    decoded rows' shape back (a batch of failed rows only stays ``(n, 0, ..., 0)``)."""
-    out = dict(batch)
-    for k in SAMPLE_COLUMNS:
-        column = batch.get(k)
-        if column is None or column.dtype != object:
-            continue
-        full = [a for a in column if a.size]
-        dense = np.zeros((len(column), *(full[0].shape if full else column[0].shape)),
-                         full[0].dtype if full else column[0].dtype)
-        for i, a in enumerate(column):
-            if a.size:
-                dense[i] = a
-        out[k] = dense
-    return out
+PACKED = "packed_failures"  # in inference's decode output: see in_batches()
 
 
 def _take(batch: Batch, rows: np.ndarray) -> Batch:
@@ -123,24 +92,75 @@ def _concat(batches: list[Batch]) -> Batch:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+def pack_failed(failed: Batch, shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> Batch:
+    """Failed rows, without their sample columns, as one carrier row: the first row's
+    values, empty ``(1, 0, ..., 0)`` samples, and in :data:`PACKED` the pickled rows with
+    their samples' per-row ``shapes`` (shape, dtype), which :func:`unpack` restores.
+
+    Ray Data cuts a replica's input into batches of ``inference.batch_size`` rows, and a
+    call cost a missing file's whole row (~2 ms); a failed row's zero frames were 1.2 MB
+    of the classify job's object store. 256 failed rows now travel as one small row."""
+    carrier = {k: v[:1] for k, v in failed.items()}
+    for k, (shape, dtype) in shapes.items():
+        carrier[k] = np.zeros((1,) + (0,) * len(shape), dtype)
+    carrier[PACKED] = np.array([pickle.dumps((failed, shapes), protocol=5)], dtype=object)
+    return carrier
+
+
+def unpack(batch: Batch) -> list[Batch]:
+    """``batch`` as the replicas expect it, without :data:`PACKED`: its plain rows, then
+    the rows of each carrier (:func:`pack_failed`) in a batch of their own, with all-zero
+    samples of the decoded shape (allocated lazily: a replica that only reads its decoded
+    rows' samples never touches them)."""
+    packed = batch.get(PACKED)
+    if packed is None:
+        return [batch]
+    plain = np.array([len(p) == 0 for p in packed], dtype=bool)
+    rest = {k: v for k, v in batch.items() if k != PACKED}
+    out = [_take(rest, plain)] if plain.any() else []
+    for failed, shapes in (pickle.loads(p) for p in packed[~plain]):
+        n = len(failed["video_id"])
+        out.append({**failed, **{k: np.zeros((n, *shape), dtype)
+                                 for k, (shape, dtype) in shapes.items()}})
+    return out
+
+
+def dense_samples(batch: Batch) -> Batch:
+    """``batch`` with dense sample columns again, as replicas expect them. Where Ray Data
+    joins decoded rows and a carrier (:func:`pack_failed`, empty samples) into one batch,
+    a sample column arrives as an object array of per-row arrays (a variable-shaped tensor
+    column): the decoded rows are stacked again (:func:`unpack` leaves the carrier's own
+    row out)."""
+    out = dict(batch)
+    for k in SAMPLE_COLUMNS:
+        column = batch.get(k)
+        if column is None or column.dtype != object or not len(column):
+            continue
+        out[k] = np.stack(list(column))
+    return out
+
+
 def in_batches(block: Batch, spec, decode_stage, videos: int, guard=None):
     """Inference's decode task over a whole block of manifest rows: ``decode_stage`` on
     ``videos`` rows at a time, each batch's decoded rows handed on at once, and its failed
-    rows (their samples emptied: :func:`compact_failed`) gathered into one batch at the
-    end. A block of missing files thus becomes one small output batch instead of one per
-    ``videos`` rows (Ray Data's cost per output batch is a row's whole cost there)."""
-    failed = []
+    rows gathered at the end into one carrier row (:func:`pack_failed`; every batch has
+    the :data:`PACKED` column, empty in plain rows). A block of missing files thus reaches
+    the replica as one row instead of one call per ``inference.batch_size`` rows."""
+    failed, shapes = [], {}
     for start in range(0, len(block["video_id"]), videos):
         out = decode_stage(_take(block, np.arange(start, min(start + videos,
                                                                len(block["video_id"])))),
                            spec=spec, guard=guard)
         ok = out["status"] == "ok"
         if ok.any():
-            yield out if ok.all() else _take(out, ok)
+            plain = out if ok.all() else _take(out, ok)
+            yield {**plain, PACKED: np.full(int(ok.sum()), b"", dtype=object)}
         if not ok.all():
-            failed.append(compact_failed(_take(out, ~ok)))
+            samples = [k for k in SAMPLE_COLUMNS if k in out]
+            shapes = {k: (out[k].shape[1:], out[k].dtype) for k in samples}
+            failed.append({k: v[~ok] for k, v in out.items() if k not in samples})
     if failed:
-        yield _concat(failed)
+        yield pack_failed(_concat(failed), shapes)
 
 
 def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:

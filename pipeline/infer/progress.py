@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline.decode.stage import dense_samples
+from pipeline.decode.stage import dense_samples, unpack
 from pipeline.infer.metrics import JobMetrics
 from pipeline.output.rows import Batch, Provenance, rows_table
 
@@ -69,8 +69,9 @@ class Reporter:
 
 class ReportingReplica:
     """A task's replica that also reports each batch's outcome (Ray Data builds one per
-    actor, like the replica it wraps). The replica gets dense sample columns, whatever
-    the decode tasks compacted (``pipeline.decode.stage.compact_failed``)."""
+    actor, like the replica it wraps). The replica gets what it always got, dense sample
+    columns with zeros for failed rows: the decode tasks' carriers of failed rows
+    (``pipeline.decode.stage.pack_failed``) are unpacked, one call per carrier."""
 
     def __init__(self, replica: type, kwargs: dict, job: str, task: str, tracker_name: str,
                  namespace: str):
@@ -78,7 +79,8 @@ class ReportingReplica:
         self.reporter = Reporter(job, task, tracker_name, namespace)
 
     def __call__(self, batch: Batch) -> pa.Table:
-        table = self.replica(dense_samples(batch))
+        tables = [self.replica(dense_samples(part)) for part in unpack(batch)]
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         self.reporter.report(table)
         return table
 
