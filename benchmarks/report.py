@@ -7,13 +7,20 @@ import statistics
 NUMBERS = ("wall_s", "cpu_core_s", "e2e_videos_per_s", "steady_videos_per_s", "peak_pss_mb",
            "peak_rss_mb", "infer_only_videos_per_s")
 STAGES = ("decode_s", "prep_s", "infer_s", "write_s")
-# (label, contender, metric, reference, metric, target): the issue's targets, then context
+# (label, contender, metric, reference, metric, target): the issues' targets, then context
 # (target None): steady-state ratios are what long jobs approach, once start-up is amortised.
+# A tuple of references is the slower of them in the same repeat (a job's bounding stage);
+# one that starts with "shared" is both stages sharing the same cores, each at its rate
+# alone: 1 / (1/a + 1/b) (where the two stages use the same cores, the best a pipeline can do).
 RATIOS = [
     ("clip fp32: vidbatch / naive, end to end", "vidbatch_clip", "e2e", "naive_clip", "e2e",
      1.1),
-    ("clip fp32: vidbatch steady / model bound fp32", "vidbatch_clip", "steady",
-     "model_bound_clip", "steady", 0.9),
+    ("clip fp32: vidbatch steady / the slower bound (model alone, decode alone)",
+     "vidbatch_clip", "steady", ("model_bound_clip", "vidbatch_clip_decode_only"), "steady",
+     0.9),
+    ("frame: vidbatch steady / the slower bound (model alone, decode alone)",
+     "vidbatch_frame", "steady", ("model_bound_frame", "vidbatch_frame_decode_only"),
+     "steady", 0.9),
     ("clip bf16: vidbatch bf16 / naive fp32, end to end", "vidbatch_clip_bf16", "e2e",
      "naive_clip", "e2e", 2.0),
     ("frame: vidbatch / naive, end to end", "vidbatch_frame", "e2e", "naive_frame", "e2e", 1.1),
@@ -27,6 +34,12 @@ RATIOS = [
      "decode_bound", "steady", 3.0),
     ("decode: vidbatch keyframe-snapped, decoder pyav / decode bound",
      "vidbatch_decode_keyframes_pyav", "steady", "decode_bound", "steady", 3.0),
+    ("context: clip fp32, vidbatch steady / model and decoding sharing the cores",
+     "vidbatch_clip", "steady", ("shared", "model_bound_clip", "vidbatch_clip_decode_only"),
+     "steady", None),
+    ("context: frame, vidbatch steady / model and decoding sharing the cores",
+     "vidbatch_frame", "steady", ("shared", "model_bound_frame", "vidbatch_frame_decode_only"),
+     "steady", None),
     ("context: clip fp32, naive steady / model bound", "naive_clip", "steady",
      "model_bound_clip", "steady", None),
     ("context: clip fp32, vidbatch / naive, steady", "vidbatch_clip", "steady", "naive_clip",
@@ -89,12 +102,23 @@ def _metric(row: dict | None, metric: str):
     return None if row is None else row.get(f"{metric}_videos_per_s")
 
 
+def _slowest(by: dict, names: str | tuple[str, ...], repeat: int, metric: str):
+    """``metric`` of contender ``names`` in ``repeat``: the smallest of several, or their
+    rate when sharing the cores (``("shared", a, b)``); None unless all ran."""
+    names = (names,) if isinstance(names, str) else names
+    shared = names[0] == "shared"
+    values = [_metric(by.get((n, repeat)), metric) for n in names[shared:]]
+    if None in values:
+        return None
+    return 1 / sum(1 / v for v in values) if shared else min(values)
+
+
 def ratios(runs: list[dict], repeats: int) -> list[dict]:
     """Each target ratio computed within each repeat, then the median over repeats."""
     by = {(r["name"], r["repeat"]): r for r in runs}
     out = []
     for label, a, ma, b, mb, target in RATIOS:
-        per = [_div(_metric(by.get((a, i)), ma), _metric(by.get((b, i)), mb))
+        per = [_div(_metric(by.get((a, i)), ma), _slowest(by, b, i, mb))
                for i in range(repeats)]
         value = _median(per)
         out.append({"label": label, "value": value, "target": target,

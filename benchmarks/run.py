@@ -44,6 +44,9 @@ DECODE_ONLY = {
     "vidbatch_decode_keyframes": ["mode=decode_only", "sampling.snap_to_keyframes=true"],
     "vidbatch_decode_keyframes_pyav": ["mode=decode_only", "sampling.snap_to_keyframes=true",
                                        "resources.decoder=pyav"],
+    # each job's own decode bound: its sampling, decoded by vidbatch, no model
+    "vidbatch_clip_decode_only": ["mode=decode_only"],
+    "vidbatch_frame_decode_only": ["mode=decode_only"],
 }
 
 
@@ -63,16 +66,19 @@ def plan(jobs: list[str], only: list[str] | None, bf16: bool) -> list[Contender]
         c += [Contender("naive_clip", "naive", "clip"),
               Contender("vidbatch_clip", "vidbatch", "clip")]
         c += [Contender("vidbatch_clip_bf16", "vidbatch", "clip", "bf16")] if bf16 else []
-        c += [Contender("vidbatch_clip_warm", "warm", "clip")]
+        c += [Contender("vidbatch_clip_warm", "warm", "clip"),
+              Contender("vidbatch_clip_decode_only", "vidbatch", "clip")]
     if "frame" in jobs:
         c += [Contender("model_bound_frame", "model_bound", "frame"),
               Contender("naive_frame", "naive", "frame"),
               Contender("ray_read_videos", "ray_read_videos", "frame"),
               Contender("vidbatch_frame", "vidbatch", "frame"),
-              Contender("vidbatch_frame_warm", "warm", "frame")]
+              Contender("vidbatch_frame_warm", "warm", "frame"),
+              Contender("vidbatch_frame_decode_only", "vidbatch", "frame")]
     if "decode" in jobs:
         c += [Contender("decode_bound", "decode_bound", "decode")]
-        c += [Contender(name, "vidbatch", "decode") for name in DECODE_ONLY]
+        c += [Contender(name, "vidbatch", "decode") for name in DECODE_ONLY
+              if name not in ("vidbatch_clip_decode_only", "vidbatch_frame_decode_only")]
     return [x for x in c if not only or x.family in only or x.name in only]
 
 
