@@ -102,7 +102,7 @@ def _metric(row: dict | None, metric: str):
     return None if row is None else row.get(f"{metric}_videos_per_s")
 
 
-def _slowest(by: dict, names: str | tuple[str, ...], repeat: int, metric: str):
+def _reference(by: dict, names: str | tuple[str, ...], repeat: int, metric: str):
     """``metric`` of contender ``names`` in ``repeat``: the smallest of several, or their
     rate when sharing the cores (``("shared", a, b)``); None unless all ran."""
     names = (names,) if isinstance(names, str) else names
@@ -118,7 +118,7 @@ def ratios(runs: list[dict], repeats: int) -> list[dict]:
     by = {(r["name"], r["repeat"]): r for r in runs}
     out = []
     for label, a, ma, b, mb, target in RATIOS:
-        per = [_div(_metric(by.get((a, i)), ma), _slowest(by, b, i, mb))
+        per = [_div(_metric(by.get((a, i)), ma), _reference(by, b, i, mb))
                for i in range(repeats)]
         value = _median(per)
         out.append({"label": label, "value": value, "target": target,
