@@ -140,12 +140,15 @@ def dense_samples(batch: Batch) -> Batch:
     return out
 
 
-def in_batches(block: Batch, spec, decode_stage, videos: int, guard=None):
+def in_batches(block: Batch, spec, decode_stage, videos: int, guard=None, on_start=None):
     """Inference's decode task over a whole block of manifest rows: ``decode_stage`` on
     ``videos`` rows at a time, each batch's decoded rows handed on at once, and its failed
     rows gathered at the end into one carrier row (:func:`pack_failed`; every batch has
     the :data:`PACKED` column, empty in plain rows). A block of missing files thus reaches
-    the replica as one row instead of one call per ``inference.batch_size`` rows."""
+    the replica as one row instead of one call per ``inference.batch_size`` rows.
+    ``on_start()``, if given, is called first (the job's clock: ``first_decode_s``)."""
+    if on_start is not None:
+        on_start()
     failed, shapes = [], {}
     for start in range(0, len(block["video_id"]), videos):
         out = decode_stage(_take(block, np.arange(start, min(start + videos,

@@ -30,7 +30,11 @@ class ProgressTracker:
         self.t0 = time.time()
         self.first_row_at: float | None = None  # Unix times of the first and last batch out
         self.last_row_at: float | None = None
+        self.first_decode_at: float | None = None  # Unix time the first decode task began
         self.attempts: dict[str, int] = {}
+
+    def decode_started(self, at: float) -> None:
+        self.first_decode_at = min(at, self.first_decode_at or at)
 
     def add(self, ok: int, error: int) -> None:
         self.ok += ok
@@ -42,7 +46,8 @@ class ProgressTracker:
         done, dt = self.ok + self.error, time.time() - self.t0
         return {"total": self.total, "done": done, "ok": self.ok, "error": self.error,
                 "videos_per_s": done / dt if dt > 0 else 0.0,
-                "first_row_at": self.first_row_at, "last_row_at": self.last_row_at}
+                "first_row_at": self.first_row_at, "last_row_at": self.last_row_at,
+                "first_decode_at": self.first_decode_at}
 
     def begin(self, video_id: str) -> int:
         """How many decode attempts of this video have now begun (unfinished ones count:
@@ -86,6 +91,29 @@ class ReportingReplica:
 
 
 _reporters: dict[str, Reporter] = {}
+_clocked: set[str] = set()  # the jobs whose tracker this process told it began decoding
+
+
+def _note_decode_start(tracker_name: str, namespace: str) -> None:
+    """Tell the job's tracker when this process began decoding, once per process: the
+    earliest is the job record's ``first_decode_s``. Only a clock: never fails a task."""
+    if tracker_name not in _clocked:
+        _clocked.add(tracker_name)
+        try:
+            ray.get_actor(tracker_name, namespace=namespace).decode_started.remote(time.time())
+        except Exception:  # noqa: BLE001  (the tracker is gone: the job is ending)
+            pass
+
+
+class DecodeClock:
+    """``on_start`` of inference's decode tasks (``pipeline.decode.stage.in_batches``):
+    :func:`_note_decode_start`. Picklable."""
+
+    def __init__(self, tracker_name: str, namespace: str):
+        self.tracker_name, self.namespace = tracker_name, namespace
+
+    def __call__(self) -> None:
+        _note_decode_start(self.tracker_name, self.namespace)
 
 
 class RowGuard:
@@ -125,6 +153,7 @@ def decode_only(batch: Batch, spec: Any, decode_stage: Callable[..., Batch],
     """The whole ``mode: decode_only`` job for one batch, in the decode task: the task's
     ``decode_stage``, then the output rows with null task columns (frames are dropped,
     never shipped)."""
+    _note_decode_start(tracker_name, namespace)
     table = rows_table(decode_stage(batch, spec=spec, guard=guard), schema, provenance)
     if tracker_name not in _reporters:
         _reporters[tracker_name] = Reporter(provenance.job, task, tracker_name, namespace)

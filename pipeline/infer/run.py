@@ -59,7 +59,8 @@ def process_started_at() -> float:
 
 def _timing(handle: RayHandle, progress: dict[str, Any], ended: float) -> dict[str, Any]:
     """Where the job's time went, in seconds from the command's start (issue 21's fixed
-    cost: ``first_row_s`` plus ``end_s - last_row_s``), and the driver's peak memory."""
+    cost: ``first_row_s`` plus ``end_s - last_row_s``; ``first_decode_s``: the first decode
+    task began), and the driver's peak memory."""
     import resource
 
     t0 = process_started_at()
@@ -68,7 +69,9 @@ def _timing(handle: RayHandle, progress: dict[str, Any], ended: float) -> dict[s
         return None if t is None else round(t - t0, 3)
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"ray_ready_s": since(handle.ready), "first_row_s": since(progress.get("first_row_at")),
+    return {"ray_ready_s": since(handle.ready),
+            "first_decode_s": since(progress.get("first_decode_at")),
+            "first_row_s": since(progress.get("first_row_at")),
             "last_row_s": since(progress.get("last_row_at")), "end_s": since(ended),
             "driver_peak_rss_mb": round(peak if sys.platform != "darwin" else peak / 1024)}
 
@@ -109,7 +112,7 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
 def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReporter):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> replicas; each batch's
     outcome is reported to ``reporter``."""
-    from pipeline.infer.progress import ReportingReplica, RowGuard, decode_only
+    from pipeline.infer.progress import DecodeClock, ReportingReplica, RowGuard, decode_only
 
     spec, task, res = plan.spec, plan.task, plan.spec.resources
     ds = dataflow.manifest_blocks(plan.todo, dataflow.per_block(plan.todo.num_rows, res))
@@ -125,7 +128,7 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
     replica, kwargs = task.replica(spec, plan.model, layout.runtime(spec))
     return dataflow.through_replicas(
         dataflow.decoded(ds, plan.decode, res, task.decode_stage, whole_blocks=True,
-                         guard=guard),
+                         guard=guard, on_start=DecodeClock(**track)),
         ReportingReplica,
         {"replica": replica, "kwargs": kwargs, "job": spec.name, "task": task.name,
          **track},

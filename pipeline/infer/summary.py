@@ -32,8 +32,10 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     timing = record.get("timing") or {}
     if timing.get("first_row_s") is not None:
         fixed = timing["first_row_s"] + timing["end_s"] - timing["last_row_s"]
+        began = timing.get("first_decode_s")
         lines.append(f"time from the command's start: Ray ready {timing['ray_ready_s']:.1f} s, "
-                     f"first row {timing['first_row_s']:.1f} s, last row "
+                     + (f"first decode {began:.1f} s, " if began is not None else "")
+                     + f"first row {timing['first_row_s']:.1f} s, last row "
                      f"{timing['last_row_s']:.1f} s, done {timing['end_s']:.1f} s (fixed cost "
                      f"{fixed:.1f} s); driver peak memory {timing['driver_peak_rss_mb']} MiB")
     decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
