@@ -38,6 +38,9 @@ BLOCKS_PER_READ_TASK = 200
 # Read tasks only slice the manifest; with Ray Data's default of 1 CPU each they held a
 # core that the decode tasks then waited for (a 1,000,000-row manifest ran at 15 rows/s).
 READ_CPUS = 0
+# ... and without CPUs nothing held them back: a 1,000,000-row manifest's 20 read tasks
+# started 20 worker processes at once, and the first decode task began 18 s after Ray.
+READ_TASKS = 2
 # Ray retries a task whose worker process died; by default without end. A decode worker dies
 # only when a decode runs in-process (decode_timeout_s: null) and crashes; the job's
 # tracker then makes the video an error row after two deaths (infer.progress.RowGuard), and
@@ -83,9 +86,12 @@ class _ManifestSource:
         from ray.data import ReadTask
         from ray.data.block import BlockMetadata
 
-        span, tasks = self.rows_per_task, []
-        for start in range(0, max(1, self.table.num_rows), span):  # an empty one: 1 task
-            rows = self.table.slice(start, span)
+        span, tasks, n = self.rows_per_task, [], self.table.num_rows
+        for start in range(0, max(1, n), span):  # an empty one: 1 task
+            # A copy of the task's rows: a slice pickles the whole manifest's buffers
+            # (a 1,000,000-row manifest sent 82 MB with each of its 20 read tasks, and the
+            # first decode task started 19 s after Ray).
+            rows = self.table.take(np.arange(start, min(start + span, n)))
             meta = BlockMetadata(num_rows=rows.num_rows, size_bytes=rows.nbytes,
                                  exec_stats=None, input_files=None)
             tasks.append(ReadTask(lambda rows=rows: [rows], meta, schema=rows.schema))
@@ -108,8 +114,8 @@ def manifest_blocks(table: pa.Table, per_block: int):
     tasks = max(1, math.ceil(n / (per_block * BLOCKS_PER_READ_TASK)))
     per_task = max(1, math.ceil(n / tasks))  # equal tasks, each split into equal blocks
     source = type("ManifestSource", (_ManifestSource, Datasource), {})(table, per_task)
-    return rd.read_datasource(source, num_cpus=READ_CPUS, override_num_blocks=tasks * math.ceil(
-        per_task / per_block))
+    return rd.read_datasource(source, num_cpus=READ_CPUS, concurrency=READ_TASKS,
+                              override_num_blocks=tasks * math.ceil(per_task / per_block))
 
 
 def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,

@@ -120,6 +120,22 @@ def test_manifest_blocks_keep_rows_order_and_block_size(ray_session):
     assert manifest_blocks(table.slice(0, 0), 4).count() == 0
 
 
+def test_each_read_task_carries_its_own_rows_not_the_whole_manifest():
+    """A read task is pickled to the worker that runs it: with an Arrow slice, every task
+    carried the whole manifest's buffers."""
+    from ray import cloudpickle
+
+    table = pa.table({"video_id": [f"v{i:07d}" for i in range(200_000)],
+                      "path": [f"/videos/some/folder/v{i:07d}.mp4" for i in range(200_000)]})
+    source = dataflow._ManifestSource(table, 10_000)
+    tasks = source.get_read_tasks(1)
+    assert len(tasks) == 20
+    sizes = [len(cloudpickle.dumps(t)) for t in tasks]
+    assert max(sizes) < 3 * table.nbytes / len(tasks)  # about its own 1/20th, not all
+    got = pa.concat_tables([block for t in tasks for block in t()])
+    assert got.equals(table)
+
+
 def test_a_large_manifest_travels_in_few_read_tasks_cut_into_task_sized_blocks(
         ray_session):
     """Blocks of BLOCKS_PER_READ_TASK x 3 rows per read task, split back into blocks of 3
