@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
+import report  # noqa: E402
 import videos  # noqa: E402
 from procs import run_measured  # noqa: E402
 from vidbatch_jobs import command, result  # noqa: E402
@@ -151,7 +151,8 @@ def run_contender(kind: str, job: str, spec: Path, args, repeat: int) -> dict:
                               *args.set])
     m = run_measured(argv, log, env)
     lines = m.pop("lines")
-    row = {"job": job, "kind": kind, "repeat": repeat, "wall_s": m["wall_s"],
+    row = {"name": f"{job}_{kind}", "job": job, "kind": kind, "repeat": repeat,
+           "wall_s": m["wall_s"],
            "cpu_core_s": m["cpu_core_s"], "peak_pss_mb": m["peak_pss_mb"]}
     if m["rc"] != 0:
         return {**row, "failed": " | ".join(line for _, line in lines[-5:])[-600:]}
@@ -160,22 +161,14 @@ def run_contender(kind: str, job: str, spec: Path, args, repeat: int) -> dict:
                                                 "stages")}}
 
 
-def ratios(by: dict, job: str, repeats: int) -> dict:
-    """Per repeat: the job's steady rate over the slower bound, and over both sharing."""
-    slower, shared = [], []
-    for r in range(repeats):
-        rate = {k: (by.get((job, k, r)) or {}).get("steady_videos_per_s")
-                for k in ("model", "decode", "job")}
-        if None in rate.values():
-            continue
-        slower.append(rate["job"] / min(rate["model"], rate["decode"]))
-        shared.append(rate["job"] * (1 / rate["model"] + 1 / rate["decode"]))
-    return {"of_slower": slower, "of_shared": shared}
-
-
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def targets(job: str) -> list[tuple]:
+    """The job's ratios, as ``report.RATIOS``: over the slower bound, and over both
+    sharing the cores."""
+    bounds = (f"{job}_model", f"{job}_decode")
+    return [(f"{job}: steady / the slower bound", f"{job}_job", "steady", bounds, "steady",
+             0.9),
+            (f"{job}: steady / both sharing the cores", f"{job}_job", "steady",
+             ("shared", *bounds), "steady", None)]
 
 
 def main(argv=None) -> int:
@@ -213,22 +206,23 @@ def main(argv=None) -> int:
                 said = (f"{row.get('videos')} videos, wall {row['wall_s']:.1f} s, steady "
                         + (f"{rate:.2f} videos/s" if rate else "rate: none"))
                 print(f"[{r}] {job} {kind}: {row.get('failed') or said}", flush=True)
-    by = {(x["job"], x["kind"], x["repeat"]): x for x in runs if "failed" not in x}
+    ok = [x for x in runs if "failed" not in x]
     print("\n| job | model alone | decode alone | job steady | / slower bound (target 0.9) | "
           "/ both sharing the cores | job wall s | per repeat |\n|---|---|---|---|---|---|---|---|")
     summary = {}
     for job in jobs:
-        med = {k: _median([(by.get((job, k, r)) or {}).get("steady_videos_per_s")
-                           for r in range(args.repeats)]) for k in ("model", "decode", "job")}
-        rat = ratios(by, job, args.repeats)
-        wall = _median([(by.get((job, "job", r)) or {}).get("wall_s")
-                        for r in range(args.repeats)])
-        summary[job] = {**med, "of_slower": _median(rat["of_slower"]),
-                        "of_shared": _median(rat["of_shared"]), "per_repeat": rat}
-        f = (lambda v: "–" if v is None else f"{v:.2f}")  # noqa: E731
+        med = {k: report.median([x["steady_videos_per_s"] for x in ok
+                                 if x["name"] == f"{job}_{k}"])
+               for k in ("model", "decode", "job")}
+        med["wall"] = report.median([x["wall_s"] for x in ok if x["name"] == f"{job}_job"])
+        slower, shared = report.ratios(runs, args.repeats, targets(job))
+        summary[job] = {**med, "of_slower": slower["value"], "of_shared": shared["value"],
+                        "per_repeat": {"of_slower": slower["per_repeat"],
+                                       "of_shared": shared["per_repeat"]}}
+        f = report._f
         print(f"| {job} | {f(med['model'])} | {f(med['decode'])} | {f(med['job'])} | "
-              f"**{f(summary[job]['of_slower'])}** | {f(summary[job]['of_shared'])} | "
-              f"{f(wall)} | " + ", ".join(f"{v:.2f}" for v in rat["of_slower"]) + " |")
+              f"**{f(slower['value'])}** | {f(shared['value'])} | {f(med['wall'])} | "
+              + ", ".join(f(v) for v in slower["per_repeat"]) + " |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bounds-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"args": vars(args), "summary": summary, "runs": runs},

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import report
 import vidbatch_jobs
 import videos
 
@@ -82,9 +82,8 @@ def submit(argv: list[str], out: Path, rows: int) -> dict:
             "ray_to_first_row_s": round(t["first_row_s"] - t["ray_ready_s"], 2)}
 
 
-def _median(values: list) -> str:
-    values = [v for v in values if v is not None]
-    return f"{statistics.median(values):g}" if values else "–"
+def _g(value) -> str:
+    return "–" if value is None else f"{value:g}"
 
 
 def run_case(case: str, args, data: dict) -> dict:
@@ -140,7 +139,7 @@ def main(argv=None) -> int:
         whole = all(r["rows"] == r["unique_ids"] == r["expected_rows"] for r in mine)
         failed |= not whole
         print(f"| {case} | {len(mine)} | " + " | ".join(
-            _median([r.get(k) for r in mine]) for k in keys)
+            _g(report.median([r.get(k) for r in mine])) for k in keys)
             + f" | {'yes' if whole else 'NO'} |")
     out = WORK / f"overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(runs, indent=1))

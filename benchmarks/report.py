@@ -57,7 +57,8 @@ RATIOS = [
 ]
 
 
-def _median(values):
+def median(values):
+    """The median of the values that are not None (None if none is)."""
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
@@ -73,8 +74,8 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
         s["problem"] = next((r.get("failed") or r.get("skipped") for r in rows
                              if r.get("failed") or r.get("skipped")), None)
         s["videos"] = first.get("videos")
-        s.update({k: _median([r.get(k) for r in rows]) for k in NUMBERS})
-        s["stages"] = {k: _median([r.get("stages", {}).get(k) for r in rows]) for k in STAGES}
+        s.update({k: median([r.get(k) for r in rows]) for k in NUMBERS})
+        s["stages"] = {k: median([r.get("stages", {}).get(k) for r in rows]) for k in STAGES}
         for key in {k for r in rows for k in r if k.startswith("cos_min")}:
             s[key] = min((r[key] for r in rows if r.get(key) is not None), default=None)
         s["note"] = first.get("note")
@@ -113,14 +114,15 @@ def _reference(by: dict, names: str | tuple[str, ...], repeat: int, metric: str)
     return 1 / sum(1 / v for v in values) if shared else min(values)
 
 
-def ratios(runs: list[dict], repeats: int) -> list[dict]:
-    """Each target ratio computed within each repeat, then the median over repeats."""
+def ratios(runs: list[dict], repeats: int, table: list[tuple] = RATIOS) -> list[dict]:
+    """Each ratio of ``table`` (as :data:`RATIOS`) computed within each repeat, then the
+    median over repeats."""
     by = {(r["name"], r["repeat"]): r for r in runs}
     out = []
-    for label, a, ma, b, mb, target in RATIOS:
+    for label, a, ma, b, mb, target in table:
         per = [_div(_metric(by.get((a, i)), ma), _reference(by, b, i, mb))
                for i in range(repeats)]
-        value = _median(per)
+        value = median(per)
         out.append({"label": label, "value": value, "target": target,
                     "per_repeat": per,
                     "met": None if value is None or target is None else value >= target})
