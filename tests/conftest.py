@@ -2,14 +2,22 @@
 
 Ray: one local instance (2 CPUs, 256 MiB object store, no dashboard) serves every test that
 asks for ``ray_session``; it is shut down when the session ends, so no Ray process outlives
-the run. Multi-node tests start and stop their own raylets.
+the run. Multi-node tests start and stop their own raylets. Each stop goes through
+``stop_ray``: a process Ray's own shutdown leaves running (once in CI, a
+``ray::TrainController`` of the shared session) is stopped by pid, with a warning.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import signal
 import socket
+import time
 import urllib.request
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +27,9 @@ from pipeline.synth import moving_texture, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "videos"
+# Ray's processes: workers and actors (ray::...), raylet, gcs_server, the dashboard and its
+# agents (all run from the ray package's folder).
+RAY_PROCESS = re.compile(r"ray::|/ray/")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -65,7 +76,75 @@ def ray_session():
     ctx.enable_progress_bars = False
     yield ray
     if started:
-        ray.shutdown()
+        stop_ray(ray.shutdown)
+
+
+def _benchmark_procs():
+    """benchmarks/procs.py (its /proc process tree), loaded by path: benchmarks/ is not a
+    package, and its module names (run, report) must not shadow anything on sys.path."""
+    spec = importlib.util.spec_from_file_location("vidbatch_bench_procs",
+                                                  REPO / "benchmarks" / "procs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _start_time(pid: int) -> int | None:
+    """When a running process started (clock ticks after boot): with the pid, it names one
+    process even if the pid is reused. None once it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return None if fields[0] in "ZX" else int(fields[19])
+
+
+def _ray_processes_below(root: int) -> dict[tuple[int, int], str]:
+    """``root``'s descendants that are Ray's: (pid, start time) -> command line (Linux;
+    elsewhere none)."""
+    if not Path("/proc/self/stat").exists():
+        return {}
+    found = {}
+    for pid in _benchmark_procs().tree(root):
+        cmd, started = _cmdline(pid), _start_time(pid)
+        if pid != root and started is not None and RAY_PROCESS.search(cmd):
+            found[pid, started] = cmd
+    return found
+
+
+def stop_ray(stop: Callable[[], None], grace_s: float = 15.0) -> None:
+    """``stop()`` (``ray.shutdown``, ``Cluster.shutdown``), then stop exactly the Ray
+    processes it left: those below this process before it ran that still run ``grace_s``
+    later (SIGKILL, and a warning that names them). Ray's own shutdown relies on each
+    worker noticing its raylet's death, and a busy actor (a ``ray::TrainController``, once
+    in CI) can miss it."""
+    before = _ray_processes_below(os.getpid())
+    stop()
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = {key: cmd for key, cmd in before.items() if _start_time(key[0]) == key[1]}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if left:
+        warnings.warn(f"Ray's shutdown left {len(left)} of its processes running after "
+                      f"{grace_s:g} s; stopped them: "
+                      + "; ".join(f"{pid} {cmd[:80]}" for (pid, _), cmd in left.items()),
+                      stacklevel=2)
 
 
 @pytest.fixture(scope="session")

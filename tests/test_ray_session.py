@@ -56,3 +56,26 @@ def test_a_bad_metrics_linger_names_the_variable_and_the_fix(monkeypatch, value)
     monkeypatch.setenv(METRICS_LINGER_ENV, value)
     with pytest.raises(ConfigError, match=f"{METRICS_LINGER_ENV}=.*scrape_interval"):
         metrics_linger_s()
+
+
+def test_the_harness_stops_the_ray_processes_a_shutdown_leaves_and_only_those():
+    """conftest.stop_ray (every Ray the tests start stops through it): a Ray-looking child
+    that outlives ``stop`` is killed and named; a child that is not Ray's, and one that
+    ``stop`` did stop, are left alone and not named."""
+    from conftest import stop_ray
+
+    def child(*argv: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *argv])
+
+    stubborn, stopped, other = child("/ray/stubborn"), child("/ray/stopped"), child("other")
+    try:
+        with pytest.warns(UserWarning, match="left 1 of its processes") as record:
+            stop_ray(stopped.kill, grace_s=1)
+        assert str(stubborn.pid) in str(record[0].message)
+        assert str(stopped.pid) not in str(record[0].message)
+        assert stubborn.wait(5) == -9
+        assert other.poll() is None
+    finally:
+        for p in (stubborn, stopped, other):
+            p.kill()
+            p.wait()
