@@ -45,7 +45,9 @@ READ_TASKS = 2
 # only when a decode runs in-process (decode_timeout_s: null) and crashes; the job's
 # tracker then makes the video an error row after two deaths (infer.progress.RowGuard), and
 # this bound stops anything else from retrying forever. (With the default confined child, a
-# crash is that video's error row and the worker lives on.)
+# crash is that video's error row and the worker lives on.) Passed in map_batches'
+# **ray_remote_args, which Ray 2.64 drops (2.60 names no replacement): pyproject keeps Ray
+# below 2.64.
 DECODE_RETRIES = 3
 # Write tasks only encode a few MB of result rows to Parquet. With Ray Data's default of 1
 # CPU each, its resource allocator keeps CPU reserved for them that decode tasks then
