@@ -3,7 +3,7 @@
 Ray: one local instance (2 CPUs, 256 MiB object store, no dashboard) serves every test that
 asks for ``ray_session``; it is shut down when the session ends, so no Ray process outlives
 the run. Multi-node tests start and stop their own raylets. Each stop goes through
-``stop_ray``: a process Ray's own shutdown leaves running (once in CI, a
+``stop_ray``: a process of that Ray its own shutdown leaves running (once in CI, a
 ``ray::TrainController`` of the shared session) is stopped by pid, with a warning.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import signal
 import socket
 import time
@@ -27,9 +26,6 @@ from pipeline.synth import moving_texture, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "videos"
-# Ray's processes: workers and actors (ray::...), raylet, gcs_server, the dashboard and its
-# agents (all run from the ray package's folder).
-RAY_PROCESS = re.compile(r"ray::|/ray/")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -76,7 +72,7 @@ def ray_session():
     ctx.enable_progress_bars = False
     yield ray
     if started:
-        stop_ray(ray.shutdown)
+        stop_ray(ray.shutdown, daemon_pids(ray._private.worker._global_node))
 
 
 def _benchmark_procs():
@@ -108,38 +104,53 @@ def _start_time(pid: int) -> int | None:
     return None if fields[0] in "ZX" else int(fields[19])
 
 
-def _ray_processes_below(root: int) -> dict[tuple[int, int], str]:
-    """``root``'s descendants that are Ray's: (pid, start time) -> command line (Linux;
+def daemon_pids(*nodes) -> list[int]:
+    """The pids of the processes that Ray started for ``nodes`` (``ray._private.node.Node``:
+    gcs_server, raylet, the dashboard, ...); their workers run below the raylet."""
+    return [info.process.pid for node in nodes for infos in node.all_processes.values()
+            for info in infos]
+
+
+def _processes_below(roots: list[int]) -> dict[tuple[int, int], str]:
+    """``roots`` and everything below them: (pid, start time) -> command line (Linux;
     elsewhere none)."""
     if not Path("/proc/self/stat").exists():
         return {}
+    tree = _benchmark_procs().tree
     found = {}
-    for pid in _benchmark_procs().tree(root):
-        cmd, started = _cmdline(pid), _start_time(pid)
-        if pid != root and started is not None and RAY_PROCESS.search(cmd):
-            found[pid, started] = cmd
+    for pid in {pid for root in roots for pid in tree(root)}:
+        if (started := _start_time(pid)) is not None:
+            found[pid, started] = _cmdline(pid)
     return found
 
 
-def stop_ray(stop: Callable[[], None], grace_s: float = 15.0) -> None:
-    """``stop()`` (``ray.shutdown``, ``Cluster.shutdown``), then stop exactly the Ray
-    processes it left: those below this process before it ran that still run ``grace_s``
-    later (SIGKILL, and a warning that names them). Ray's own shutdown relies on each
-    worker noticing its raylet's death, and a busy actor (a ``ray::TrainController``, once
-    in CI) can miss it."""
-    before = _ray_processes_below(os.getpid())
-    stop()
-    deadline = time.monotonic() + grace_s
+def _wait_for_exit(processes: dict[tuple[int, int], str],
+                   timeout_s: float) -> dict[tuple[int, int], str]:
+    """Wait up to ``timeout_s`` for ``processes`` to exit; those still running."""
+    deadline = time.monotonic() + timeout_s
     while True:
-        left = {key: cmd for key, cmd in before.items() if _start_time(key[0]) == key[1]}
+        left = {key: cmd for key, cmd in processes.items() if _start_time(key[0]) == key[1]}
         if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+            return left
+        time.sleep(0.2)
+
+
+def stop_ray(stop: Callable[[], None], roots: list[int], grace_s: float = 15.0) -> None:
+    """``stop()`` (``ray.shutdown``, ``Cluster.shutdown``), then stop exactly the processes
+    it left of that Ray: ``roots`` (:func:`daemon_pids`) and those below them before it ran
+    that still run ``grace_s`` later (SIGKILL, and a warning that names them). Another Ray
+    of this test session (the shared one, while a multi-node test stops its cluster) is not
+    touched. Ray's own shutdown relies on each worker noticing its raylet's death, and a
+    busy actor (a ``ray::TrainController``, once in CI) can miss it."""
+    before = _processes_below(roots)
+    stop()
+    left = _wait_for_exit(before, grace_s)
     for pid, _ in left:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    _wait_for_exit(left, 5.0)
     if left:
         warnings.warn(f"Ray's shutdown left {len(left)} of its processes running after "
                       f"{grace_s:g} s; stopped them: "

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
-from conftest import free_port, stop_ray
+from conftest import daemon_pids, free_port, stop_ray
 
 from pipeline.cluster import _own_environment
 from pipeline.synth import moving_texture, write_video
@@ -52,7 +52,7 @@ def cluster():
     c.worker = worker
     _wait_for_dashboard(c.dashboard_url)
     yield c
-    stop_ray(c.shutdown)
+    stop_ray(c.shutdown, daemon_pids(*c.list_all_nodes()))
 
 
 def _auth_headers() -> dict[str, str]:

@@ -58,24 +58,30 @@ def test_a_bad_metrics_linger_names_the_variable_and_the_fix(monkeypatch, value)
         metrics_linger_s()
 
 
-def test_the_harness_stops_the_ray_processes_a_shutdown_leaves_and_only_those():
-    """conftest.stop_ray (every Ray the tests start stops through it): a Ray-looking child
-    that outlives ``stop`` is killed and named; a child that is not Ray's, and one that
-    ``stop`` did stop, are left alone and not named."""
-    from conftest import stop_ray
+def test_the_harness_stops_what_a_ray_shutdown_leaves_and_nothing_else():
+    """conftest.stop_ray (every Ray the tests start stops through it), on stand-ins: a
+    "raylet" whose "worker" outlives it is killed and named once the grace is over; the
+    raylet, which the stop did end, is not named; a Ray process outside that Ray (another Ray
+    of the session: stopping a test cluster once killed the shared one) runs on."""
+    from conftest import _start_time, stop_ray
 
-    def child(*argv: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *argv])
-
-    stubborn, stopped, other = child("/ray/stubborn"), child("/ray/stopped"), child("other")
+    raylet = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(w.pid, flush=True)\n"
+        "time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)",
+                              "/ray/another-session"])
+    worker = int(raylet.stdout.readline())
     try:
         with pytest.warns(UserWarning, match="left 1 of its processes") as record:
-            stop_ray(stopped.kill, grace_s=1)
-        assert str(stubborn.pid) in str(record[0].message)
-        assert str(stopped.pid) not in str(record[0].message)
-        assert stubborn.wait(5) == -9
+            stop_ray(raylet.kill, [raylet.pid], grace_s=1)
+        message = str(record[0].message)
+        assert f"{worker} " in message and f"{raylet.pid} " not in message
+        assert _start_time(worker) is None  # gone (or a zombie nobody reaped yet)
         assert other.poll() is None
     finally:
-        for p in (stubborn, stopped, other):
+        for p in (raylet, other):
             p.kill()
             p.wait()
+        raylet.stdout.close()
