@@ -30,14 +30,27 @@ import time
 from pathlib import Path
 
 
-def _stat(pid: str) -> tuple[int, int] | None:
-    """``(ppid, sid)`` of a process, or None if it is gone."""
+def _fields(pid: int | str) -> list[str] | None:
+    """``/proc/PID/stat`` after the command name (state, ppid, pgrp, sid, ...), or None if
+    the process is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[3])
+    return text[text.rindex(")") + 2:].split()
+
+
+def _stat(pid: str) -> tuple[int, int] | None:
+    """``(ppid, sid)`` of a process, or None if it is gone."""
+    fields = _fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[3]))
+
+
+def start_time(pid: int) -> int | None:
+    """When a running process started (clock ticks after boot): with the pid, it names one
+    process even if the pid is reused. None once it is gone or a zombie."""
+    fields = _fields(pid)
+    return None if fields is None or fields[0] in "ZX" else int(fields[19])
 
 
 def tree(root: int, sessions: tuple[int, ...] = ()) -> list[int]:

@@ -55,6 +55,20 @@ def _deselect_bench_unless_asked(config, items) -> None:
         items[:] = [item for item in items if "bench" not in item.keywords]
 
 
+def _benchmark_procs():
+    """benchmarks/procs.py (a process tree and start times from /proc), loaded by path:
+    benchmarks/ is not a package, and its module names (run, report) must not shadow
+    anything on sys.path."""
+    spec = importlib.util.spec_from_file_location("vidbatch_bench_procs",
+                                                  REPO / "benchmarks" / "procs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PROCS = _benchmark_procs()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray shared by the whole test session."""
@@ -75,33 +89,12 @@ def ray_session():
         stop_ray(ray.shutdown, daemon_pids(ray._private.worker._global_node))
 
 
-def _benchmark_procs():
-    """benchmarks/procs.py (its /proc process tree), loaded by path: benchmarks/ is not a
-    package, and its module names (run, report) must not shadow anything on sys.path."""
-    spec = importlib.util.spec_from_file_location("vidbatch_bench_procs",
-                                                  REPO / "benchmarks" / "procs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
             errors="replace").strip()
     except OSError:
         return ""
-
-
-def _start_time(pid: int) -> int | None:
-    """When a running process started (clock ticks after boot): with the pid, it names one
-    process even if the pid is reused. None once it is gone or a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()
-    return None if fields[0] in "ZX" else int(fields[19])
 
 
 def daemon_pids(*nodes) -> list[int]:
@@ -116,10 +109,9 @@ def _processes_below(roots: list[int]) -> dict[tuple[int, int], str]:
     elsewhere none)."""
     if not Path("/proc/self/stat").exists():
         return {}
-    tree = _benchmark_procs().tree
     found = {}
-    for pid in {pid for root in roots for pid in tree(root)}:
-        if (started := _start_time(pid)) is not None:
+    for pid in {pid for root in roots for pid in PROCS.tree(root)}:
+        if (started := PROCS.start_time(pid)) is not None:
             found[pid, started] = _cmdline(pid)
     return found
 
@@ -129,7 +121,8 @@ def _wait_for_exit(processes: dict[tuple[int, int], str],
     """Wait up to ``timeout_s`` for ``processes`` to exit; those still running."""
     deadline = time.monotonic() + timeout_s
     while True:
-        left = {key: cmd for key, cmd in processes.items() if _start_time(key[0]) == key[1]}
+        left = {(pid, started): cmd for (pid, started), cmd in processes.items()
+                if PROCS.start_time(pid) == started}
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)

@@ -21,7 +21,7 @@ import duckdb
 import pytest
 import requests
 import yaml
-from conftest import daemon_pids, free_port, stop_ray
+from conftest import free_port
 
 from pipeline.synth import moving_texture, write_video
 
@@ -59,7 +59,7 @@ def ray_head(prometheus_bin):
     finally:
         processes = [p.process for infos in c.head_node.all_processes.values()
                      for p in infos]
-        stop_ray(c.shutdown, daemon_pids(*c.list_all_nodes()))
+        c.shutdown()
         alive = [p.pid for p in processes if p.poll() is None]
         assert not alive, f"Ray processes left running: {alive}"
 

@@ -63,7 +63,7 @@ def test_the_harness_stops_what_a_ray_shutdown_leaves_and_nothing_else():
     "raylet" whose "worker" outlives it is killed and named once the grace is over; the
     raylet, which the stop did end, is not named; a Ray process outside that Ray (another Ray
     of the session: stopping a test cluster once killed the shared one) runs on."""
-    from conftest import _start_time, stop_ray
+    from conftest import PROCS, stop_ray
 
     raylet = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
@@ -78,7 +78,7 @@ def test_the_harness_stops_what_a_ray_shutdown_leaves_and_nothing_else():
             stop_ray(raylet.kill, [raylet.pid], grace_s=1)
         message = str(record[0].message)
         assert f"{worker} " in message and f"{raylet.pid} " not in message
-        assert _start_time(worker) is None  # gone (or a zombie nobody reaped yet)
+        assert PROCS.start_time(worker) is None  # gone (or a zombie nobody reaped yet)
         assert other.poll() is None
     finally:
         for p in (raylet, other):
