@@ -186,7 +186,7 @@ def model_bound(cfg: dict) -> dict:
     from pipeline.model.runtime import Runtime
     from pipeline.model.spec import ModelSpec
     from pipeline.model.zoo import model_card
-    from pipeline.tasks.classify import ClassifyConfig, ClassifyReplica
+    from pipeline.tasks.classify.replica import ClassifyConfig, ClassifyReplica
 
     card = model_card(ModelSpec(arch=cfg["arch"], weights=cfg["weights"]))
     replica = ClassifyReplica(ClassifyConfig.of(card, Runtime(

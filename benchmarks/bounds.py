@@ -66,11 +66,11 @@ def job_videos(job: str, count: int) -> Path:
     if manifest.exists():
         return manifest
     if job == "detect":
-        from pipeline.synth_detect import make_detect_set
+        from pipeline.tasks.detect.demo import make_detect_set
 
         rows, _ = make_detect_set(folder / "videos", count, seed=SEED)
     else:
-        from pipeline.synth_speech import CLASSES, make_speech_set
+        from pipeline.tasks.audio.demo import CLASSES, make_speech_set
 
         per_class = -(-count // len(CLASSES))
         rows = make_speech_set(folder / "videos", "val", per_class, seed=SEED)[:count]

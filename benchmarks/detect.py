@@ -44,7 +44,7 @@ RESULTS = videos.BENCH_DIR / "results"
 def write_videos(folder: Path, count: int) -> Path:
     """``count`` demo shape videos (30 frames, 320x192, 10 fps) and their manifest."""
     from pipeline.synth import write_manifest
-    from pipeline.synth_detect import make_detect_set
+    from pipeline.tasks.detect.demo import make_detect_set
 
     manifest = folder / "manifest.csv"
     if not manifest.exists():
@@ -80,7 +80,7 @@ def plain_loop(cfg: dict) -> None:
 
     from pipeline.decode.base import fitted_dims
     from pipeline.decode.sampling import clip_indices
-    from pipeline.model.detectors import build_detector, detector_card
+    from pipeline.tasks.detect.models import build_detector, detector_card
 
     card = detector_card(cfg["arch"], cfg["weights"], None, cfg["min_size"], cfg["max_size"])
     net = build_detector(card, cfg["score_threshold"]).eval()
@@ -121,7 +121,7 @@ def agreement(loop_file: Path, vidbatch_out: Path) -> dict:
     """How the loop's boxes match vidbatch's (module docstring)."""
     import pandas as pd
 
-    from pipeline.tasks.tracks import iou_matrix
+    from pipeline.tasks.detect.tracks import iou_matrix
 
     loop = pd.read_parquet(loop_file).to_dict("records") if loop_file.exists() else []
     theirs: dict[tuple, list] = {}

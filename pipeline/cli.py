@@ -266,18 +266,15 @@ def evaluate(
     the confusion matrix, and how near the word's windows are to its onset."""
     from pipeline.output.outdir import OutputDir
     from pipeline.output.store import read_job_record
+    from pipeline.tasks.registry import DEFAULT_TASK, get_task
 
     try:
-        record = read_job_record(OutputDir.at(output)) or {}
-        task = record.get("task")
-        if task == "audio":
-            from pipeline.tasks.audio_eval import evaluate as score
-        elif task in ("detect", None):  # None: no job record to tell, try boxes
-            from pipeline.tasks.detect_eval import evaluate as score
-        else:
-            raise ConfigError(f"{output} holds a {task} job; evaluate scores detect and "
-                              "audio jobs")
-        result = score(output, labels)
+        record = read_job_record(OutputDir.at(output))
+        if record is None:
+            raise ConfigError(f"{output} holds no finished vidbatch job (no "
+                              "_vidbatch_job.json); give the output.path of a detect or "
+                              "audio job")
+        result = get_task(record.get("task", DEFAULT_TASK)).evaluate(output, labels)
     except VidbatchError as e:
         _fail(e)
     typer.echo(json.dumps(result, indent=2))
@@ -295,10 +292,10 @@ def train(
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a spec value: --set optim.epochs=3 (repeatable).")] = None,
 ) -> None:
-    """Train or fine-tune a ResNet classifier (task: classify) or detector (task: detect)
+    """Train or fine-tune a task's model (a ResNet classifier, detector or audio ResNet)
     with Ray Train; the best checkpoint feeds `submit`."""
-    from pipeline.train.entry import load_training
-    from pipeline.train.entry import train as run
+    from pipeline.train.plan import load_training
+    from pipeline.train.run import train as run
 
     try:
         _, text = run(load_training(job, set_ or ()), resume, address, typer.echo)
@@ -307,8 +304,20 @@ def train(
     typer.echo(text)
 
 
-# The demo data sets (pipeline/demo_commands.py).
-for _name, _fn in demo_commands.COMMANDS.items():
+def _demo_commands() -> dict:
+    """The demo data commands: the main demo's and each task's (``Task.demos``)."""
+    from pipeline.tasks.registry import TASKS
+
+    commands = dict(demo_commands.COMMANDS)
+    for task in TASKS.values():
+        taken = set(commands) & set(task.demos)
+        if taken:
+            raise RuntimeError(f"task {task.name}: demo commands {sorted(taken)} are taken")
+        commands.update(task.demos)
+    return commands
+
+
+for _name, _fn in _demo_commands().items():
     app.command(_name)(_fn)
 
 

@@ -2,7 +2,7 @@
 
 A job spec is :class:`JobSpec` (what every task has) extended by its task's sections
 (``pipeline.tasks``; a model section such as :mod:`pipeline.model.spec`); a training spec
-(``pipeline.train.spec``) reuses the manifest, sampling and decode-resource sections.
+(``pipeline.fit.spec``) reuses the manifest, sampling and decode-resource sections.
 Both are read by :func:`read_spec_yaml` (safe loader, ``--set`` overrides), and validation
 errors become ``ConfigError`` messages of the form ``field.path: problem``
 (:func:`format_validation_error`).

@@ -70,7 +70,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 30, codec: str 
     which is how tests check that the pipeline decodes the frames it claims to.
     ``options`` are added to the encoder's (e.g. ``{"x264-params": "bframes=3"}``).
     ``audio`` (float mono samples in -1..1 at ``sample_rate``) adds an AAC sound track: the
-    spoken-command demo (:mod:`pipeline.synth_speech`) has its label in the sound only.
+    spoken-command demo (:mod:`pipeline.tasks.audio.demo`) has its label in the sound only.
     """
     import av
 
@@ -181,29 +181,3 @@ def write_manifest(path: str | Path, rows: list[dict[str, str]], prefix: str = "
         for row in rows:
             writer.writerow({**row, "path": prefix + row["path"]})
     return path
-
-
-# ---------------------------------------------------------------- the motion training demo
-
-
-def make_motion_set(out_dir: str | Path, per_class: int, seed: int, frames: int = 20,
-                    size: int = 32, speed: int = 1) -> list[dict[str, str]]:
-    """Write ``per_class`` videos for each direction in :data:`DIRECTIONS`; return their
-    manifest rows (paths relative to ``out_dir``, label = direction).
-
-    A bright textured square crosses a dark textured background (``motion_clip`` with
-    ``contrast``): any frame shows where the square is, only the order of the frames shows
-    where it goes. Lossless, so the clips decoded for training are the frames drawn here.
-    Video ``i`` of a class uses seed ``seed + 4 * i + class index``: disjoint seed ranges
-    give disjoint (held-out) sets, and the same arguments give the same files.
-    """
-    out = Path(out_dir)
-    rows = []
-    for i in range(per_class):
-        for c, direction in enumerate(DIRECTIONS):
-            s = seed + 4 * i + c
-            name = f"{direction}_{s:06d}"
-            clip = motion_clip(direction, frames, size, s, speed=speed, contrast=True)
-            write_video(out / f"{name}.mp4", clip, fps=10, lossless=True)
-            rows.append({"video_id": name, "path": f"{name}.mp4", "label": direction})
-    return rows

@@ -28,6 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "videos"
 
 
+def pytest_configure(config):
+    # A SIGTERM (``timeout``, a CI runner) ends the run as Ctrl-C does: pytest stops, the
+    # session's fixtures tear down (the shared Ray is stopped by stop_ray) and the process
+    # exits, instead of waiting forever on a Ray whose dashboard agent, and with it the
+    # raylet, the same signal to the process group has already ended.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
 def pytest_collection_modifyitems(config, items):
     _deselect_bench_unless_asked(config, items)
     try:

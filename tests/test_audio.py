@@ -14,11 +14,11 @@ from pipeline.decode.audio import AudioSpec, decode_audio
 from pipeline.decode.stage import decode_audio_batch
 from pipeline.errors import ConfigError, VideoError, WeightsError
 from pipeline.infer.spec import parse_jobspec
-from pipeline.model.audio_models import audio_card, build_audio_net, save_audio_checkpoint
 from pipeline.model.runtime import Runtime
 from pipeline.synth import moving_texture, write_video
-from pipeline.tasks.audio import AudioTask, background_classes
-from pipeline.tasks.audio_replica import pool
+from pipeline.tasks.audio.job import AudioTask, background_classes
+from pipeline.tasks.audio.models import audio_card, build_audio_net, save_audio_checkpoint
+from pipeline.tasks.audio.replica import pool
 
 RATE = 16_000
 
@@ -258,7 +258,7 @@ def test_speech_s_finds_a_spoken_word_inside_its_window(tmp_path):
     """A word eSpeak NG says at 1.15 s in quiet noise: every window that hears speech puts
     it (speech_s) on the word, where the window centres (0.5, 1.0, 1.5, ...) would not."""
     pytest.importorskip("espeakng_loader")
-    from pipeline.synth_speech import TRAIN_VOICES, speak
+    from pipeline.tasks.audio.demo import TRAIN_VOICES, speak
 
     word = 0.5 * speak("stop", TRAIN_VOICES[0])
     audio = np.random.default_rng(0).normal(0, 0.002, 3 * RATE).astype(np.float32)

@@ -18,11 +18,9 @@ from pipeline.infer.spec import parse_jobspec
 from pipeline.infer.summary import render_summary
 from pipeline.model.checkpoint import read_checkpoint
 from pipeline.synth import moving_texture, write_manifest, write_video
-from pipeline.synth_speech import make_speech_set
-from pipeline.train.audio_plan import plan_audio_training
-from pipeline.train.audio_run import run_audio_training
-from pipeline.train.audio_spec import parse_audio_trainspec
-from pipeline.train.run import HISTORY
+from pipeline.tasks.audio.demo import make_speech_set
+from pipeline.train.plan import parse_training, plan_training
+from pipeline.train.run import HISTORY, run_training
 
 pytestmark = pytest.mark.slow
 CLASSES = ("yes", "no", "_silence_")
@@ -59,13 +57,13 @@ def trained(ray_session, speech, tmp_path_factory) -> dict:
     """Workers fail at the start of epoch 2 (restarted from epoch 1's checkpoint) and at
     epoch 3 (no failures left: the run stops); --resume then trains epoch 3 only."""
     tmp = tmp_path_factory.mktemp("audio_run")
-    spec = parse_audio_trainspec(train_spec(speech, tmp))
+    spec = parse_training(train_spec(speech, tmp))
     lines: list[str] = []
     with pytest.raises(JobFailed, match="--resume"):
-        run_audio_training(plan_audio_training(spec), log=lines.append,
+        run_training(plan_training(spec), log=lines.append,
                            fail_at_epochs=(2, 3))
     interrupted = history(tmp / "runs" / "tiny")
-    summary = run_audio_training(plan_audio_training(spec, resume=True), log=lines.append)
+    summary = run_training(plan_training(spec, resume=True), log=lines.append)
     return {"summary": summary, "lines": lines, "interrupted": interrupted,
             "run_dir": tmp / "runs" / "tiny", "tmp": tmp, "spec": spec}
 
@@ -91,12 +89,12 @@ def test_the_checkpoint_records_the_features_and_the_training_window(trained, sp
     assert ckpt["features"]["sample_rate"] == 16000 and ckpt["features"]["n_mels"] == 40
     assert ckpt["sampling"]["window_s"] == pytest.approx(1.2)  # 1 s + 0.1 s shift each way
     # Fine-tuning may not change the features the weights learned from.
-    spec = parse_audio_trainspec(train_spec(
+    spec = parse_training(train_spec(
         speech, trained["tmp"], name="again",
         model={"arch": "res8", "weights": trained["summary"]["best_dir"]},
         features={"n_mels": 64}))
     with pytest.raises(ConfigError, match="features.n_mels"):
-        plan_audio_training(spec)
+        plan_training(spec)
 
 
 def test_an_audio_job_on_the_checkpoint_gives_one_row_per_manifest_row(trained, speech):

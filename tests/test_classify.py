@@ -8,7 +8,7 @@ from pipeline.model.checkpoint import save_checkpoint
 from pipeline.model.runtime import Runtime, auto_streams
 from pipeline.model.spec import ModelSpec
 from pipeline.model.zoo import build_network, model_card
-from pipeline.tasks.classify import ClassifyConfig, ClassifyReplica
+from pipeline.tasks.classify.replica import ClassifyConfig, ClassifyReplica
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,18 @@ from pipeline.decode.sampling import rate_indices
 from pipeline.decode.stage import decode_batch
 from pipeline.errors import ConfigError, ManifestError, WeightsError
 from pipeline.infer.spec import parse_jobspec
-from pipeline.model.detectors import detector_card
 from pipeline.model.runtime import Runtime
 from pipeline.output.rows import Provenance
 from pipeline.synth import write_video
-from pipeline.tasks.detect import DetectTask, class_filter
-from pipeline.tasks.detect_replica import (
+from pipeline.tasks.detect.job import DetectTask, class_filter
+from pipeline.tasks.detect.models import detector_card
+from pipeline.tasks.detect.replica import (
     DetectConfig,
     DetectReplica,
     distinct_positions,
     to_original,
 )
-from pipeline.tasks.tracks import TRACKERS, FrameDetections, iou_matrix, track
+from pipeline.tasks.detect.tracks import TRACKERS, FrameDetections, iou_matrix, track
 
 
 def test_rate_indices_take_frames_at_a_rate_and_at_least_one():
@@ -251,7 +251,7 @@ def test_weights_names_and_downloads_fail_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     monkeypatch.setattr("urllib.request.urlopen",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
-    from pipeline.model.detectors import ensure_detector_weights
+    from pipeline.tasks.detect.models import ensure_detector_weights
 
     with pytest.raises(WeightsError, match="cannot download .* put the file at") as e:
         ensure_detector_weights(card)
@@ -264,7 +264,7 @@ def test_a_torchvision_style_state_dict_loads(tmp_path, monkeypatch):
     import dataclasses
     import hashlib
 
-    from pipeline.model.detectors import build_detector, new_detector
+    from pipeline.tasks.detect.models import build_detector, new_detector
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
@@ -304,23 +304,23 @@ def labels_file(tmp_path, rows, name="labels.csv"):
 
 def train_spec(tmp_path, labels):
     from pipeline.synth import write_manifest
-    from pipeline.train.detect_spec import parse_detect_trainspec
+    from pipeline.train.plan import parse_training
 
     videos = [square_video(tmp_path / f"v{i}.mp4") for i in range(3)]
     manifest = write_manifest(tmp_path / "m.csv", [{"video_id": f"v{i}", "path": str(p)}
                                                    for i, p in enumerate(videos)])
-    return parse_detect_trainspec({
+    return parse_training({
         "task": "detect", "name": "t", "data": {"train": str(manifest), "labels": str(labels),
                                                 "val_fraction": 0.34},
         "checkpoint": {"storage_path": str(tmp_path / "runs")}})
 
 
 def test_preflight_names_the_bad_label_row(tmp_path):
-    from pipeline.train.detect_plan import plan_detect_training
+    from pipeline.train.plan import plan_training
 
     good = [{"video_id": f"v{i}", "frame": 0, "label": "sq", "x1": 50, "y1": 30, "x2": 90,
              "y2": 70} for i in range(3)]
-    plan = plan_detect_training(train_spec(tmp_path, labels_file(tmp_path, good)))
+    plan = plan_training(train_spec(tmp_path, labels_file(tmp_path, good)))
     assert plan.card.class_names == ("__background__", "sq")
     assert plan.train_rows.num_rows + plan.val_rows.num_rows == 3
     boxes = json.loads(plan.train_rows["boxes"][0].as_py())
@@ -334,7 +334,7 @@ def test_preflight_names_the_bad_label_row(tmp_path):
         rows = [good[0], {**good[1], **change}, good[2]]
         spec = train_spec(tmp_path, labels_file(tmp_path, rows, "bad.csv"))
         with pytest.raises(ManifestError, match=message):
-            plan_detect_training(spec)
+            plan_training(spec)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -343,7 +343,7 @@ def test_preflight_names_the_bad_label_row(tmp_path):
 def test_evaluation_scores_boxes_and_counts_id_switches(tmp_path):
     """Perfect boxes score mAP 1 and IoU 1; swapping two tracks' ids midway is 2 switches
     (each object changes id once); a missed box lowers recall."""
-    from pipeline.tasks.detect_eval import evaluate
+    from pipeline.tasks.detect.evaluate import evaluate
 
     truth, dets = [], []
     for f in range(6):

@@ -16,11 +16,9 @@ from pipeline.infer.spec import parse_jobspec
 from pipeline.infer.summary import render_summary
 from pipeline.model.checkpoint import read_checkpoint
 from pipeline.synth import write_manifest
-from pipeline.synth_detect import make_detect_set, write_labels
-from pipeline.train.detect_plan import plan_detect_training
-from pipeline.train.detect_run import run_detect_training
-from pipeline.train.detect_spec import parse_detect_trainspec
-from pipeline.train.run import HISTORY
+from pipeline.tasks.detect.demo import make_detect_set, write_labels
+from pipeline.train.plan import parse_training, plan_training
+from pipeline.train.run import HISTORY, run_training
 
 pytestmark = pytest.mark.slow
 SIZE = {"frames": 12, "height": 96, "width": 160}
@@ -48,7 +46,7 @@ def trained(ray_session, shapes, tmp_path_factory) -> dict:
     """Workers fail at the start of epoch 2 (restarted from epoch 1's checkpoint) and at
     epoch 3 (no failures left: the run stops); --resume then trains epoch 3 only."""
     tmp = tmp_path_factory.mktemp("detect_run")
-    spec = parse_detect_trainspec({
+    spec = parse_training({
         "task": "detect", "name": "tiny",
         "data": {"train": str(shapes["train"]), "val": str(shapes["val"]),
                  "labels": str(shapes["labels"])},
@@ -61,10 +59,10 @@ def trained(ray_session, shapes, tmp_path_factory) -> dict:
         "max_failures": 1})
     lines: list[str] = []
     with pytest.raises(JobFailed, match="--resume"):
-        run_detect_training(plan_detect_training(spec), log=lines.append,
+        run_training(plan_training(spec), log=lines.append,
                             fail_at_epochs=(2, 3))
     interrupted = history(tmp / "runs" / "tiny")
-    summary = run_detect_training(plan_detect_training(spec, resume=True), log=lines.append)
+    summary = run_training(plan_training(spec, resume=True), log=lines.append)
     return {"summary": summary, "lines": lines, "interrupted": interrupted,
             "run_dir": tmp / "runs" / "tiny", "tmp": tmp}
 

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("espeakng_loader")
 
-from pipeline import synth_speech as ss  # noqa: E402
 from pipeline.synth import write_video  # noqa: E402
+from pipeline.tasks.audio import demo as ss  # noqa: E402
 
 
 def _decode_audio(path) -> tuple[np.ndarray, int, int]:

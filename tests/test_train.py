@@ -15,18 +15,20 @@ import pytest
 import torch
 
 from pipeline.errors import JobFailed
+from pipeline.fit.epochs import lr_at
+from pipeline.fit.metrics import Tally, confusion_summary
+from pipeline.fit.spec import OptimSpec
 from pipeline.infer.plan import plan_job
 from pipeline.infer.run import execute
 from pipeline.infer.spec import parse_jobspec
 from pipeline.model.card import ModelCard
 from pipeline.model.checkpoint import read_checkpoint
-from pipeline.synth import make_motion_set, write_manifest
-from pipeline.train.augment import ClipAugment, crop_box, pick_positions
-from pipeline.train.loop import ClipClassifier, lr_at
-from pipeline.train.metrics import Tally, confusion_summary
-from pipeline.train.plan import plan_training
+from pipeline.synth import write_manifest
+from pipeline.tasks.classify.augment import ClipAugment, crop_box, pick_positions
+from pipeline.tasks.classify.demo import make_motion_set
+from pipeline.tasks.classify.loop import ClassifyLoop, ClassifyLoopConfig, ClipClassifier
+from pipeline.train.plan import parse_training, plan_training
 from pipeline.train.run import HISTORY, run_training
-from pipeline.train.spec import OptimSpec, parse_trainspec
 
 
 def test_augment_keeps_each_clip_whole():
@@ -140,7 +142,7 @@ def tiny_spec(tmp_path: Path, manifests, **over):
          "checkpoint": {"storage_path": str(tmp_path / "runs"), "keep": 1},
          "max_failures": 0}
     d.update(over)
-    return parse_trainspec(d)
+    return parse_training(d)
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -230,7 +232,6 @@ def test_fine_tune_from_a_checkpoint_replaces_the_head(tmp_path):
     from pipeline.model.checkpoint import save_checkpoint
     from pipeline.model.spec import ModelSpec
     from pipeline.model.zoo import model_card
-    from pipeline.train.loop import LoopConfig, build_model
 
     three = ModelCard("resnet18", "frame", "none", "none", ("a", "b", "c"), (0.5,) * 3,
                       (0.25,) * 3, 32, 32, False)
@@ -240,17 +241,22 @@ def test_fine_tune_from_a_checkpoint_replaces_the_head(tmp_path):
     assert start.source == "checkpoint" and start.mean == (0.5,) * 3
     two = ModelCard("resnet18", "frame", "", "checkpoint", ("x", "y"), start.mean, start.std,
                     32, 32, True)
-    cfg = LoopConfig(start=start, card=two, optim=OptimSpec(), augment=ClipAugment(crop_size=32),
-                     steps_per_epoch=1, checkpoint_every=1, extra={})
-    model = build_model(cfg)
+    cfg = ClassifyLoopConfig(worker=ClassifyLoop, start=start, card=two, optim=OptimSpec(),
+                             augment=ClipAugment(crop_size=32), steps_per_epoch=1,
+                             checkpoint_every=1, extra={})
+    loop = ClassifyLoop(cfg, 0, 1, torch.device("cpu"), torch.Generator())
+    model = loop.wrap(loop.build())
     assert model.net.fc.out_features == 2
     assert torch.equal(model.net.conv1.weight, net.conv1.weight)  # the body was loaded
 
 
 def test_publishing_the_best_checkpoint_switches_it_whole(tmp_path):
+    from pipeline.fit.training import ClassifierTraining
     from pipeline.model.checkpoint import CHECKPOINT_FILE
     from pipeline.output.outdir import STAGING_SUFFIX
     from pipeline.train.plan import publish_best
+
+    PUBLISHED = ClassifierTraining.published  # noqa: N806
 
     def checkpoint(tag: str) -> Path:
         d = tmp_path / tag
@@ -263,12 +269,12 @@ def test_publishing_the_best_checkpoint_switches_it_whole(tmp_path):
     run.mkdir()
     (run / "best").mkdir()  # as an older vidbatch published it: a folder
     (run / "best" / CHECKPOINT_FILE).write_text("oldest")
-    best = publish_best(checkpoint("epoch1"), run / "best")
+    best = publish_best(checkpoint("epoch1"), run / "best", PUBLISHED)
     assert (best / CHECKPOINT_FILE).read_text() == f"epoch1 {CHECKPOINT_FILE}"
     # What a crash mid-publish leaves: a half-written folder and a dangling link.
     (run / "best.deadbeef").mkdir()
     (run / f"best.link{STAGING_SUFFIX}").symlink_to("best.deadbeef")
-    publish_best(checkpoint("epoch2"), run / "best")
+    publish_best(checkpoint("epoch2"), run / "best", PUBLISHED)
     assert best.is_symlink() and (best / CHECKPOINT_FILE).read_text().startswith("epoch2")
     assert sorted(p.name for p in best.iterdir()) == ["confusion.csv", "confusion.json",
                                                       CHECKPOINT_FILE]

@@ -80,16 +80,18 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return bytes(data)
 
 
-def _decode_one(req: dict, source) -> tuple[dict, bytes]:
-    """Run one request's decode in the child: ``(reply fields, payload bytes)``."""
+def _decode_audio(req: dict, source) -> tuple[dict, bytes]:
     from pipeline.decode.audio import AudioSpec, decode_audio
+
+    audio = decode_audio(req["path"], AudioSpec(**req["spec"]), req["start_s"], req["end_s"],
+                         source)
+    samples = np.ascontiguousarray(audio.windows, dtype=np.float32)
+    return {**audio.meta(), "shape": list(samples.shape)}, samples.tobytes()
+
+
+def _decode_video(req: dict, source) -> tuple[dict, bytes]:
     from pipeline.decode.fallback import decode_video
 
-    if req.get("kind") == "audio":
-        audio = decode_audio(req["path"], AudioSpec(**req["spec"]), req["start_s"],
-                             req["end_s"], source)
-        samples = np.ascontiguousarray(audio.windows, dtype=np.float32)
-        return {**audio.meta(), "shape": list(samples.shape)}, samples.tobytes()
     canvas = req["spec"].get("canvas")
     spec = DecodeSpec(**{**req["spec"], "canvas": tuple(canvas) if canvas else None})
     video = decode_video(req["path"], spec, req["start_s"], req["end_s"], source)
@@ -98,6 +100,15 @@ def _decode_one(req: dict, source) -> tuple[dict, bytes]:
             "width": video.width, "height": video.height, "note": video.note,
             "shape": list(frames.shape), "indices": None if video.indices is None else
             [int(i) for i in video.indices]}, frames.tobytes()
+
+
+# What a request's ``kind`` asks the child to decode: a file's audio or its video stream.
+_DECODE = {"audio": _decode_audio, "video": _decode_video}
+
+
+def _decode_one(req: dict, source) -> tuple[dict, bytes]:
+    """Run one request's decode in the child: ``(reply fields, payload bytes)``."""
+    return _DECODE[req.get("kind", "video")](req, source)
 
 
 def _serve(requests: BinaryIO, replies: BinaryIO) -> None:

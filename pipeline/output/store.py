@@ -224,3 +224,18 @@ def read_job_record(out: OutputDir) -> dict[str, Any] | None:
 def write_job_record(out: OutputDir, record: dict[str, Any]) -> str:
     out.write_text(JOB_RECORD, json.dumps(record, indent=2, default=str))
     return out.display(JOB_RECORD)
+
+
+def read_rows(output: str) -> pa.Table:
+    """The ok and error rows of a job's output (a local folder or a URI), all in memory:
+    for evaluation, over outputs of the size of a labelled set."""
+    import pyarrow.dataset as pads
+
+    from pipeline.paths import is_uri
+
+    if is_uri(output):
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(output)
+        return pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    return pads.dataset(output, format="parquet").to_table()

@@ -29,7 +29,7 @@ def job_report(view: RowsView, thumbnails: int = 36,
                log: Callable[[str], None] = lambda _: None) -> str:
     """The HTML of the report of the job ``view`` reads (at most ``thumbnails`` frames
     decoded)."""
-    rec, task = view.record, view_for(view.task)
+    rec, task = view.record, view_for(view.columns)
     page = Page(f"vidbatch job {rec.get('job', '?')}",
                 f"task {view.task} · {view.out.location}")
     if not rec.get("model", {}).get("predictions_meaningful", True):

@@ -38,8 +38,9 @@ def _middle(start: float | None, end: float | None) -> float | None:
 
 
 class TaskView:
-    """Classification (and the default for a task without its own view)."""
+    """Classification (and the default for an output without another view's column)."""
 
+    needs: str | None = None  # the column an output must have for this view to show it
     embedding = "embedding"
     has_scores = True
 
@@ -78,6 +79,7 @@ def _topk(labels: list[str] | None, scores: list[float] | None, k: int = 3) -> l
 
 
 class DetectView(TaskView):
+    needs = "detections"
     embedding = None
 
     def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
@@ -117,6 +119,7 @@ class DetectView(TaskView):
 
 
 class AudioView(TaskView):
+    needs = "window_predictions"
     embedding = "audio_embedding"
 
     def sections(self, v: RowsView) -> list[tuple[str, Any]]:
@@ -132,9 +135,10 @@ class AudioView(TaskView):
                             "silent videos": silent})]
 
 
-VIEWS: dict[str, type[TaskView]] = {"classify": TaskView, "detect": DetectView,
-                                    "audio": AudioView}
+VIEWS: tuple[type[TaskView], ...] = (DetectView, AudioView)
 
 
-def view_for(task: str) -> TaskView:
-    return VIEWS.get(task, TaskView)()
+def view_for(columns: set[str]) -> TaskView:
+    """The view of an output with ``columns``: the first whose column it has (whichever
+    task wrote it), else the classification view."""
+    return next((view for view in VIEWS if view.needs in columns), TaskView)()

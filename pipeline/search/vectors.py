@@ -19,8 +19,6 @@ from pipeline.errors import ConfigError
 from pipeline.output.outdir import OutputDir
 from pipeline.output.store import read_job_record
 
-# The embedding column of each task that writes one (pipeline/tasks/).
-EMBEDDING_COLUMNS = {"classify": "embedding", "audio": "audio_embedding"}
 # Row columns the index keeps beside the vectors, when the task writes them.
 ROW_COLUMNS = ("video_id", "path", "label", "pred_label", "pred_score", "duration_s", "width",
                "height")
@@ -36,14 +34,30 @@ def job_of(output: OutputDir) -> dict[str, Any]:
     return record
 
 
+def is_embedding(field: pa.Field) -> bool:
+    """A task's embedding column: ``embedding`` or ``<kind>_embedding``, a fixed-size list
+    of floats (classify's ``embedding``, audio's ``audio_embedding``)."""
+    return ((field.name == "embedding" or field.name.endswith("_embedding"))
+            and pa.types.is_fixed_size_list(field.type)
+            and pa.types.is_floating(field.type.value_type))
+
+
 def embedding_column(record: dict[str, Any], output: OutputDir) -> str:
-    """The column of ``output``'s rows that holds the embeddings to index."""
+    """The column of ``output``'s rows that holds the embeddings to index, found in the
+    schema its task wrote (whatever the task)."""
+    for f in output.data_files():
+        try:
+            schema = pq.read_schema(f, filesystem=output.fs)
+        except (pa.ArrowInvalid, OSError):
+            continue  # a footerless file a killed run left
+        found = [field.name for field in schema if is_embedding(field)]
+        if found:
+            return found[0]
+        break
     task = record.get("task") or record.get("spec", {}).get("task", "classify")
-    if task not in EMBEDDING_COLUMNS:
-        raise ConfigError(f"{output} is a {task} job's output, and {task} writes no "
-                          "embeddings. Index the output of a classify or audio job "
-                          "(vidbatch schema --task classify shows its embedding column).")
-    return EMBEDDING_COLUMNS[task]
+    raise ConfigError(f"{output} is a {task} job's output, and {task} writes no "
+                      "embeddings. Index the output of a classify or audio job "
+                      "(vidbatch schema --task classify shows its embedding column).")
 
 
 def centre(x: np.ndarray, mean: np.ndarray) -> np.ndarray:

@@ -1,2 +1,3 @@
-"""Analysis tasks: the seam (:mod:`pipeline.tasks.base`), one module per task, and the
-registry that names them (:mod:`pipeline.tasks.registry`)."""
+"""Analysis tasks: the seam (:mod:`pipeline.tasks.base`), one package per task for its
+whole life (job spec, replica, models, training, evaluation, demo data), and the registry
+that names them (:mod:`pipeline.tasks.registry`)."""

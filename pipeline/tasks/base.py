@@ -13,9 +13,16 @@ what differs, and nothing else changes when one is added:
   returns the batch's output rows (:meth:`Task.replica`);
 * its **output columns** (:meth:`Task.output_fields`), between the common ones of
   :mod:`pipeline.output.rows`;
-* the lines it adds to the plan, the job record and the summary.
+* the lines it adds to the plan, the job record and the summary;
 
-A recipe for a new task is in docs/tasks.md.
+and, for the rest of its life, where it has them:
+
+* its **training** (:meth:`Task.training`: a :class:`~pipeline.fit.training.Training`,
+  which ``vidbatch train`` runs);
+* its **evaluation** against labels (:meth:`Task.evaluate`, ``vidbatch evaluate``);
+* the commands that write its **demo data** (:attr:`Task.demos`).
+
+Each task is one package, ``pipeline/tasks/<task>/``. A recipe is in docs/tasks.md.
 """
 
 from __future__ import annotations
@@ -23,15 +30,28 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from pipeline.decode.base import DecodeSpec
 from pipeline.decode.stage import decode_batch
+from pipeline.errors import ConfigError
 from pipeline.model.runtime import Runtime
 from pipeline.output.rows import Provenance, output_schema
 from pipeline.spec import JobSpec
+
+if TYPE_CHECKING:  # the training parts import torch: loaded only when a run needs them
+    from pipeline.fit.training import Training
+
+
+def random_weights_note(meaningful: bool, what: str) -> tuple[str, ...]:
+    """The plan's note for a model with random weights (``weights: none``): its ``what``
+    (predictions, detections) are meaningless."""
+    if meaningful:
+        return ()
+    return (f"weights: none means random weights; {what} are meaningless (they only show "
+            "that the pipeline works)",)
 
 
 @dataclass(frozen=True)
@@ -108,3 +128,22 @@ class Task(ABC):
     def schema(self, arch: str) -> pa.Schema:
         """The whole output schema of this task with ``arch``."""
         return output_schema(self.output_fields(arch))
+
+    def training(self) -> Training | None:
+        """The task's training parts (``vidbatch train``), or None: it is not trainable.
+        Imported when asked for, so that jobs do not load them."""
+        return None
+
+    # ``evaluation(output, labels) -> figures``: scores a finished job's output against a
+    # labels file (``vidbatch evaluate``); None: the task has no evaluation.
+    evaluation: ClassVar[Callable[[str, str], dict[str, Any]] | None] = None
+    # The commands that write the task's demo data: ``vidbatch`` command -> typer function.
+    demos: ClassVar[dict[str, Callable]] = {}
+
+    def evaluate(self, output: str, labels: str) -> dict[str, Any]:
+        """Score the finished job in ``output`` against the labels file ``labels``."""
+        if self.evaluation is None:
+            raise ConfigError(f"{output} holds a {self.name} job, which has no evaluation; "
+                              "evaluate scores the jobs of tasks that have one (see "
+                              "docs/tasks.md)")
+        return self.evaluation(output, labels)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pipeline.errors import ConfigError
-from pipeline.tasks.audio import AudioTask
+from pipeline.tasks.audio.job import AudioTask
 from pipeline.tasks.base import Task
-from pipeline.tasks.classify import ClassifyTask
-from pipeline.tasks.detect import DetectTask
+from pipeline.tasks.classify.job import ClassifyTask
+from pipeline.tasks.detect.job import DetectTask
 
 TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), DetectTask(), AudioTask())}
 DEFAULT_TASK = "classify"
@@ -17,3 +17,8 @@ def get_task(name: object) -> Task:
     if not isinstance(name, str) or name not in TASKS:
         raise ConfigError(f"task: unknown task {name!r}; choose one of {sorted(TASKS)}")
     return TASKS[name]
+
+
+def trainable() -> list[str]:
+    """The names of the tasks that ``vidbatch train`` can train."""
+    return [name for name, task in TASKS.items() if task.training() is not None]

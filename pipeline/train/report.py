@@ -1,4 +1,5 @@
-"""What a training run prints: its plan, each epoch as it finishes, and the summary."""
+"""What a training run prints: its plan, each epoch as it finishes, and the summary; the
+task's :class:`~pipeline.fit.training.Training` gives its own figures in each."""
 
 from __future__ import annotations
 
@@ -8,40 +9,42 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.train.plan import TrainPlan
+from pipeline.fit.plan import TrainPlan
+from pipeline.fit.training import Training
 
 
-def describe(plan: TrainPlan) -> str:
-    s, res, t = plan.spec, plan.spec.resources, plan.train_decode
+def describe(plan: TrainPlan, parts: Training) -> str:
+    s, res, o = plan.spec, plan.spec.resources, plan.spec.optim
+    classes = parts.classes(plan)
+    label, inputs = parts.inputs(plan)
     return "\n".join([
-        f"train {s.name}: {plan.train_rows.num_rows} train / {plan.val_rows.num_rows} val "
-        f"videos, {len(plan.card.class_names)} classes {list(plan.card.class_names)[:10]}",
-        f"  model : {s.model.arch} from weights {s.model.weights}, {s.optim.optimizer} lr "
-        f"{s.optim.lr:g} ({s.optim.schedule}), {s.optim.epochs} epochs x "
-        f"{s.optim.batch_size} clips/worker/step",
-        f"  clips : {t.frames} frames (stride {t.stride or 'uniform'}), "
-        f"{t.clips} candidate position(s), short side {t.short_side} -> crop "
-        f"{plan.card.crop_size}",
+        f"train {s.name} ({s.task}): {plan.train_rows.num_rows} train / "
+        f"{plan.val_rows.num_rows} val videos, {len(classes)} classes {list(classes)[:10]}",
+        f"  model : {s.model.arch} from weights {s.model.weights}{parts.model_note(plan)}, "
+        f"{o.optimizer} lr {o.lr:g} ({o.schedule}), {o.epochs} epochs x {o.batch_size} "
+        f"{parts.unit}/worker/step",
+        f"  {label:<6}: {inputs}",
         f"  ray   : {res.workers} workers x {res.cpus_per_worker:g} CPU, "
         f"{res.gpus_per_worker:g} GPU; max_failures {s.max_failures}"
         + ("; resuming" if plan.resume else ""),
         f"  run   : {plan.run_dir} (checkpoints every {s.checkpoint.every} epoch(s), keep "
-        f"{s.checkpoint.keep}; best -> {plan.best_dir})",
+        f"{s.checkpoint.keep}; best by {parts.metric} -> {plan.best_dir})",
     ])
 
 
-def format_epoch(m: dict[str, Any], epochs: int) -> str:
-    errors = m.get("train_decode_errors", 0) + m.get("val_decode_errors", 0)
-    return (f"epoch {m['epoch']}/{epochs}: train loss {m['train_loss']:.3f} acc "
-            f"{m['train_acc']:.1%} ({m['train_clips']} clips, {m['clips_per_s']:.1f} clips/s)"
-            f" | val loss {m['val_loss']:.3f} top-1 {m['val_acc']:.1%} top-5 "
-            f"{m['val_top5']:.1%} ({m['val_clips']} videos) | lr {m['lr']:.2g}, "
-            f"{m['epoch_s']:.0f} s, decode errors {errors}"
-            + (f" | checkpoint {m['checkpoint']}" if m.get("checkpoint") else ""))
+def epoch_formatter(parts: Training) -> Callable[[dict[str, Any], int], str]:
+    """``format(metrics, epochs)``: an epoch's line, the task's figures in the middle."""
+    def format_epoch(m: dict[str, Any], epochs: int) -> str:
+        errors = m.get("train_decode_errors", 0) + m.get("val_decode_errors", 0)
+        return (f"epoch {m['epoch']}/{epochs}: {parts.epoch_line(m)} | lr {m['lr']:.2g}, "
+                f"{m['epoch_s']:.0f} s, decode errors {errors}"
+                + (f" | checkpoint {m['checkpoint']}" if m.get("checkpoint") else ""))
+
+    return format_epoch
 
 
 def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], None],
-                      fmt: Callable[[dict[str, Any], int], str] = format_epoch):
+                      fmt: Callable[[dict[str, Any], int], str]):
     """``trainer.fit()`` in a thread while this one prints the epochs as they finish
     (each as ``fmt(metrics, epochs)`` gives it)."""
     box: dict[str, Any] = {}
@@ -76,16 +79,10 @@ def _print_new(history: Path, offset: int, epochs: int, log, fmt) -> int:
     return offset + len(complete)
 
 
-def render_summary(summary: dict[str, Any]) -> str:
-    lines = [f"best val accuracy {summary['best_val_acc']:.1%} (top-5 "
-             f"{summary['best_val_top5']:.1%}) at epoch {summary['best_epoch']}; "
-             f"{summary['wall_s']:.0f} s in all",
-             f"best checkpoint: {summary['best_dir']} (use it as model.weights)",
-             f"checkpoints and history: {summary['run_dir']}", "per class (val):"]
-    for c in summary["per_class"]:
-        confused = (f", most often taken for {c['most_confused_with']} ({c['times']}x)"
-                    if c["most_confused_with"] else "")
-        recall = "n/a" if c["recall"] is None else f"{c['recall']:.0%}"
-        lines.append(f"  {c['class']}: {c['correct']}/{c['videos']} right ({recall})"
-                     f"{confused}")
-    return "\n".join(lines)
+def render_summary(summary: dict[str, Any], parts: Training) -> str:
+    return "\n".join([
+        f"{parts.headline(summary)} at epoch {summary['best_epoch']}; "
+        f"{summary['wall_s']:.0f} s in all",
+        f"best checkpoint: {summary['best_dir']} (use it as model.weights, task: "
+        f"{summary['task']})",
+        f"checkpoints and history: {summary['run_dir']}", *parts.details(summary)])

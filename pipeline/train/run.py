@@ -1,20 +1,20 @@
-"""Run a training plan on Ray Train: decode with Ray Data, fit a ``TorchTrainer``, publish.
+"""Run a training plan of any task on Ray Train: decode with Ray Data, fit a
+``TorchTrainer``, publish.
 
 The flow of :func:`run_training`:
 
 1. connect to (or start) Ray and check that the cluster has the CPUs/GPUs asked for;
-2. decode the train and val rows with the decode stage in Ray Data tasks
+2. decode the train and val rows with the task's decode stage in Ray Data tasks
    (``pipeline.dataflow``, as inference does) and **materialize** them once (object
-   store, spilled to disk when large): the clips are small, and decoding once instead of
-   every epoch is what makes CPU training affordable.
-   The random temporal offset still varies per epoch because several clip positions per
-   video are decoded (``augment.temporal_positions``). Videos that fail to decode are
-   counted, listed in ``<run>/decode_errors.csv``, printed, and reported with every epoch;
-3. ``TorchTrainer`` with DDP workers runs :func:`pipeline.train.loop.train_loop_per_worker`;
-   a controller-side callback appends each epoch's metrics to ``<run>/history.jsonl``,
-   which the driver prints as it grows;
-4. the best checkpoint (by ``val_acc``) is copied to ``<run>/best`` with its confusion
-   files: ``model.weights: <run>/best`` in an inference job uses it.
+   store, spilled to disk when large): decoding once instead of every epoch is what makes
+   CPU training affordable. Random clip positions still vary per epoch where a task
+   decodes several per video. Videos that fail to decode are counted, listed in
+   ``<run>/decode_errors.csv``, printed, and reported with every epoch;
+3. ``TorchTrainer`` with DDP workers runs :func:`pipeline.fit.epochs.train_worker` with
+   the task's worker loop; a controller-side callback appends each epoch's metrics to
+   ``<run>/history.jsonl``, which the driver prints as it grows;
+4. the best checkpoint (by the task's metric) is published at ``<run>/best`` with the
+   task's files: ``model.weights: <run>/best`` in an inference job uses it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,14 +31,13 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import dataflow
-from pipeline.decode.stage import decode_batch
 from pipeline.errors import ConfigError, JobFailed, ManifestError
-from pipeline.model.zoo import ensure_weights_available
+from pipeline.fit.epochs import LoopConfig, train_worker
+from pipeline.fit.plan import TrainPlan
+from pipeline.fit.training import Training
 from pipeline.ray_session import connect, disconnect
-from pipeline.train.loop import LoopConfig, train_loop_per_worker
-from pipeline.train.metrics import CONFUSION_JSON
-from pipeline.train.plan import TrainPlan, publish_best
-from pipeline.train.report import describe, fit_with_progress, format_epoch
+from pipeline.train.plan import publish_best, training_of
+from pipeline.train.report import describe, epoch_formatter, fit_with_progress, render_summary
 
 HISTORY = "history.jsonl"
 DECODE_ERRORS = "decode_errors.csv"
@@ -59,22 +59,17 @@ def check_cluster(plan: TrainPlan) -> None:
                 + (", or add GPU nodes" if kind == "GPU" else ", or add nodes"))
 
 
-CLASSIFY_COLUMNS = ("row", "frames", "target")
+def _decode(rows: pa.Table, spec, plan: TrainPlan, parts: Training):
+    """``(dataset of the ok rows' columns that the loop reads, held in the object store;
+    list of the failed rows)``: decoded once, read every epoch."""
+    return dataflow.decoded_once(rows, spec, plan.spec.resources, parts.columns,
+                                 parts.decode_stage)
 
 
-def decode_rows(rows: pa.Table, spec, plan, keep: tuple[str, ...],
-                stage: Callable = decode_batch):
-    """``(dataset of the ok rows' ``keep`` columns, held in the object store; list of the
-    failed rows)``: decoded once, read every epoch."""
-    return dataflow.decoded_once(rows, spec, plan.spec.resources, keep, stage)
-
-
-def prepare_data(plan, log: Callable[[str], None], train_decode, val_decode,
-                 keep: tuple[str, ...] = CLASSIFY_COLUMNS, stage: Callable = decode_batch):
-    """Decode both splits (of a classification, detection or audio plan: ``stage`` and
-    its specs); write and print the decode failures; refuse empty splits."""
-    train, train_err = decode_rows(plan.train_rows, train_decode, plan, keep, stage)
-    val, val_err = decode_rows(plan.val_rows, val_decode, plan, keep, stage)
+def prepare_data(plan: TrainPlan, parts: Training, log: Callable[[str], None]):
+    """Decode both splits; write and print the decode failures; refuse empty splits."""
+    train, train_err = _decode(plan.train_rows, plan.train_decode, plan, parts)
+    val, val_err = _decode(plan.val_rows, plan.val_decode, plan, parts)
     with (plan.run_dir / DECODE_ERRORS).open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, ["split", "row", "video_id", "path", "error"])
         w.writeheader()
@@ -99,14 +94,14 @@ def prepare_data(plan, log: Callable[[str], None], train_decode, val_decode,
     return train, val, ok_train, counts
 
 
-def loop_config(plan: TrainPlan, ok_train: int, counts: dict[str, int],
+def loop_config(plan: TrainPlan, parts: Training, ok_train: int, counts: dict[str, int],
                 fail_at_epochs: tuple[int, ...] = ()) -> LoopConfig:
     spec = plan.spec
     # Ray Train splits the train set into equal shards (streaming_split(equal=True)), so
     # every worker takes the same number of steps, which DDP requires.
-    per_worker = ok_train // spec.resources.workers
-    return LoopConfig(
-        start=plan.start, card=plan.card, optim=spec.optim, augment=plan.augment,
+    per_worker = ok_train // spec.resources.workers * parts.examples_per_video(plan)
+    return parts.loop_config(
+        plan, start=plan.start, card=plan.card, optim=spec.optim,
         steps_per_epoch=max(1, math.ceil(per_worker / spec.optim.batch_size)),
         checkpoint_every=spec.checkpoint.every, fail_at_epochs=fail_at_epochs,
         extra={"decode_errors": counts, "spec": spec.model_dump(mode="json"),
@@ -128,10 +123,9 @@ def _epoch_log_callback(path: Path):
     return EpochLog()
 
 
-def build_trainer(plan, cfg, train_ds, val_ds, loop: Callable = train_loop_per_worker,
-                  metric: str = "val_acc"):
-    """The ``TorchTrainer`` of a plan (classification or detection) running ``loop`` on
-    every worker; checkpoints are kept by ``metric``, highest first."""
+def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds, metric: str):
+    """The ``TorchTrainer`` of a plan, running :func:`~pipeline.fit.epochs.train_worker`
+    on every worker; checkpoints are kept by ``metric``, highest first."""
     from ray.train import (
         CheckpointConfig,
         DataConfig,
@@ -147,7 +141,7 @@ def build_trainer(plan, cfg, train_ds, val_ds, loop: Callable = train_loop_per_w
     if res.gpus_per_worker:
         per_worker["GPU"] = res.gpus_per_worker
     return TorchTrainer(
-        loop,
+        train_worker,
         train_loop_config={"loop": cfg, "threads": max(1, int(res.cpus_per_worker))},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker=per_worker),
@@ -163,13 +157,13 @@ def build_trainer(plan, cfg, train_ds, val_ds, loop: Callable = train_loop_per_w
             logging_config=LoggingConfig(log_level="WARNING")),
         datasets={"train": train_ds.randomize_block_order(), "val": val_ds},
         # val is not split: each worker evaluates the rows row % world == rank of it, so
-        # no val video is dropped to make shards equal (see loop.val_batches).
+        # no val video is dropped to make shards equal (see fit.epochs.val_batches).
         dataset_config=DataConfig(datasets_to_split=["train"]))
 
 
-def fit(plan, trainer, log: Callable[[str], None], fmt: Callable = format_epoch):
-    """Run ``trainer`` (of a classification or detection plan), printing each epoch as
-    ``fmt`` gives it; a failure becomes a ``JobFailed`` that says how to resume."""
+def fit(plan: TrainPlan, trainer, log: Callable[[str], None], fmt: Callable):
+    """Run ``trainer``, printing each epoch as ``fmt`` gives it; a failure becomes a
+    ``JobFailed`` that says how to resume."""
     try:
         return fit_with_progress(trainer, plan.run_dir / HISTORY, plan.spec.optim.epochs,
                                  log, fmt)
@@ -188,41 +182,46 @@ def run_training(plan: TrainPlan, address: str | None = None,
         address: Ray cluster address; None uses the initialized Ray or starts a local one.
         log: where progress lines go.
         fail_at_epochs: tests only: make the workers fail at the start of these epochs
-            (once per attempt that got past an earlier epoch; see loop.maybe_fail).
+            (once per attempt that got past an earlier epoch; see epochs.maybe_fail).
     """
-    ensure_weights_available(plan.start)
+    parts = training_of(plan.spec.task)
+    parts.fetch(plan.start)
     t0 = time.perf_counter()
     handle = connect(plan.spec.resources, address, log)
     try:
         check_cluster(plan)
-        log(describe(plan))
-        train_ds, val_ds, ok_train, counts = prepare_data(plan, log, plan.train_decode,
-                                                          plan.val_decode)
-        cfg = loop_config(plan, ok_train, counts, fail_at_epochs)
-        result = fit(plan, build_trainer(plan, cfg, train_ds, val_ds), log)
-        summary = finish(plan, result, time.perf_counter() - t0, counts)
+        log(describe(plan, parts))
+        train_ds, val_ds, ok_train, counts = prepare_data(plan, parts, log)
+        cfg = loop_config(plan, parts, ok_train, counts, fail_at_epochs)
+        trainer = build_trainer(plan, cfg, train_ds, val_ds, parts.metric)
+        result = fit(plan, trainer, log, epoch_formatter(parts))
+        summary = finish(plan, parts, result, time.perf_counter() - t0, counts)
     finally:
         disconnect(handle)
     return summary
 
 
-def finish(plan: TrainPlan, result, wall_s: float, counts: dict[str, int]) -> dict[str, Any]:
+def finish(plan: TrainPlan, parts: Training, result, wall_s: float,
+           counts: dict[str, int]) -> dict[str, Any]:
     """Publish the best checkpoint and write the run summary."""
-    import tempfile
-
-    best = result.get_best_checkpoint(metric="val_acc", mode="max")
+    best = result.get_best_checkpoint(metric=parts.metric, mode="max")
     if best is None:
         raise JobFailed(f"training finished without a checkpoint in {plan.run_dir}")
     with tempfile.TemporaryDirectory() as tmp:
-        publish_best(Path(best.to_directory(tmp)), plan.best_dir)
-    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
-    confusion = json.loads((plan.best_dir / CONFUSION_JSON).read_text(encoding="utf-8"))
-    summary = {
-        "name": plan.spec.name, "task": getattr(plan.spec, "task", "classify"),
-        "run_dir": str(plan.run_dir), "best_dir": str(plan.best_dir),
-        "best_epoch": best_metrics["epoch"], "best_val_acc": best_metrics["val_acc"],
-        "best_val_top5": best_metrics["val_top5"], "last": result.metrics,
-        "wall_s": round(wall_s, 1), **counts, "per_class": confusion["per_class"],
-    }
+        publish_best(Path(best.to_directory(tmp)), plan.best_dir, parts.published)
+    metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    summary = {"name": plan.spec.name, "task": plan.spec.task, "run_dir": str(plan.run_dir),
+               "best_dir": str(plan.best_dir), "best_epoch": metrics["epoch"],
+               **parts.best(metrics, plan), "last": result.metrics,
+               "wall_s": round(wall_s, 1), **counts}
     (plan.run_dir / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+def train(spec, resume: bool = False, address: str | None = None,
+          log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
+    """``vidbatch train``: plan and run ``spec``; ``(summary, the summary as text)``."""
+    from pipeline.train.plan import plan_training
+
+    summary = run_training(plan_training(spec, resume), address, log)
+    return summary, render_summary(summary, training_of(spec.task))

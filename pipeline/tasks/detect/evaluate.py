@@ -1,7 +1,7 @@
 """How good a detect job's rows are against box labels: ``vidbatch evaluate``.
 
 On the sampled frames of the ok rows (``detections``' ``frame_index``), against a labels
-file (:mod:`pipeline.labels`):
+file (:mod:`pipeline.tasks.detect.labels`):
 
 * **mAP** (COCO-style, @0.5 and @[.5:.95]) by torchmetrics' ``MeanAveragePrecision`` on
   pycocotools;
@@ -20,24 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.labels import read_labels
-from pipeline.tasks.tracks import iou_matrix
+from pipeline.output.store import read_rows
+from pipeline.tasks.detect.labels import read_labels
+from pipeline.tasks.detect.tracks import iou_matrix
 
 MATCH_IOU = 0.5
-
-
-def read_rows(output: str) -> pa.Table:
-    """The ok and error rows of a detect job's output (a local folder or a URI)."""
-    import pyarrow.dataset as pads
-
-    from pipeline.paths import is_uri
-
-    if is_uri(output):
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(output)
-        return pads.dataset(path, filesystem=fs, format="parquet").to_table()
-    return pads.dataset(output, format="parquet").to_table()
 
 
 def _truth(labels: pa.Table) -> dict[tuple[str, int], list[dict]]:

@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.decode.audio import AudioSpec
-from pipeline.model.audio_models import AudioCard
 from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_device
 from pipeline.output.rows import (
     Batch,
@@ -38,6 +37,7 @@ from pipeline.output.rows import (
     rows_table,
     strings,
 )
+from pipeline.tasks.audio.models import AudioCard
 
 VAD_RATES = (8000, 16000)  # the rates Silero VAD takes
 
@@ -70,7 +70,7 @@ class AudioReplica:
     def __init__(self, config: AudioConfig):
         import torch
 
-        from pipeline.model.audio_models import build_audio_net
+        from pipeline.tasks.audio.models import build_audio_net
 
         self.config = c = config
         self.device = torch.device(pick_device(c.runtime.device))

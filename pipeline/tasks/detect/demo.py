@@ -16,9 +16,12 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
+from pipeline.demo_commands import ManifestsDir, VideosDir, write_splits
 from pipeline.synth import texture, write_video
 
 KINDS = {"disc": (230, 60, 50), "square": (50, 110, 235), "triangle": (245, 215, 40)}
@@ -140,3 +143,29 @@ def write_labels(path: str | Path, labels: list[dict[str, object]]) -> Path:
         writer.writeheader()
         writer.writerows(labels)
     return path
+
+
+def demo_detect_data(
+    out: VideosDir = Path("data/shapes"),
+    manifests: ManifestsDir = Path("manifests"),
+    train_videos: Annotated[int, typer.Option(help="Train videos")] = 60,
+    val_videos: Annotated[int, typer.Option(help="Held-out val videos")] = 16,
+) -> None:
+    """Generate the detection demo: discs, squares and triangles that move, enter, leave
+    and cross over a textured background, with a box for every object in every frame;
+    the same command always writes the same videos and labels."""
+    labels: dict[str, list] = {}
+
+    def make(folder: Path, split: str, count: int, seed: int) -> list[dict]:
+        rows, labels[split] = make_detect_set(folder, count, seed)
+        return rows
+
+    counts = {"train": train_videos, "val": val_videos}
+    for split, rows, manifest in write_splits(out, manifests, "shapes", counts, make):
+        typer.echo(f"wrote {len(rows)} {split} videos ({len(labels[split])} boxes) to "
+                   f"{out / split} and {manifest}")
+    path = write_labels(manifests / "shapes_labels.csv", [b for s in counts for b in labels[s]])
+    typer.echo(f"wrote the boxes of both splits to {path}")
+
+
+COMMANDS = {"demo-detect-data": demo_detect_data}

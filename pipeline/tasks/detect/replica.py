@@ -1,6 +1,6 @@
 """The detection replica: decoded frames in, one row of detections per video out.
 
-Frames of all the batch's videos go through the detector together, ``inference.batch_size``
+Frames of all the batch's videos go through the detector together, ``detect.frames_per_batch``
 frames per forward pass (split over the replica's streams on CPU). Each video's frames
 arrive fitted into the detector's canvas (:class:`~pipeline.decode.base.DecodeSpec` with a
 canvas): the detector sees the canvas at its own input size, so it does not resize again,
@@ -19,10 +19,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.decode.base import fitted_dims
-from pipeline.model.detectors import DetectorCard
 from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_device
 from pipeline.output.rows import Batch, Provenance, inference_failed, per_ok, rows_table
-from pipeline.tasks.tracks import (
+from pipeline.tasks.detect.models import DetectorCard
+from pipeline.tasks.detect.tracks import (
     FrameDetections,
     detection_rows,
     label_rows,
@@ -71,7 +71,7 @@ class DetectReplica:
     def __init__(self, config: DetectConfig):
         import torch
 
-        from pipeline.model.detectors import build_detector
+        from pipeline.tasks.detect.models import build_detector
 
         self.config = c = config
         self.streams = Streams(c.runtime)

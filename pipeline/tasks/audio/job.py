@@ -2,8 +2,8 @@
 
 The decode stage reads each file's first audio stream (PyAV), mono at the model's sample
 rate, as windows (:mod:`pipeline.decode.audio`); the replica
-(:mod:`pipeline.tasks.audio_replica`) computes log-mel spectrograms, runs an audio ResNet
-(:mod:`pipeline.model.audio_models`) on every window, pools the windows into the video's
+(:mod:`pipeline.tasks.audio.replica`) computes log-mel spectrograms, runs an audio ResNet
+(:mod:`pipeline.tasks.audio.models`) on every window, pools the windows into the video's
 top-k, and measures speech with Silero VAD. One row per video, as every task writes.
 
 Outcomes particular to audio (docs/audio.md): a file without an audio stream is an error
@@ -13,7 +13,7 @@ row whose reason starts with ``no_audio:``; a soundtrack silent all the way thro
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -21,12 +21,17 @@ from pydantic import Field
 from pipeline.decode.audio import AudioSpec
 from pipeline.decode.stage import decode_audio_batch
 from pipeline.errors import ConfigError
-from pipeline.model.audio_models import AUDIO_ARCH_NAMES, AudioCard, audio_card
 from pipeline.model.runtime import Runtime
 from pipeline.output.rows import Provenance
-from pipeline.spec import DecodeResourcesSpec, JobSpec, OutputSpec, Spec
-from pipeline.tasks.audio_replica import VAD_RATES, AudioConfig, AudioReplica
-from pipeline.tasks.base import Task, TaskLines
+from pipeline.spec import DecodeResourcesSpec, JobSpec, Spec
+from pipeline.tasks.audio.demo import COMMANDS as DEMOS
+from pipeline.tasks.audio.evaluate import evaluate
+from pipeline.tasks.audio.models import AUDIO_ARCH_NAMES, AudioCard, audio_card
+from pipeline.tasks.audio.replica import VAD_RATES, AudioConfig, AudioReplica
+from pipeline.tasks.base import Task, TaskLines, random_weights_note
+
+if TYPE_CHECKING:
+    from pipeline.fit.training import Training
 
 
 class AudioSamplingSpec(Spec):
@@ -70,7 +75,6 @@ class AudioJobSpec(JobSpec):
     sampling: AudioSamplingSpec = AudioSamplingSpec()
     model: AudioModelSpec = AudioModelSpec()
     predict: AudioPredictSpec = AudioPredictSpec()
-    output: OutputSpec
 
 
 MAX_ROW_MB = 256  # the samples one video's windows may hold in a decoded batch
@@ -120,6 +124,8 @@ def background_classes(card: AudioCard, names: list[str] | None) -> tuple[int, .
 
 class AudioTask(Task):
     name = "audio"
+    demos = DEMOS
+    evaluation = staticmethod(evaluate)
     spec_class = AudioJobSpec
     resume_keys = ("model", "sampling", "predict")
     architectures = AUDIO_ARCH_NAMES
@@ -151,7 +157,7 @@ class AudioTask(Task):
         return decode
 
     def output_fields(self, arch: str) -> list[pa.Field]:
-        from pipeline.model.audio_models import AUDIO_ARCHS
+        from pipeline.tasks.audio.models import AUDIO_ARCHS
 
         return [
             pa.field("audio_codec", pa.string()), pa.field("audio_sample_rate", pa.int32()),
@@ -183,15 +189,12 @@ class AudioTask(Task):
 
     def describe(self, spec: AudioJobSpec, model: AudioCard) -> TaskLines:
         p, f = spec.predict, model.features
-        notes = () if model.meaningful else (
-            "weights: none means random weights; predictions are meaningless (they only "
-            "show the pipeline works)",)
         return TaskLines(
             model=f"{model.arch} (audio), weights {model.weights}, "
                   f"{len(model.class_names)} classes, {f['n_mels']} log-mel bands",
             output=f"top-{p.top_k} ({p.pooling} over windows), per-window labels, "
                    "embeddings" + (", speech fraction (Silero VAD)" if p.vad else ""),
-            notes=notes)
+            notes=random_weights_note(model.meaningful, "predictions"))
 
     def record(self, model: AudioCard) -> dict[str, Any]:
         return {"arch": model.arch, "weights": model.weights,
@@ -206,6 +209,11 @@ class AudioTask(Task):
             lines.append("note: weights: none -> random weights; predictions are meaningless."
                          " Train a model with `vidbatch train` (task: audio).")
         return lines
+
+    def training(self) -> Training:
+        from pipeline.tasks.audio.train import AudioTraining
+
+        return AudioTraining()
 
 
 def audio_outcomes(rows: pa.Table) -> str:

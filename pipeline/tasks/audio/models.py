@@ -1,6 +1,6 @@
 """Audio models without torch: the architecture table, the card, checkpoints.
 
-Architectures (:mod:`pipeline.model.audio_nets` builds them):
+Architectures (:mod:`pipeline.tasks.audio.nets` builds them):
 
 * ``res8``, ``res15``: Tang & Lin's keyword-spotting ResNets (45 channels; res8 pools the
   spectrogram 4x3 after its stem and is about 20x cheaper; res15 is their most accurate);
@@ -8,7 +8,7 @@ Architectures (:mod:`pipeline.model.audio_nets` builds them):
   over the spectrogram, as PANNs does for sound events.
 
 Each classifies one window of audio (``features.window_s`` at ``features.sample_rate``);
-a job pools the windows of a soundtrack (``pipeline.tasks.audio``). No audio weights are
+a job pools the windows of a soundtrack (``pipeline.tasks.audio.job``). No audio weights are
 published for torchvision, so weights are ``none`` (random, seeded) or a checkpoint from
 ``vidbatch train`` with ``task: audio``, which records its features, so that inference
 computes exactly the spectrograms it was trained on.
@@ -88,10 +88,10 @@ def audio_card(arch: str, weights: str, labels: str | None = None,
 
 
 def build_audio_net(card: AudioCard):
-    """The :class:`~pipeline.model.audio_nets.AudioNet` of a card, weights loaded (CPU)."""
+    """The :class:`~pipeline.tasks.audio.nets.AudioNet` of a card, weights loaded (CPU)."""
     import torch
 
-    from pipeline.model.audio_nets import AudioNet
+    from pipeline.tasks.audio.nets import AudioNet
 
     if card.source == "none":
         with torch.random.fork_rng(devices=[]):

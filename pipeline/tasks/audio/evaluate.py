@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.errors import ManifestError
 from pipeline.manifest import read_table
-from pipeline.tasks.detect_eval import read_rows
+from pipeline.output.store import read_rows
 
 
 def _labels(path: str) -> dict[str, dict[str, Any]]:

@@ -1,44 +1,39 @@
 """Object detection with tracks: ``task: detect``.
 
-A torchvision detector on a ResNet backbone (:mod:`pipeline.model.detectors`) runs on a
+A torchvision detector on a ResNet backbone (:mod:`pipeline.tasks.detect.models`) runs on a
 video's sampled frames (a rate, ``sampling.fps``, or a count, ``sampling.frames``), whole
 frames fitted into the detector's input size at decode time. Boxes are reported in the
 original frame's pixels (after its rotation tag), linked across the sampled frames into
-tracks (:mod:`pipeline.tasks.tracks`), and summarised per label and per track: one row per
-video. The replica is :class:`pipeline.tasks.detect_replica.DetectReplica`.
+tracks (:mod:`pipeline.tasks.detect.tracks`), and summarised per label and per track: one row per
+video. The replica is :class:`pipeline.tasks.detect.replica.DetectReplica`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipeline.decode.base import DecodeSpec
 from pipeline.errors import ConfigError
-from pipeline.model.detectors import (
+from pipeline.model.runtime import Runtime
+from pipeline.output.rows import Provenance
+from pipeline.spec import JobSpec, Spec
+from pipeline.tasks.base import Task, TaskLines, random_weights_note
+from pipeline.tasks.detect.demo import COMMANDS as DEMOS
+from pipeline.tasks.detect.evaluate import evaluate
+from pipeline.tasks.detect.models import (
     DETECTOR_NAMES,
     DetectorCard,
     detector_card,
     ensure_detector_weights,
 )
-from pipeline.model.runtime import Runtime
-from pipeline.output.rows import Provenance
-from pipeline.spec import DecodeResourcesSpec, JobSpec, OutputSpec, Spec
-from pipeline.tasks.base import Task, TaskLines
-from pipeline.tasks.detect_replica import DetectConfig, DetectReplica
+from pipeline.tasks.detect.replica import DetectConfig, DetectReplica
+from pipeline.tasks.detect.sampling import DetectSamplingSpec, detect_decode_spec
 
-
-class DetectSamplingSpec(Spec):
-    """Which frames of each video the detector sees."""
-
-    fps: float | None = Field(None, gt=0, description="frames per second to sample (at most "
-                              "`frames` of them); null: `frames` spread over the video")
-    frames: int = Field(8, ge=1, le=1024, description="frames per video, or with fps the "
-                        "most taken from one video")
-    snap_to_keyframes: bool = Field(False, description="move each sampled frame to the "
-                                    "nearest keyframe (faster decoding, frames less regular)")
+if TYPE_CHECKING:
+    from pipeline.fit.training import Training
 
 
 class DetectModelSpec(Spec):
@@ -82,7 +77,6 @@ class DetectJobSpec(JobSpec):
     sampling: DetectSamplingSpec = DetectSamplingSpec()
     model: DetectModelSpec = DetectModelSpec()
     detect: DetectSpec = DetectSpec()
-    output: OutputSpec
 
 
 BOX = pa.list_(pa.float32(), 4)
@@ -112,20 +106,10 @@ def class_filter(card: DetectorCard, classes: list[str] | None) -> tuple[int, ..
     return tuple(sorted(index[c] for c in classes))
 
 
-def detect_decode_spec(s: DetectSamplingSpec, res: DecodeResourcesSpec, card: DetectorCard,
-                       allow_uri_options: bool = False) -> DecodeSpec:
-    """Whole frames fitted into the detector's input (``max_size`` x ``min_size``): what a
-    detect job and detection training decode."""
-    return DecodeSpec(clips=s.frames, frames=1, stride=None, short_side=card.min_size,
-                      crop_size=card.min_size, threads=res.decode_threads,
-                      timeout_s=res.decode_timeout_s, snap_to_keyframes=s.snap_to_keyframes,
-                      decoder=res.decoder, allow_uri_options=allow_uri_options,
-                      memory_mb=res.decode_memory_mb, max_file_mb=res.max_remote_file_mb,
-                      canvas=(card.min_size, card.max_size), rate=s.fps)
-
-
 class DetectTask(Task):
     name = "detect"
+    demos = DEMOS
+    evaluation = staticmethod(evaluate)
     spec_class = DetectJobSpec
     resume_keys = ("model", "detect")
     architectures = DETECTOR_NAMES
@@ -164,9 +148,6 @@ class DetectTask(Task):
 
     def describe(self, spec: DetectJobSpec, model: DetectorCard) -> TaskLines:
         d = spec.detect
-        notes = () if model.meaningful else (
-            "weights: none means random weights; detections are meaningless (they only "
-            "show the pipeline works)",)
         return TaskLines(
             model=f"{model.arch} (detector), weights {model.weights}, "
                   f"{len(model.class_names) - 1} classes, input {model.max_size}x"
@@ -175,7 +156,7 @@ class DetectTask(Task):
                    f"{d.max_per_frame} per frame"
                    + (f", classes {d.classes}" if d.classes else "")
                    + (f", tracks ({d.tracker})" if d.track else ""),
-            notes=notes)
+            notes=random_weights_note(model.meaningful, "detections"))
 
     def record(self, model: DetectorCard) -> dict[str, Any]:
         return {"arch": model.arch, "weights": model.weights,
@@ -187,3 +168,8 @@ class DetectTask(Task):
             return []
         return ["note: weights: none -> random weights; detections are meaningless. Use a "
                 "checkpoint from `vidbatch train` (task: detect) or torchvision's COCO_V1."]
+
+    def training(self) -> Training:
+        from pipeline.tasks.detect.train import DetectTraining
+
+        return DetectTraining()

@@ -1,5 +1,6 @@
 """Altered copies of videos, and distinct originals to make them from: the data that
-proves near-duplicate search (``tests/test_near_duplicates.py``).
+tests near-duplicate search (``tests/test_near_duplicates.py``) and proves it
+(``scripts/prove.py``).
 
 A copy is what a collection gathers by accident: the same video re-encoded (another codec,
 container and bitrate), resized (two thirds of the size), cropped (a 10% border cut away on every

@@ -91,7 +91,7 @@ def _torchvision_body(arch: str) -> nn.Module:
 
 
 def audio_body(arch: str) -> nn.Module:
-    """The body of an architecture of :data:`pipeline.model.audio_models.AUDIO_ARCHS`."""
+    """The body of an architecture of :data:`pipeline.tasks.audio.models.AUDIO_ARCHS`."""
     if arch == "res8":
         return KwsResNet(3, pool=(4, 3))
     if arch == "res15":

@@ -1,9 +1,10 @@
-"""Training specs: ``jobs/train.yaml`` -> a frozen, validated :class:`TrainSpec`.
+"""What every task's training spec is made of: the sections a task's spec shares.
 
-Built from the same pieces as the job spec (:mod:`pipeline.spec`: ``ManifestSpec``,
-``SamplingSpec``, the decode resources, the architecture list, ``--set`` overrides,
-``field.path: message`` errors, paths relative to the spec file), so that a training run
-and the jobs that use its checkpoint describe videos, sampling and models the same way.
+Built from the same pieces as the job spec (:mod:`pipeline.spec`: ``ManifestSpec``, the
+decode resources, ``--set`` overrides, ``field.path: message`` errors, paths relative to
+the spec file), so that a training run and the jobs that use its checkpoint describe
+videos and models the same way. A task's own spec (``pipeline/tasks/<task>/train.py``)
+subclasses :class:`TrainSpecBase` with its ``data``, ``model`` and other sections.
 """
 
 from __future__ import annotations
@@ -13,18 +14,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.model.archs import ARCHITECTURES
 from pipeline.paths import is_checkpoint_ref, resolve
 from pipeline.spec import (
     NAME_PATTERN,
     DecodeResourcesSpec,
     ManifestSpec,
-    SamplingSpec,
     Spec,
     check_uris,
     local_directory,
     manifest_shorthand,
-    read_spec_yaml,
     validate,
 )
 
@@ -39,39 +37,6 @@ class DataSpec(Spec):
 
     _shorthand = field_validator("train", "val", mode="before")(
         classmethod(lambda cls, v: manifest_shorthand(v)))
-
-
-class AugmentSpec(Spec):
-    """Train-time augmentation of clips (validation and inference see plain clips)."""
-
-    temporal_positions: int = Field(
-        4, ge=1, le=64, description="random temporal offset: each epoch takes one of this "
-        "many evenly spaced clip positions per video (1 = always the centre)")
-    crop_scale: tuple[float, float] = Field(
-        (0.6, 1.0), description="random resized crop: area range relative to the frame")
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: bool = Field(True, description="random horizontal flip; turn off when the label "
-                        "depends on left/right (e.g. the motion demo)")
-
-    @field_validator("crop_scale", "crop_ratio")
-    @classmethod
-    def _ordered_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < v[0] <= v[1]:
-            raise ValueError("must be [low, high] with 0 < low <= high")
-        return v
-
-    @field_validator("crop_scale")
-    @classmethod
-    def _at_most_one(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if v[1] > 1:
-            raise ValueError("areas are fractions of the frame: high must be <= 1")
-        return v
-
-
-class TrainModelSpec(Spec):
-    arch: Literal[ARCHITECTURES]  # type: ignore[valid-type]
-    weights: str = Field("none", description="starting weights: 'none' (from scratch), a "
-                         "torchvision weights name, or a vidbatch checkpoint path")
 
 
 class OptimSpec(Spec):
@@ -108,17 +73,17 @@ class CheckpointSpec(Spec):
     storage_path: str = Field(description="runs go to <storage_path>/<name>")
     _local = field_validator("storage_path")(local_directory)
     every: int = Field(1, ge=1, description="checkpoint every this many epochs (and the last)")
-    keep: int = Field(2, ge=1, description="checkpoints kept, best val_acc first (the latest "
-                      "is always kept too, for resuming)")
+    keep: int = Field(2, ge=1, description="checkpoints kept, best by the task's metric "
+                      "first (the latest is always kept too, for resuming)")
 
 
-class TrainSpec(Spec):
-    task: Literal["classify"] = "classify"
+class TrainSpecBase(Spec):
+    """The sections every task's training spec has; a task adds ``data``, ``model`` and
+    its own (sampling, augmentation, features)."""
+
+    task: str  # the registry picks the spec class by it
     name: str = Field(pattern=NAME_PATTERN)
     data: DataSpec
-    sampling: SamplingSpec = SamplingSpec()
-    augment: AugmentSpec = AugmentSpec()
-    model: TrainModelSpec
     optim: OptimSpec = OptimSpec()
     resources: TrainResourcesSpec = TrainResourcesSpec()
     checkpoint: CheckpointSpec
@@ -159,16 +124,3 @@ def parse_train_spec(cls: type[Spec], data: Any, source: str, base_dir: Path | N
                 "model.weights": spec.model.weights,
                 **{f"data.{k}": v for k, v in files.items()}}, spec.allow_uri_options)
     return spec if base_dir is None else resolve_train_paths(spec, base_dir, **files)
-
-
-def parse_trainspec(data: Any, source: str = "<spec>", base_dir: Path | None = None
-                    ) -> TrainSpec:
-    """Validate a parsed training spec; resolve relative paths against ``base_dir``."""
-    return parse_train_spec(TrainSpec, data, source, base_dir, "docs/training.md")
-
-
-def load_trainspec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
-                   ) -> TrainSpec:
-    """Read, override (``--set a.b=value``) and validate a YAML training spec."""
-    data = read_spec_yaml(path, overrides, "training spec", "jobs/train.yaml")
-    return parse_trainspec(data, str(path), Path(path).resolve().parent)

@@ -19,9 +19,12 @@ from __future__ import annotations
 import ctypes
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
+from pipeline.demo_commands import ManifestsDir, VideosDir, write_splits
 from pipeline.synth import moving_texture, write_video
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -218,3 +221,28 @@ def make_speech_set(out_dir: str | Path, split: str, per_class: int, seed: int,
                          "onset_s": info["onset_s"], "word_s": info["word_s"],
                          "voice": info["voice"]})
     return rows
+
+
+def demo_speech_data(
+    out: VideosDir = Path("data/speech"),
+    manifests: ManifestsDir = Path("manifests"),
+    train_per_class: Annotated[int, typer.Option(help="Train videos per class")] = 200,
+    val_per_class: Annotated[int, typer.Option(help="Held-out val videos per class")] = 20,
+    extras: Annotated[bool, typer.Option(
+        "--extras/--no-extras", help="Also the _silence_ (noise only) and _unknown_ (another "
+        "word) classes, besides the ten command words")] = True,
+) -> None:
+    """Generate the spoken-command demo: 3-second videos whose sound track speaks one of ten
+    command words over noise and whose picture says nothing about it; validation speaks
+    with voices training never hears. The same command always writes the same videos."""
+    classes = CLASSES if extras else WORDS
+    counts = {"train": train_per_class, "val": val_per_class}
+    for split, rows, manifest in write_splits(
+            out, manifests, "speech", counts,
+            lambda folder, split, per_class, seed: make_speech_set(folder, split, per_class,
+                                                                   seed, classes)):
+        typer.echo(f"wrote {len(rows)} {split} videos ({len(classes)} classes) to "
+                   f"{out / split} and {manifest}")
+
+
+COMMANDS = {"demo-speech-data": demo_speech_data}

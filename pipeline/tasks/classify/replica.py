@@ -1,9 +1,7 @@
-"""Classification and embeddings: ``task: classify`` (the default).
-
-A torchvision ResNet (:mod:`pipeline.model.zoo`) turns each video's sampled clips into one
-embedding (the pooled features, averaged over clips, and over frames for 2D models) and
-top-k class predictions from its linear head. Rows whose decode failed pass through
-untouched, so every input row leaves as exactly one output row.
+"""The classification replica: a torchvision ResNet (:mod:`pipeline.model.zoo`) turns each
+video's sampled clips into one embedding (the pooled features, averaged over clips, and
+over frames for 2D models) and top-k class predictions from its linear head. Rows whose
+decode failed pass through untouched, so every input row leaves as exactly one output row.
 """
 
 from __future__ import annotations
@@ -11,32 +9,33 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
 
-from pipeline.decode.base import DecodeSpec
 from pipeline.model.archs import ARCHS
 from pipeline.model.card import ModelCard
 from pipeline.model.runtime import Runtime, Streams, bf16_cpu_warning, pick_device
-from pipeline.model.spec import ModelSpec
-from pipeline.model.zoo import ensure_weights_available, model_card
-from pipeline.output.rows import Batch, Provenance, inference_failed, per_ok, rows_table
-from pipeline.spec import JobSpec, OutputSpec
-from pipeline.tasks.base import Task, TaskLines
+from pipeline.output.rows import (
+    Batch,
+    Provenance,
+    inference_failed,
+    output_schema,
+    per_ok,
+    rows_table,
+)
 
 
-class ClassifyOutputSpec(OutputSpec):
-    embeddings: bool = True
-    top_k: int = Field(5, ge=1, le=1000)
-
-
-class ClassifyJobSpec(JobSpec):
-    task: Literal["classify"] = "classify"
-    model: ModelSpec
-    output: ClassifyOutputSpec
+def classify_fields(arch: str) -> list[pa.Field]:
+    """The task's own output columns for a model architecture."""
+    return [
+        pa.field("pred_index", pa.int32()),
+        pa.field("pred_label", pa.string()),
+        pa.field("pred_score", pa.float32()),
+        pa.field("topk_labels", pa.list_(pa.string())),
+        pa.field("topk_scores", pa.list_(pa.float32())),
+        pa.field("embedding", pa.list_(pa.float32(), ARCHS[arch].embed_dim)),
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +54,7 @@ class ClassifyConfig:
            embeddings: bool = True, job: str = "") -> ClassifyConfig:
         """The config of a replica of ``card`` in the job named ``job``."""
         return cls(card=card, runtime=runtime or Runtime(), top_k=top_k, embeddings=embeddings,
-                   schema=ClassifyTask().schema(card.arch),
+                   schema=output_schema(classify_fields(card.arch)),
                    provenance=Provenance(card.arch, card.weights, job))
 
 
@@ -164,61 +163,3 @@ class ClassifyReplica:
         columns = prediction_columns(len(ok), ok, emb if c.embeddings else None, topi, tops,
                                      self.class_names, c.schema)
         return rows_table(batch, c.schema, c.provenance, ok, columns, infer_s)
-
-
-class ClassifyTask(Task):
-    name = "classify"
-    spec_class = ClassifyJobSpec
-    architectures = ("r3d_18", *(a for a in ARCHS if a != "r3d_18"))
-
-    def resolve(self, spec: ClassifyJobSpec) -> ModelCard:
-        return model_card(spec.model)
-
-    def fetch(self, model: ModelCard) -> None:
-        ensure_weights_available(model)
-
-    def decode_spec(self, spec: ClassifyJobSpec, model: ModelCard) -> DecodeSpec:
-        return DecodeSpec.from_sampling(spec.sampling, spec.resources, model.short_side,
-                                        model.crop_size, model.extra.get("sampling"),
-                                        spec.allow_uri_options)
-
-    def output_fields(self, arch: str) -> list[pa.Field]:
-        return [
-            pa.field("pred_index", pa.int32()),
-            pa.field("pred_label", pa.string()),
-            pa.field("pred_score", pa.float32()),
-            pa.field("topk_labels", pa.list_(pa.string())),
-            pa.field("topk_scores", pa.list_(pa.float32())),
-            pa.field("embedding", pa.list_(pa.float32(), ARCHS[arch].embed_dim)),
-        ]
-
-    def replica(self, spec: ClassifyJobSpec, model: ModelCard, runtime: Runtime
-                ) -> tuple[type, dict[str, Any]]:
-        config = ClassifyConfig.of(model, runtime, spec.output.top_k, spec.output.embeddings,
-                                   spec.name)
-        return ClassifyReplica, {"config": config}
-
-    def provenance(self, spec: ClassifyJobSpec, model: ModelCard) -> Provenance:
-        return Provenance(model.arch, model.weights, spec.name)
-
-    def describe(self, spec: ClassifyJobSpec, model: ModelCard) -> TaskLines:
-        notes = () if model.meaningful else (
-            "weights: none means random weights; predictions are meaningless (embeddings "
-            "only show the pipeline works)",)
-        return TaskLines(
-            model=f"{model.arch} ({model.kind} model), weights {model.weights}, "
-                  f"{len(model.class_names)} classes",
-            output=f"top-{spec.output.top_k}" + (", embeddings" if spec.output.embeddings
-                                                 else ""),
-            notes=notes)
-
-    def record(self, model: ModelCard) -> dict[str, Any]:
-        return {"arch": model.arch, "weights": model.weights,
-                "classes": len(model.class_names), "predictions_meaningful": model.meaningful}
-
-    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
-        if record["model"]["predictions_meaningful"]:
-            return []
-        return ["note: weights: none -> random weights; pred_label/pred_score are "
-                "meaningless. Use a checkpoint from `vidbatch train` or torchvision weights "
-                "for real predictions."]

@@ -1,0 +1,1 @@
+"""The classify task: one package for its whole life (see pipeline/tasks/base.py)."""
