@@ -13,6 +13,7 @@ import importlib.util
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 import warnings
@@ -26,6 +27,33 @@ from pipeline.synth import moving_texture, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "videos"
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    """``cmd`` leading its own process group (so :func:`bounded` can end it whole), its
+    stderr merged into its stdout."""
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **kw)
+
+
+def bounded(proc: subprocess.Popen, timeout: float) -> str:
+    """What ``proc`` (from :func:`spawn`) printed, once it exits. Past ``timeout`` its whole
+    process group (a local Ray it started too) is killed and the test fails with the
+    output so far."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0]
+        pytest.fail(f"{' '.join(map(str, proc.args))} ran past {timeout} s; its process "
+                    f"group was killed. Output:\n{out}")
+
+
+def run_bounded(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    """:func:`spawn` then :func:`bounded`: ``cmd``'s exit code and output (in ``stdout``)."""
+    proc = spawn(cmd, **kw)
+    out = bounded(proc, timeout)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
 
 
 def pytest_configure(config):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_bounded
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +22,8 @@ def test_harness_smoke_run(tmp_path):
            "2", "--repeats", "1", "--bound-iters", "1", "--batch-size", "2", "--cores", "2",
            "--jobs", "clip,decode", "--bf16", "off",
            "--only", "naive_clip,vidbatch_clip,vidbatch_decode_keyframes_pyav"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bounded(cmd, 600, env=env)
+    assert proc.returncode == 0, proc.stdout[-6000:]
     results = sorted((tmp_path / "results").glob("*.json"))
     assert len(results) == 1
     data = json.loads(results[0].read_text())
@@ -64,8 +65,8 @@ def test_detect_benchmark_smoke_run(tmp_path):
     env = {**os.environ, "VIDBATCH_BENCH_DIR": str(tmp_path)}
     cmd = [sys.executable, str(REPO / "benchmarks" / "detect.py"), "--videos", "2",
            "--repeats", "1", "--frames", "2", "--weights", "none", "--score-threshold", "0.01"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_bounded(cmd, 600, env=env)
+    assert proc.returncode == 0, proc.stdout[-6000:]
     data = json.loads(next((tmp_path / "results").glob("detect-*.json")).read_text())
     run = data["runs"][0]
     assert run["loop_s"] > 0 and run["vidbatch_s"] > 0

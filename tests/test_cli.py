@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import bounded, spawn
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -92,8 +93,8 @@ def test_bad_checkpoint_found_while_ray_starts_stops_that_ray_and_writes_nothing
     cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(small_job),
            "--set", "model.weights=broken.pt", "--set", "model.num_classes=null",
            "--set", "resources.num_cpus=1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out, _ = proc.communicate(timeout=180)
+    proc = spawn(cmd)
+    out = bounded(proc, 180)
     assert proc.returncode == 2, out
     assert "started a local Ray" in out and "model.weights" in out
     assert "not a PyTorch checkpoint" in out

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
-from conftest import daemon_pids, free_port, stop_ray
+from conftest import bounded, daemon_pids, free_port, spawn, stop_ray
 
 from pipeline.cluster import _own_environment
 from pipeline.synth import moving_texture, write_video
@@ -111,9 +111,7 @@ def assert_exactly_once(out: Path) -> None:
 
 
 def vidbatch(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, **kw)
+    return spawn([sys.executable, "-m", "pipeline.cli", *args], **kw)
 
 
 def test_two_nodes_are_up(cluster):
@@ -130,7 +128,7 @@ def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path, task):
     # A fresh process, as a user's laptop would be: it must find the auth token itself.
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     proc = vidbatch("submit", "--address", cluster.dashboard_url, str(job), "--wait", env=env)
-    output = proc.communicate(timeout=300)[0]
+    output = bounded(proc, 300)
     assert proc.returncode == 0, output
     submission_id = output.split("submitted ", 1)[1].split()[0]
     assert "progress: 25/25 videos (24 ok, 1 error)" in output
@@ -149,7 +147,7 @@ def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path, task):
         assert len(ok) == VIDEOS and all(r["windows"] == 3 for r in ok)  # 2 s, hop 0.5
         assert all(r["audio_codec"] == "aac" and not r["silent"] for r in ok)
     listed = vidbatch("list", "--address", cluster.dashboard_url, env=env)
-    assert submission_id in listed.communicate(timeout=60)[0]
+    assert submission_id in bounded(listed, 60)
 
 
 def _rows_written(out: Path) -> int:
@@ -172,7 +170,9 @@ def _wait_for_output_rows(out: Path, rows: int, proc: subprocess.Popen, timeout=
         if _rows_written(out) >= rows:
             return
         time.sleep(0.3)
-    raise TimeoutError("the job wrote nothing in time")
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail(f"the job wrote {rows} rows in no {timeout} s; its process group was "
+                f"killed. Output:\n{proc.communicate()[0]}")
 
 
 def _pids(pattern: str) -> list[int]:
@@ -188,7 +188,8 @@ def test_killed_model_replica_loses_nothing(cluster, videos, tmp_path):
     assert replicas, "no model replica process found"
     for pid in replicas:
         os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    output = bounded(proc, 300)
+    assert proc.returncode == 0, output
     assert_exactly_once(out)
 
 
@@ -203,7 +204,7 @@ def test_driver_killed_then_resumed(cluster, videos, tmp_path, task):
     # The cluster's write tasks can still be writing a file when the driver dies.
     assert _rows_written(out) < VIDEOS + 1, "the job finished before the driver was killed"
     again = vidbatch("submit", "--address", cluster.address, str(job), "--resume")
-    log = again.communicate(timeout=300)[0]
+    log = bounded(again, 300)
     assert again.returncode == 0, log
     assert_exactly_once(out)
 
@@ -213,5 +214,6 @@ def test_worker_node_removed_mid_job(cluster, videos, tmp_path):
     proc = vidbatch("submit", "--address", cluster.address, str(write_job(videos, out)))
     _wait_for_output_rows(out, 2, proc)
     cluster.remove_node(cluster.worker, allow_graceful=False)
-    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    output = bounded(proc, 300)
+    assert proc.returncode == 0, output
     assert_exactly_once(out)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_bounded
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -36,8 +37,8 @@ def test_a_local_ray_leaves_its_token_readable_by_its_owner_only(tmp_path):
     token.parent.mkdir()
     token.write_text("0123456789abcdef" * 4)
     token.chmod(0o644)  # as `ray get-auth-token --generate` leaves it
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
-                   timeout=180)
+    done = run_bounded([sys.executable, "-c", code], 180, env=env)
+    assert done.returncode == 0, done.stdout
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
 
 

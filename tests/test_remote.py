@@ -6,14 +6,13 @@ there."""
 
 import json
 import os
-import signal
-import subprocess
 import sys
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from conftest import run_bounded
 
 from pipeline.errors import OutputError, WeightsError
 from pipeline.model.checkpoint import read_checkpoint_metadata, save_checkpoint
@@ -30,16 +29,9 @@ pytest.importorskip("moto.server", reason="moto (a test dependency) is absent")
 def vidbatch(env, *args, timeout=300):
     """``vidbatch ARGS`` in its own process group, all of which (its local Ray too) is
     killed if it runs past ``timeout``; (exit code, stdout + stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"vidbatch {' '.join(args)} ran past {timeout} s:\n{out}")
-    return proc.returncode, out
+    done = run_bounded([sys.executable, "-m", "pipeline.cli", *args], timeout,
+                       env={**os.environ, **env})
+    return done.returncode, done.stdout
 
 
 def submit(job, env, *args):
