@@ -46,7 +46,7 @@ def train_spec(speech, tmp: Path, **extra) -> dict:
     return {"task": "audio", "name": "tiny",
             "data": {"train": str(speech["train"]), "val": str(speech["val"])},
             "model": {"arch": "res8"},
-            "optim": {"epochs": 3, "batch_size": 4, "optimizer": "adamw", "lr": 3e-3},
+            "optim": {"epochs": 2, "batch_size": 4, "optimizer": "adamw", "lr": 3e-3},
             "resources": {"workers": 2, "cpus_per_worker": 0.5, "videos_per_decode_task": 4},
             "checkpoint": {"storage_path": str(tmp / "runs"), "keep": 1}, "max_failures": 1,
             **extra}
@@ -54,24 +54,19 @@ def train_spec(speech, tmp: Path, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(ray_session, speech, tmp_path_factory) -> dict:
-    """Workers fail at the start of epoch 2 (restarted from epoch 1's checkpoint) and at
-    epoch 3 (no failures left: the run stops); --resume then trains epoch 3 only."""
+    """Two epochs, one run. Recovering a failed worker and --resume are the runner's,
+    the same for every task: tests/test_train.py proves them once."""
     tmp = tmp_path_factory.mktemp("audio_run")
     spec = parse_training(train_spec(speech, tmp))
     lines: list[str] = []
-    with pytest.raises(JobFailed, match="--resume"):
-        run_training(plan_training(spec), log=lines.append,
-                           fail_at_epochs=(2, 3))
-    interrupted = history(tmp / "runs" / "tiny")
-    summary = run_training(plan_training(spec, resume=True), log=lines.append)
-    return {"summary": summary, "lines": lines, "interrupted": interrupted,
-            "run_dir": tmp / "runs" / "tiny", "tmp": tmp, "spec": spec}
+    summary = run_training(plan_training(spec), log=lines.append)
+    return {"summary": summary, "lines": lines, "run_dir": tmp / "runs" / "tiny", "tmp": tmp,
+            "spec": spec}
 
 
-def test_training_recovers_resumes_and_scores_top1_top5_confusion(trained):
-    assert [h["epoch"] for h in trained["interrupted"]] == [1, 2]
+def test_training_scores_top1_top5_confusion(trained):
     h = history(trained["run_dir"])
-    assert [e["epoch"] for e in h] == [1, 2, 3]
+    assert [e["epoch"] for e in h] == [1, 2]
     assert all(e["train_clips"] == 12 and e["val_clips"] == 6 for e in h)
     assert all(0 <= e["val_acc"] <= e["val_top5"] <= 1 and e["val_decode_errors"] == 1
                for e in h)

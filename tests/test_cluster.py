@@ -121,7 +121,9 @@ def test_two_nodes_are_up(cluster):
     assert len(alive) == 2
 
 
-@pytest.mark.parametrize("task", ["classify", "detect", "audio"])
+# classify, and audio for its own decode stage; a job's path through the Jobs API is the
+# same for every task (detect runs on this cluster in test_driver_killed_then_resumed).
+@pytest.mark.parametrize("task", ["classify", "audio"])
 def test_jobs_api_submission_and_rest_status(cluster, videos, tmp_path, task):
     out = tmp_path / "out"
     job = write_job(videos, out, task=task)
@@ -193,7 +195,7 @@ def test_killed_model_replica_loses_nothing(cluster, videos, tmp_path):
     assert_exactly_once(out)
 
 
-@pytest.mark.parametrize("task", ["classify", "detect"])
+@pytest.mark.parametrize("task", ["detect"])
 def test_driver_killed_then_resumed(cluster, videos, tmp_path, task):
     out = tmp_path / "out"
     job = write_job(videos, out, task=task)

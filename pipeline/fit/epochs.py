@@ -19,6 +19,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -237,5 +238,5 @@ def train_worker(config: dict) -> None:
         if not math.isfinite(metrics["train_loss"]):
             raise RuntimeError(f"training diverged at epoch {epoch} (loss "
                                f"{metrics['train_loss']}); lower optim.lr")
-        report_epoch(metrics, cfg, loop.rank,
-                     lambda d: _save(d, loop, net, opt, epoch, metrics))  # noqa: B023
+        report_epoch(metrics, cfg, loop.rank, partial(_save, loop=loop, net=net, opt=opt,
+                                                      epoch=epoch, metrics=metrics))
