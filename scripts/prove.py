@@ -223,29 +223,39 @@ def prove_motion(p: Prover) -> None:
     p.add("motion", "r3d_18 minus resnet18", gap, ">= 0.3", gap >= 0.3)
 
 
-# ------------------------------------------------------------------------------ detect
+# ---------------------------------------------------------------------- detect and speech
+
+
+def trained_and_evaluated(p: Prover, proof: str, demo: list[str], prefix: str,
+                          train_job: str, job: str, labels: str) -> dict[str, Any]:
+    """The demo's data (``demo``: its command and --quick sizes), a model trained on it
+    (``train_job``, with ``data.labels`` when the demo writes ``<prefix>_labels.csv``), the
+    job ``job`` on the held-out videos with that model, and ``vidbatch evaluate`` of the
+    job against ``labels``: the evaluation's figures."""
+    d = p.folder(proof)
+    m, runs = d / "manifests", d / "runs"
+    p.run(proof, demo[0], [demo[0], "--out", d / "data", "--manifests", m,
+                           *sizes(p, [], demo[1:])])
+    val, box_labels = m / f"{prefix}_val.csv", m / f"{prefix}_labels.csv"
+    p.run(proof, f"train ({train_job})", train_args(
+        p, train_job, runs, f"data.train={m / f'{prefix}_train.csv'}", f"data.val={val}",
+        *([f"data.labels={box_labels}"] if box_labels.exists() else [])))
+    best = runs / spec_value(train_job, "name") / "best"
+    out = d / "outputs" / Path(spec_value(job, "output", "path")).name
+    p.run(proof, f"submit {job}", [
+        "submit", f"jobs/{job}", "--overwrite", "--set", f"manifest={val}",
+        "--set", f"model.weights={best}", "--set", f"output.path={out}"])
+    return evaluate_json(p.run(proof, "evaluate", ["evaluate", out, "--labels", m / labels]))
 
 
 def prove_detect(p: Prover) -> None:
     """README "Detection": a detector trained here, then a detect job on held-out videos,
-    scored by ``vidbatch evaluate`` (keys map50 and tracking.id_switches)."""
-    d = p.folder("detect")
-    m, runs = d / "manifests", d / "runs"
-    # --quick: 2 val videos, one for each of the 2 training workers (with 1, a run here hung
-    # after a failed first attempt, on a loaded machine; the cause is not known).
-    p.run("detect", "demo-detect-data", [
-        "demo-detect-data", "--out", d / "data", "--manifests", m,
-        *sizes(p, [], ["--train-videos", "4", "--val-videos", "2"])])
-    p.run("detect", "train (train_detect.yaml)", train_args(
-        p, "train_detect.yaml", runs, f"data.train={m / 'shapes_train.csv'}",
-        f"data.val={m / 'shapes_val.csv'}", f"data.labels={m / 'shapes_labels.csv'}"))
-    best = runs / spec_value("train_detect.yaml", "name") / "best"
-    out = d / "outputs" / Path(spec_value("detect.yaml", "output", "path")).name
-    p.run("detect", "submit detect.yaml", [
-        "submit", "jobs/detect.yaml", "--overwrite", "--set", f"manifest={m / 'shapes_val.csv'}",
-        "--set", f"model.weights={best}", "--set", f"output.path={out}"])
-    result = evaluate_json(p.run("detect", "evaluate", [
-        "evaluate", out, "--labels", m / "shapes_labels.csv"]))
+    scored by ``vidbatch evaluate`` (keys map50 and tracking.id_switches). --quick: 2 val
+    videos, one for each of the 2 training workers (with 1, a run here hung after a failed
+    first attempt, on a loaded machine; the cause is not known)."""
+    result = trained_and_evaluated(
+        p, "detect", ["demo-detect-data", "--train-videos", "4", "--val-videos", "2"],
+        "shapes", "train_detect.yaml", "detect.yaml", "shapes_labels.csv")
     p.add("detect", "mAP@0.5 (held-out videos)", result["map50"], ">= 0.9",
           result["map50"] >= 0.9)
     tracking = result.get("tracking") or {}
@@ -254,27 +264,12 @@ def prove_detect(p: Prover) -> None:
           "<= 10", None if switches is None else switches <= 10)
 
 
-# ------------------------------------------------------------------------------ speech
-
-
 def prove_speech(p: Prover) -> None:
     """README "Speech and sound": res8 trained on the soundtracks, then an audio job on
     videos spoken in voices training never heard, scored by ``vidbatch evaluate`` (top1)."""
-    d = p.folder("speech")
-    m, runs = d / "manifests", d / "runs"
-    p.run("speech", "demo-speech-data", [
-        "demo-speech-data", "--out", d / "data", "--manifests", m,
-        *sizes(p, [], ["--train-per-class", "2", "--val-per-class", "1"])])
-    p.run("speech", "train (train_speech.yaml)", train_args(
-        p, "train_speech.yaml", runs, f"data.train={m / 'speech_train.csv'}",
-        f"data.val={m / 'speech_val.csv'}"))
-    best = runs / spec_value("train_speech.yaml", "name") / "best"
-    out = d / "outputs" / Path(spec_value("speech.yaml", "output", "path")).name
-    p.run("speech", "submit speech.yaml", [
-        "submit", "jobs/speech.yaml", "--overwrite", "--set", f"manifest={m / 'speech_val.csv'}",
-        "--set", f"model.weights={best}", "--set", f"output.path={out}"])
-    result = evaluate_json(p.run("speech", "evaluate", [
-        "evaluate", out, "--labels", m / "speech_val.csv"]))
+    result = trained_and_evaluated(
+        p, "speech", ["demo-speech-data", "--train-per-class", "2", "--val-per-class", "1"],
+        "speech", "train_speech.yaml", "speech.yaml", "speech_val.csv")
     p.add("speech", "top-1, held-out voices", result["top1"], ">= 0.9",
           result["top1"] >= 0.9)
 
