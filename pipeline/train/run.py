@@ -36,7 +36,7 @@ from pipeline.fit.epochs import LoopConfig, train_worker
 from pipeline.fit.plan import TrainPlan
 from pipeline.fit.training import Training
 from pipeline.ray_session import connect, disconnect
-from pipeline.train.plan import publish_best, training_of
+from pipeline.train.plan import plan_training, publish_best, training_of
 from pipeline.train.report import describe, epoch_formatter, fit_with_progress, render_summary
 
 HISTORY = "history.jsonl"
@@ -221,7 +221,5 @@ def finish(plan: TrainPlan, parts: Training, result, wall_s: float,
 def train(spec, resume: bool = False, address: str | None = None,
           log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
     """``vidbatch train``: plan and run ``spec``; ``(summary, the summary as text)``."""
-    from pipeline.train.plan import plan_training
-
     summary = run_training(plan_training(spec, resume), address, log)
     return summary, render_summary(summary, training_of(spec.task))
