@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +22,6 @@ from pipeline.report.build import make_report
 from pipeline.synth import make_demo_set, moving_texture, write_manifest, write_video
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """A headless Chromium; skips (saying why) where Chromium or Playwright is absent."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("no chromium on PATH: install Debian's `chromium` package (scripts/setup.sh "
-                    "does where apt-get can) to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is a test extra: pip install -e .[test]")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
-        yield b
-        b.close()
-
 
 @pytest.fixture(scope="module")
 def demo_job(ray_session, tmp_path_factory) -> Path:
