@@ -321,6 +321,21 @@ for _name, _fn in _demo_commands().items():
     app.command(_name)(_fn)
 
 
+@app.command()
+def token() -> None:
+    """Print the token that Ray's dashboard asks for ("Authentication Token Required"),
+    found where Ray looks for it; where it came from goes to stderr."""
+    from pipeline.dashboard import find_token
+
+    try:
+        value, source = find_token()
+    except VidbatchError as e:
+        _fail(e)
+    typer.echo(value)
+    typer.echo(f"(from {source}: paste it into the dashboard's token dialog; keep it "
+               "private, it lets whoever has it run code on that Ray)", err=True)
+
+
 def main() -> None:
     """The ``vidbatch`` command: :data:`app`, then a quick exit.
 
