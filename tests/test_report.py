@@ -97,6 +97,51 @@ def check_drawn(page) -> tuple[int, int]:
     return charts.count(), images.count()
 
 
+# Each chart's title (the text itself, HTML or Plotly's SVG title), its modebar (Plotly's
+# toolbar) and its plot, as boxes in the page.
+_BOXES = """c => {
+    const box = r => ({l: r.left, r: r.right, t: r.top, b: r.bottom});
+    const title = c.querySelector('.chart-title') || c.querySelector('.gtitle');
+    let text = null;
+    if (title instanceof SVGElement) {
+        text = box(title.getBoundingClientRect());
+    } else if (title) {
+        const range = document.createRange();
+        range.selectNodeContents(title);
+        text = box(range.getBoundingClientRect());
+    }
+    return {text, words: title ? title.textContent : '',
+            overflows: !!title && title.scrollWidth > title.clientWidth,
+            bar: box(c.querySelector('.modebar').getBoundingClientRect()),
+            plot: box(c.querySelector('.js-plotly-plot').getBoundingClientRect())};
+}"""
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["l"] < b["r"] and b["l"] < a["r"] and a["t"] < b["b"] and b["t"] < a["b"]
+
+
+def check_titles(page, widths: tuple[int, ...] = (1400, 800)) -> None:
+    """At each page width, every chart's title is whole (not cut at the chart's right
+    edge) and clear of the chart's modebar, shown as a pointer over the chart shows it."""
+    for width in widths:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.evaluate("() => Promise.all([...document.querySelectorAll('.js-plotly-plot')]"
+                      ".map(d => Plotly.Plots.resize(d)))")
+        charts = page.locator("div.chart")
+        for i in range(charts.count()):
+            chart = charts.nth(i)
+            chart.locator(".js-plotly-plot").hover(position={"x": 5, "y": 5})
+            chart.locator(".modebar").wait_for(state="visible")
+            got = chart.evaluate(_BOXES)
+            where = f"chart {chart.get_attribute('data-chart')!r} at {width} px: {got}"
+            assert got["text"] and got["words"].strip(), f"no title, {where}"
+            assert not overlap(got["text"], got["bar"]), f"title under the modebar, {where}"
+            assert got["plot"]["l"] - 1 <= got["text"]["l"], f"title cut, {where}"
+            assert got["text"]["r"] <= got["plot"]["r"] + 1, f"title cut, {where}"
+            assert not got["overflows"], f"title cut, {where}"
+
+
 def test_the_report_of_a_real_job_renders_in_chromium(browser, demo_job, tmp_path):
     from typer.testing import CliRunner
 
@@ -127,6 +172,7 @@ def test_the_report_of_a_real_job_renders_in_chromium(browser, demo_job, tmp_pat
     text = page.locator("section#errors").inner_text()
     for name in ("missing.mp4", "empty.mp4", "not_a_video.mp4", "truncated.mp4"):
         assert name in text
+    check_titles(page)
     page.close()
 
 
@@ -144,6 +190,7 @@ def test_the_report_of_a_training_run_draws_its_curves(browser, tmp_path):
     page, problems = render(browser, html)
     charts, _ = check_drawn(page)
     assert problems == [] and charts == 5  # loss, accuracy, throughput, lr, confusion
+    check_titles(page, widths=(800,))
     page.close()
 
 
@@ -217,4 +264,5 @@ def test_detect_and_audio_reports_draw_their_own_sections(browser, ray_session, 
     else:
         assert page.locator("div.chart[data-chart='windows']").count() == 1
         assert page.locator("section#map").count() == 1
+    check_titles(page)
     page.close()

@@ -11,7 +11,9 @@ import plotly.graph_objects as go
 from pipeline.report.rows import Bins
 
 HEIGHT = 300
-_LAYOUT = {"height": HEIGHT, "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
+# The top margin is the strip the modebar (Plotly's toolbar, shown on hover) is drawn in, so
+# that it covers no data; the page draws the title above the figure (Page.chart).
+_LAYOUT = {"height": HEIGHT, "margin": {"l": 60, "r": 20, "t": 32, "b": 50},
            "template": "plotly_white", "font": {"size": 12}}
 
 
@@ -22,12 +24,19 @@ def _figure(title: str, x: str, y: str, **layout) -> go.Figure:
     return fig
 
 
+def _count_axis(counts: Sequence[float]) -> dict:
+    """An axis of counts: whole numbers only (Plotly ticks 0, 0.5, 1, ... up to 2)."""
+    return {"rangemode": "tozero", "tickformat": ",d",
+            **({"dtick": 1} if max(counts, default=0) <= 5 else {})}
+
+
 def histogram(bins: Bins, title: str, x: str, y: str = "videos") -> go.Figure:
     """Bars of ``bins`` (already counted), each spanning its edges."""
     edges = np.asarray(bins.edges)
     fig = _figure(title, x, y, bargap=0.05)
     fig.add_bar(x=(edges[:-1] + edges[1:]) / 2, y=bins.counts, width=np.diff(edges),
                 hovertemplate="%{x:.3g}: %{y}<extra></extra>")
+    fig.update_yaxes(**_count_axis(bins.counts))
     return fig
 
 
@@ -39,8 +48,10 @@ def bars(labels: Sequence[str], counts: Sequence[int], title: str, x: str,
     if horizontal:
         fig.add_bar(x=list(counts)[::-1], y=list(labels)[::-1], orientation="h",
                     hovertemplate="%{y}: %{x}<extra></extra>")
+        fig.update_xaxes(**_count_axis(counts))
     else:
         fig.add_bar(x=list(labels), y=list(counts), hovertemplate="%{x}: %{y}<extra></extra>")
+        fig.update_yaxes(**_count_axis(counts))
     return fig
 
 
@@ -56,7 +67,8 @@ def scatter_map(xy: np.ndarray, groups: Sequence[str], hover: Sequence[str],
                 title: str) -> go.Figure:
     """2-D points coloured by group (one trace each, so the legend toggles them), with
     ``hover`` text per point."""
-    fig = _figure(title, "component 1", "component 2", height=480)
+    # the legend is the key to the colours, even with one label (Plotly hides a lone one's)
+    fig = _figure(title, "component 1", "component 2", height=480, showlegend=True)
     groups, hover = np.asarray(groups, dtype=object), np.asarray(hover, dtype=object)
     names, counts = np.unique(groups.astype(str), return_counts=True)
     for name in names[np.argsort(-counts)]:

@@ -22,6 +22,8 @@ main{padding:8px 28px 40px;max-width:1280px}
 section{background:#fff;border:1px solid #e1e4e8;border-radius:6px;margin:16px 0;
 padding:12px 18px}
 section h2{font-size:17px;margin:4px 0 10px}
+section h3{font-size:15px;margin:14px 0 8px}
+h3.chart-title{font-size:14px;font-weight:600;color:#2a3f5f;margin:4px 0 0 6px}
 .banner{background:#b3261e;color:#fff;font-weight:600;padding:10px 16px;border-radius:6px;
 margin:16px 0;font-size:15px}
 .note{color:#57606a;font-size:13px}
@@ -36,6 +38,7 @@ td,th{border-bottom:1px solid #eaecef;padding:4px 8px;text-align:left;vertical-a
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code{font-size:12px;word-break:break-all}
 .grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}
+@media (max-width:960px){.grid{grid-template-columns:minmax(0,1fr)}}
 .sheet{display:flex;flex-wrap:wrap;gap:8px;margin-bottom:14px}
 figure{margin:0;width:224px;font-size:11px}figure img{display:block;border-radius:3px}
 figure .missing{width:224px;height:126px;background:#eaecef;display:flex;
@@ -64,12 +67,20 @@ class Page:
         self.parts.append(f"<section{attr}><h2>{esc(title)}</h2>{''.join(body)}</section>")
 
     def chart(self, fig: go.Figure, name: str) -> str:
-        """The figure as a ``<div class="chart">`` (Plotly draws it when the page loads)."""
+        """The figure as a ``<div class="chart">`` (Plotly draws it when the page loads).
+
+        Its title is taken out of the figure and set above it in HTML: there it wraps on a
+        narrow page, where Plotly's one-line title is cut at the figure's edge, and the
+        modebar (the toolbar Plotly shows over the figure's top right corner on hover)
+        cannot cover it."""
         self._charts += 1
+        title = fig.layout.title.text or ""
+        fig.update_layout(title_text=None)
         div = fig.to_html(full_html=False, include_plotlyjs=False,
                           div_id=f"chart-{self._charts}",
                           config={"displaylogo": False, "responsive": True})
-        return f'<div class="chart" data-chart="{esc(name)}">{div}</div>'
+        return (f'<div class="chart" data-chart="{esc(name)}"><h3 class="chart-title">'
+                f"{esc(title)}</h3>{div}</div>")
 
     def render(self) -> str:
         from plotly.offline import get_plotlyjs
