@@ -50,6 +50,9 @@ def submit(
         "--decode-only", help="Decode what the model would get, write the rows, skip the "
         "model (same as --set mode=decode_only): checks a collection, measures decoding.")
     ] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Print Ray's and the workers' own output here too (by "
+        "default it goes to Ray's log files, which the dashboard shows).")] = False,
 ) -> None:
     """Run an inference job: every manifest row -> one Parquet row (ok or error)."""
     from pipeline.cluster import is_jobs_api
@@ -65,13 +68,26 @@ def submit(
             return _submit_remote(spec, address, policy, wait)
         if dry_run:
             return _dry_run(spec, policy)
-        from pipeline.infer.run import execute, start  # imports Ray: not before the Jobs API
-
-        plan, handle = start(spec, policy, address, typer.echo)
-        record = execute(plan, log=typer.echo, handle=handle)
+        record, plan, console = _run_job(spec, policy, address, verbose)
     except VidbatchError as e:
         _fail(e)
     typer.echo(render_summary(plan.output, record))
+    if console.where_logs_went():
+        typer.echo(console.where_logs_went())
+
+
+def _run_job(spec, policy: str | None, address: str | None, verbose: bool):
+    """The job on a local Ray or as a cluster's driver: ``(record, plan, console)``."""
+    from pipeline.console import Console
+    from pipeline.infer.progress import format_progress
+    from pipeline.infer.run import execute, start  # imports Ray: not before the Jobs API
+
+    console = Console(verbose)
+    with console.session():
+        plan, handle = start(spec, policy, address, console.line, console)
+        record = execute(plan, log=console.line, handle=handle,
+                         view=console.job_view(format_progress))
+    return record, plan, console
 
 
 def _dry_run(spec, policy: str | None) -> None:
@@ -90,10 +106,11 @@ def _submit_remote(spec, address: str, policy: str | None, wait: bool) -> None:
     """Jobs API path: the spec is validated here; manifest and output are checked on the
     cluster, where their paths are meaningful."""
     from pipeline import cluster
+    from pipeline.dashboard import dashboard_hint
 
     submission_id = cluster.submit_remote(spec, address, policy)
     typer.echo(f"submitted {submission_id} to {address}")
-    typer.echo(f"dashboard: {address.rstrip('/')}/#/jobs/{submission_id}")
+    typer.echo(dashboard_hint(f"{address.rstrip('/')}/#/jobs/{submission_id}"))
     if not wait:
         typer.echo(f"follow it with: vidbatch logs {submission_id} --follow --address {address}")
         return
@@ -216,12 +233,14 @@ def up(num_cpus: Annotated[int | None, typer.Option(help="CPUs to offer (default
            "set: anyone who reaches its ports can run code.")] = False) -> None:
     """Start a persistent local Ray head (dashboard on 127.0.0.1) for several jobs."""
     from pipeline.cluster import up as start_head
+    from pipeline.dashboard import dashboard_hint
 
     try:
         url = start_head(num_cpus, port, insecure_no_auth)
     except VidbatchError as e:
         _fail(e)
-    typer.echo(f"Ray head started; dashboard and Jobs API: {url}")
+    typer.echo(f"Ray head started; Jobs API: {url}")
+    typer.echo(dashboard_hint(url))
     typer.echo(f"submit with: vidbatch submit --address {url} JOB.yaml --wait")
     typer.echo("or run a job as a driver on it: vidbatch submit --address auto JOB.yaml")
     typer.echo("stop it with: vidbatch down")
@@ -291,17 +310,26 @@ def train(
         "start a local Ray for this run.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Override a spec value: --set optim.epochs=3 (repeatable).")] = None,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Print Ray's and the workers' own output here too (by "
+        "default it goes to Ray's log files, which the dashboard shows).")] = False,
 ) -> None:
     """Train or fine-tune a task's model (a ResNet classifier, detector or audio ResNet)
     with Ray Train; the best checkpoint feeds `submit`."""
+    from pipeline.console import Console
     from pipeline.train.plan import load_training
     from pipeline.train.run import train as run
 
+    console = Console(verbose)
     try:
-        _, text = run(load_training(job, set_ or ()), resume, address, typer.echo)
+        spec = load_training(job, set_ or ())
+        with console.session():
+            _, text = run(spec, resume, address, console.line, console)
     except VidbatchError as e:
         _fail(e)
     typer.echo(text)
+    if console.where_logs_went():
+        typer.echo(console.where_logs_went())
 
 
 def _demo_commands() -> dict:

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
+from pipeline.dashboard import protect_token, token_path
 from pipeline.errors import ConfigError, VidbatchError
 from pipeline.infer.spec import spec_yaml
-from pipeline.ray_session import protect_token, token_path
 from pipeline.spec import JobSpec
 
 FINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

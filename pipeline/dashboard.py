@@ -16,9 +16,9 @@ Surrounding whitespace is stripped; ``~`` in ``RAY_AUTH_TOKEN_PATH`` is not expa
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pipeline.errors import VidbatchError
-from pipeline.ray_session import token_path
 
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
@@ -28,6 +28,20 @@ _WHERE_TO_GET_ONE = (
     "for a Ray started elsewhere, run `ray get-auth-token` where it was started and put the "
     f"token in ~/.ray/auth_token (chmod 600) or in {TOKEN_ENV}. A Ray started with "
     "RAY_AUTH_MODE=disabled needs no token.")
+
+
+def token_path() -> Path:
+    """Where Ray keeps its authentication token (``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token``)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def protect_token() -> None:
+    """Make Ray's token readable by its owner only: Ray 2.60 writes it world-readable
+    (0644), and whoever reads it may submit jobs to every Ray this user starts."""
+    path = token_path()
+    if path.is_file() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def find_token() -> tuple[str, str]:

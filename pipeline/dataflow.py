@@ -10,6 +10,7 @@ and classes over ``dict[str, np.ndarray]`` batches; only this module calls ``map
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -116,7 +117,7 @@ def manifest_blocks(table: pa.Table, per_block: int):
     tasks = max(1, math.ceil(n / (per_block * BLOCKS_PER_READ_TASK)))
     per_task = max(1, math.ceil(n / tasks))  # equal tasks, each split into equal blocks
     source = type("ManifestSource", (_ManifestSource, Datasource), {})(table, per_task)
-    return rd.read_datasource(source, num_cpus=READ_CPUS, concurrency=READ_TASKS,
+    return rd.read_datasource(source, num_cpus=READ_CPUS, concurrency=min(READ_TASKS, tasks),
                               override_num_blocks=tasks * math.ceil(per_task / per_block))
 
 
@@ -136,10 +137,14 @@ def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,
              "fn_kwargs": {"spec": spec, "decode_stage": stage, "videos": videos, **kwargs}}
             if whole_blocks else
             {"fn": stage, "batch_size": videos, "fn_kwargs": {"spec": spec, **kwargs}})
-    out = ds.map_batches(
-        **args, batch_format="numpy", num_cpus=res.cpus_per_decode_task,
-        concurrency=res.decode_parallelism, memory=spec.memory(videos),
-        max_retries=DECODE_RETRIES)
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates task options such as max_retries as map_batches keywords
+        # (they land in ray_remote_args) but names no replacement for max_retries yet.
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+        out = ds.map_batches(
+            **args, batch_format="numpy", num_cpus=res.cpus_per_decode_task,
+            concurrency=res.decode_parallelism, memory=spec.memory(videos),
+            max_retries=DECODE_RETRIES)
     # A task of many rows hands each decoded batch on at once: Ray Data gathers a task's
     # output up to target_max_block_size (128 MiB) before passing it on.
     video = int(np.prod(spec.shape)) * SAMPLE_BYTES.get(type(spec).__name__, 1)
@@ -184,13 +189,14 @@ def through_replicas(ds, replica: type, kwargs: dict[str, Any], *, replicas: int
 
 
 def write(ds, out: OutputDir, rows_per_file: int, prefix: str, *, name: str | None = None,
-          on_written: Callable[[int], None] | None = None) -> None:
+          on_written: Callable[[int], None] | None = None, rows: int | None = None) -> None:
     """Execute ``ds``, streaming its rows into Parquet files in ``out`` whose names start
     with ``prefix`` (the job record names the runs, so vidbatch knows its files).
 
     ``name`` prefixes the dataset's tag in Ray Data's metrics (``ray_data_*{dataset=...}``),
     so a dashboard can pick the job's operators. ``on_written(rows)`` is called in the write
-    task once a file with ``rows`` rows is complete.
+    task once a file with ``rows`` rows is complete. ``rows``: how many ``ds`` holds, when
+    known (it bounds the write tasks).
     """
     from ray.data.datasource import FilenameProvider
 
@@ -199,7 +205,11 @@ def write(ds, out: OutputDir, rows_per_file: int, prefix: str, *, name: str | No
     args = {"filesystem": out.fs, "min_rows_per_file": rows_per_file,
             "filename_provider": FilenameProvider(dataset_uuid=prefix.rstrip("_"),
                                                   file_format="parquet")}
-    remote = {"ray_remote_args": {"num_cpus": WRITE_CPUS}, "concurrency": WRITE_TASKS}
+    # Ray Data bundles a write task's rows up to min_rows_per_file: fewer files than
+    # WRITE_TASKS need fewer tasks (and Ray warns about a limit its inputs cannot reach).
+    files = math.ceil(rows / rows_per_file) if rows else WRITE_TASKS
+    remote = {"ray_remote_args": {"num_cpus": WRITE_CPUS},
+              "concurrency": max(1, min(WRITE_TASKS, files))}
     sink = _counted_parquet(out.root, args, on_written) if on_written else None
     if sink is None:
         ds.write_parquet(out.root, **args, **remote)

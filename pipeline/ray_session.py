@@ -19,10 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pipeline.dashboard import dashboard_hint, protect_token
 from pipeline.errors import ConfigError
 from pipeline.paths import is_uri
 from pipeline.spec import DecodeResourcesSpec
+
+if TYPE_CHECKING:
+    from pipeline.console import Console
 
 
 @dataclass
@@ -33,6 +38,7 @@ class RayHandle:
     started: datetime  # the same moment, UTC
     linger_s: float = 0.0  # kept up this long before a local Ray is shut down
     ready: float = field(default_factory=time.time)  # Unix time when Ray was connected
+    logs_dir: str | None = None  # this node's Ray session logs, when there is one here
 
 
 METRICS_LINGER_ENV = "VIDBATCH_METRICS_LINGER_S"
@@ -53,41 +59,40 @@ def metrics_linger_s() -> float:
 
 
 def connect(resources: DecodeResourcesSpec, address: str | None,
-            log: Callable[[str], None]) -> RayHandle:
-    """Attach to the cluster at ``address`` as its driver, or start a local Ray."""
+            log: Callable[[str], None], console: Console | None = None) -> RayHandle:
+    """Attach to the cluster at ``address`` as its driver, or start a local Ray. With a
+    quiet ``console`` (:mod:`pipeline.console`), workers' output stays in their log files
+    (the dashboard shows them) instead of being printed by this driver, and the driver's
+    own log moves into the session's logs."""
     import ray
 
     t0, started = time.perf_counter(), datetime.now(timezone.utc)
     if ray.is_initialized():
         return RayHandle(False, None, t0, started)
+    quiet = console is not None and console.quiet
     if address:
-        ctx = ray.init(address=address, log_to_driver=True)
-        return RayHandle(True, dashboard_url(ctx), t0, started)
+        ctx = ray.init(address=address, log_to_driver=not quiet)
+        return _ready(RayHandle(True, dashboard_url(ctx), t0, started), ctx, console)
     # address="local": always a new Ray for this job, even when another one (say from
     # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
     linger = metrics_linger_s()
     mb = resources.object_store_mb
     ctx = ray.init(address="local", num_cpus=resources.num_cpus, include_dashboard=True,
-                   dashboard_host="127.0.0.1",
+                   dashboard_host="127.0.0.1", log_to_driver=not quiet,
                    object_store_memory=mb * 2**20 if mb else None)
     protect_token()  # Ray creates the token while it starts
     url = dashboard_url(ctx)
-    log(f"started a local Ray; dashboard: {url or 'not available'}")
-    return RayHandle(True, url, t0, started, linger)
+    log("started a local Ray; " + (dashboard_hint(url) if url else "dashboard: not available"))
+    return _ready(RayHandle(True, url, t0, started, linger), ctx, console)
 
 
-def token_path() -> Path:
-    """Where Ray keeps its authentication token (``RAY_AUTH_TOKEN_PATH`` or
-    ``~/.ray/auth_token``)."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-
-
-def protect_token() -> None:
-    """Make Ray's token readable by its owner only: Ray 2.60 writes it world-readable
-    (0644), and whoever reads it may submit jobs to every Ray this user starts."""
-    path = token_path()
-    if path.is_file() and path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+def _ready(handle: RayHandle, ctx, console: Console | None) -> RayHandle:
+    session = (getattr(ctx, "address_info", None) or {}).get("session_dir")
+    if session and (Path(session) / "logs").is_dir():
+        handle.logs_dir = str(Path(session) / "logs")
+    if console is not None:
+        console.adopt(handle.logs_dir)
+    return handle
 
 
 def disconnect(handle: RayHandle) -> None:

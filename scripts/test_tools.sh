@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test suite's outside programs, installed where missing and where this machine can:
-# Debian's `chromium` (the report's browser tests) and `prometheus` (the metrics test).
+# Debian's `chromium` (the report's and the dashboard's browser tests), `prometheus` (the
+# metrics test) and `tmux` (the live display, seen in a real pseudo-terminal).
 # Without them those tests skip and say why; nothing else needs them.
 set -uo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v prometheus >/dev/null || missing+=(prometheus)
+command -v tmux >/dev/null || missing+=(tmux)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "test tools: ${missing[*]} missing and no root apt-get here; their tests will skip"

@@ -49,6 +49,24 @@ def test_video_errors_cross_the_process_boundary(tmp_path):
         worker.close()
 
 
+def test_native_decoder_messages_are_captured_not_printed(tmp_path, make_video, capfd):
+    """FFmpeg's and decord's own lines about a broken file stay out of the worker's
+    standard error (a terminal, or a Ray worker's log); the error row keeps the reason."""
+    good = make_video("good.mp4", frames=8, size=(32, 48))
+    broken = tmp_path / "truncated.mp4"
+    broken.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    worker = DecodeWorker(timeout_s=30)
+    try:
+        with pytest.raises(VideoError, match="not a decodable video") as e:
+            worker.decode(str(broken), spec())
+        assert worker.decode(str(good), spec()).frames.shape == (1, 2, 32, 32, 3)
+    finally:
+        worker.close()
+    printed = capfd.readouterr()
+    assert "truncated.mp4" not in printed.err + printed.out
+    assert "truncated.mp4" in e.value.message
+
+
 def test_decode_batch_with_a_limit_keeps_every_row(fifo, make_video):
     good = make_video("ok.mp4", frames=8, size=(32, 48))
     batch = {"video_id": np.array(["stuck", "ok"], dtype=object),

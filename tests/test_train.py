@@ -7,13 +7,16 @@ the shards during it fit on a 2-core machine without waiting on each other.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import pyarrow.dataset as pads
 import pytest
 import torch
 
+from pipeline.console import Console
 from pipeline.errors import JobFailed
 from pipeline.fit.epochs import lr_at
 from pipeline.fit.metrics import Tally, confusion_summary
@@ -165,9 +168,14 @@ def recovered_run(ray_session, motion_manifests, tmp_path_factory) -> dict:
     with pytest.raises(JobFailed, match="--resume") as failed:
         run_training(plan_training(spec), log=lines.append, fail_at_epochs=(2, 3))
     interrupted = history(run_dir)
-    summary = run_training(plan_training(spec, resume=True), log=lines.append)
+    # The resumed run on a live display, as `vidbatch train` shows it in a terminal.
+    screen = io.StringIO()
+    console = Console(live=True, file=screen)
+    summary = run_training(plan_training(spec, resume=True), log=lines.append,
+                           console=console)
     return {"run_dir": run_dir, "lines": lines, "failure": str(failed.value),
-            "interrupted": interrupted, "summary": summary, "tmp_path": tmp_path}
+            "interrupted": interrupted, "summary": summary, "tmp_path": tmp_path,
+            "screen": screen.getvalue()}
 
 
 @pytest.mark.slow
@@ -175,6 +183,18 @@ def test_a_failed_worker_recovers_and_the_next_failure_stops_the_run(recovered_r
     assert [h["epoch"] for h in recovered_run["interrupted"]] == [1, 2], \
         recovered_run["failure"]
     assert any(line.startswith("epoch 2/3: ") for line in recovered_run["lines"])
+
+
+@pytest.mark.slow
+def test_the_live_display_shows_steps_loss_and_the_validation_metric(recovered_run):
+    # Rank 0 posts its steps from the Ray Train worker (fit.progress); the bar of the last
+    # refresh shows the resumed epoch's last step, its loss and epoch 3's val_acc.
+    frames = re.findall(r"epoch (\d)/3  step (\d+)/(\d+)  loss ([\d.]+)(  val_acc [\d.]+)?",
+                        recovered_run["screen"])
+    assert frames, recovered_run["screen"][-2000:]
+    epoch, step, steps, _, val = frames[-1]
+    assert (epoch, step) == ("3", steps) and val, frames[-1]
+    assert f"val_acc {recovered_run['summary']['last']['val_acc']:.3f}" in val
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import BinaryIO
 
@@ -41,6 +42,7 @@ from pipeline.errors import VideoError
 # Variables the child keeps; everything else (AWS_*, RAY_*, tokens, ...) stays behind.
 KEPT_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "HOME")
 _PR_SET_PDEATHSIG = 1
+NATIVE_CHARS = 300  # of the native log kept in a failed decode's error
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 
 
@@ -111,9 +113,21 @@ def _decode_one(req: dict, source) -> tuple[dict, bytes]:
     return _DECODE[req.get("kind", "video")](req, source)
 
 
-def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+def _native_lines(log: BinaryIO) -> str:
+    """What native code wrote to the child's standard error since the last call (its last
+    lines, short), and empty the file for the next request."""
+    log.seek(0)
+    lines = [x.strip() for x in log.read().decode("utf-8", "replace").splitlines()]
+    log.seek(0)
+    log.truncate()
+    text = "; ".join(x for x in lines if x)
+    return text if len(text) <= NATIVE_CHARS else "..." + text[-NATIVE_CHARS:]
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO, native: BinaryIO) -> None:
     """Child loop: a JSON request line (and the file's bytes when the parent read them),
-    then a JSON reply line and the decoded samples' raw bytes."""
+    then a JSON reply line and the decoded samples' raw bytes. ``native``: the file that
+    the child's standard error goes to; a failed decode's reply carries what it says."""
     while True:
         line = requests.readline()
         if not line:
@@ -121,6 +135,7 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
         req = json.loads(line)
         source = _read_exact(requests, req["nbytes"]) if req["nbytes"] else req["path"]
         payload = b""
+        _native_lines(native)
         try:
             fields, payload = _decode_one(req, source)
             reply = {"ok": True, **fields}
@@ -133,6 +148,9 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
         except Exception as e:  # reported as this file's error, the child stays up
             reply = {"ok": False, "stage": "decode",
                      "message": f"unexpected {type(e).__name__}: {str(e)[:300]}"}
+        said = _native_lines(native)
+        if not reply["ok"] and said and said not in reply["message"]:
+            reply["message"] += f" (decoder log: {said})"
         replies.write(json.dumps({**reply, "nbytes": len(payload)}).encode() + b"\n")
         replies.write(payload)
         replies.flush()
@@ -141,10 +159,14 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
 def main() -> None:
     memory_mb = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] != "0" else None
     _confine(memory_mb)
-    # The protocol owns the real stdout; anything a native library prints goes to stderr.
+    # The protocol owns the real stdout. Whatever native libraries print (FFmpeg's and
+    # decord's messages) goes to a private file, not to the Ray worker's log or a terminal:
+    # a failed decode's error keeps what it said.
     replies = os.fdopen(os.dup(1), "wb")
+    native = tempfile.TemporaryFile()
+    os.dup2(native.fileno(), 2)
     os.dup2(2, 1)
-    _serve(sys.stdin.buffer, replies)
+    _serve(sys.stdin.buffer, replies, native)
 
 
 # ---------------------------------------------------------------- the parent

@@ -59,6 +59,7 @@ class ClassifierLoop(WorkerLoop):
             self.scaler.step(opt)
             self.scaler.update()
             tally.add(logits.detach().float(), y, loss.detach() * len(y))
+            self.stepped(loss)
         tally = tally.reduced(self.reduce)
         return tally.metrics("train"), tally.count
 

@@ -46,6 +46,8 @@ class LoopConfig:
     checkpoint_every: int
     extra: dict[str, Any]  # plain data saved in every checkpoint (spec, sampling, counts)
     fail_at_epochs: tuple[int, ...] = ()  # fault injection for tests, see maybe_fail
+    # Rank 0's ``post(epoch, step, loss)`` for the driver's live display (fit.progress).
+    post_step: Callable[[int, int, Any], None] | None = None
 
 
 class WorkerLoop(ABC):
@@ -84,12 +86,19 @@ class WorkerLoop(ABC):
 
     def lr_steps(self, opt, epoch: int):
         """Global steps of ``epoch``, the optimizer's learning rate set for each."""
-        step = (epoch - 1) * self.cfg.steps_per_epoch
+        first = step = (epoch - 1) * self.cfg.steps_per_epoch
         while True:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, self.cfg.steps_per_epoch, self.cfg.optim)
+            self.at = (epoch, step - first + 1)
             yield step
             step += 1
+
+    def stepped(self, loss: torch.Tensor) -> None:
+        """After each training step (:meth:`lr_steps`'s): rank 0 posts it with its loss
+        for the driver's display."""
+        if self.rank == 0 and self.cfg.post_step is not None:
+            self.cfg.post_step(*self.at, loss.detach())
 
 
 def make_optimizer(params, o: OptimSpec) -> torch.optim.Optimizer:

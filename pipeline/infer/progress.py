@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from pipeline.console import PlainLines, ProgressView
 from pipeline.decode.stage import dense_samples, unpack
 from pipeline.infer.metrics import JobMetrics
 from pipeline.output.rows import Batch, Provenance, rows_table
@@ -167,22 +168,24 @@ def format_progress(s: dict[str, float]) -> str:
 
 
 class ProgressReporter:
-    """Owns the tracker actor and the driver thread that prints its counts."""
+    """Owns the tracker actor and the driver thread that shows its counts: ``view(job,
+    total)`` (:mod:`pipeline.console`) makes what shows them; by default a plain line every
+    10 s and one at the end."""
 
     def __init__(self, job: str, total: int, log: Callable[[str], None],
-                 interval_s: float = 10.0):
+                 view: Callable[[str, int], ProgressView] | None = None):
         self.name = f"vidbatch-progress-{job}-{time.time_ns()}"
         self.namespace = ray.get_runtime_context().namespace
         self.tracker = ProgressTracker.options(name=self.name).remote(total)
-        self.log, self.interval_s = log, interval_s
+        self.view = (view or (lambda job, total: PlainLines(log, format_progress)))(job, total)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.final: dict[str, float] = {}  # the last snapshot, once the job has ended
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        while not self._stop.wait(self.view.interval_s):
             try:
-                self.log(format_progress(ray.get(self.tracker.snapshot.remote(), timeout=5)))
+                self.view.update(ray.get(self.tracker.snapshot.remote(), timeout=5))
             except Exception:  # progress is best effort; never fail the job for it
                 pass
 
@@ -195,7 +198,7 @@ class ProgressReporter:
         self._thread.join(timeout=2)
         try:
             self.final = ray.get(self.tracker.snapshot.remote(), timeout=5)
-            self.log(format_progress(self.final))
         except Exception:
             pass
+        self.view.finish(self.final)
         ray.kill(self.tracker)

@@ -38,6 +38,7 @@ from pipeline.spec import JobSpec
 from pipeline.tasks.registry import get_task
 
 if TYPE_CHECKING:
+    from pipeline.console import Console, ProgressView
     from pipeline.infer.progress import ProgressReporter
 
 
@@ -85,7 +86,8 @@ def _ready_model(spec: JobSpec) -> Any:
 
 
 def start(spec: JobSpec, policy: str | None, address: str | None,
-          log: Callable[[str], None]) -> tuple[JobPlan, RayHandle]:
+          log: Callable[[str], None], console: Console | None = None
+          ) -> tuple[JobPlan, RayHandle]:
     """Plan the job and connect to Ray at once, for :func:`execute`.
 
     Resolving the model (importing torchvision for pretrained weights' metadata, fetching
@@ -93,6 +95,7 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
     come up. The manifest and the output policy are checked first, so that a bad manifest
     or output path fails before Ray starts; a bad model fails once Ray is up, and the Ray
     started here is shut down before the error is raised. Nothing is written either way.
+    ``console``: the terminal's (:func:`~pipeline.ray_session.connect`).
     """
     import ray  # noqa: F401  (imported here first: the thread below may import torch)
 
@@ -100,7 +103,7 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
     inputs = check_inputs(spec, policy)
     with ThreadPoolExecutor(1, thread_name_prefix="vidbatch-model") as pool:
         model = pool.submit(_ready_model, spec)
-        handle = connect(spec.resources, address, log)
+        handle = connect(spec.resources, address, log, console)
         try:
             plan = assemble(spec, policy, model.result(), inputs)
         except BaseException:
@@ -138,12 +141,14 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
 
 
 def execute(plan: JobPlan, log: Callable[[str], None] = print,
-            handle: RayHandle | None = None) -> dict[str, Any]:
+            handle: RayHandle | None = None,
+            view: Callable[[str, int], ProgressView] | None = None) -> dict[str, Any]:
     """Run the plan on the Ray that ``handle`` (from :func:`start`) is connected to, then
     disconnect; return the job record (also written beside the data). Without a handle
     the weights are fetched here, and the job runs on the Ray this process already has,
     or a local one started for it. The run holds the output's lease throughout
-    (:class:`~pipeline.output.lease.OutputLease`)."""
+    (:class:`~pipeline.output.lease.OutputLease`). ``view``: what shows the progress
+    (:class:`~pipeline.infer.progress.ProgressReporter`)."""
     spec = plan.spec
     if handle is None:
         if spec.mode == "infer":
@@ -156,13 +161,13 @@ def execute(plan: JobPlan, log: Callable[[str], None] = print,
         disconnect(handle)
         raise
     try:
-        return _run(plan, handle, run, lease, log)
+        return _run(plan, handle, run, lease, log, view)
     finally:
         lease.release()
 
 
 def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
-         log: Callable[[str], None]) -> dict[str, Any]:
+         log: Callable[[str], None], view) -> dict[str, Any]:
     """The job under its output lease: the data files of this run are named after ``run``
     (the job record lists every run), and the record says ``finished`` only once the rows
     are counted and complete."""
@@ -187,11 +192,12 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
                                **base, "state": "running"})
         progress: dict[str, Any] = {}
         if plan.todo.num_rows:
-            with ProgressReporter(spec.name, plan.todo.num_rows, log) as reporter:
+            with ProgressReporter(spec.name, plan.todo.num_rows, log, view) as reporter:
                 dataflow.write(build_dataset(plan, layout, reporter), out,
                                spec.output.rows_per_file, data_file_prefix(run),
                                name=spec.name,
-                               on_written=RowsWritten(spec.name, plan.task.name))
+                               on_written=RowsWritten(spec.name, plan.task.name),
+                               rows=plan.todo.num_rows)
             progress = reporter.final
     finally:
         disconnect(handle)

@@ -9,6 +9,8 @@ from pipeline.output.outdir import OutputDir
 from pipeline.output.store import JOB_RECORD, read_job_record
 from pipeline.tasks.registry import DEFAULT_TASK, get_task
 
+ERROR_LINE = 100  # characters of an error row's line
+
 
 def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     """Counts, where the files are, which decoders ran, the first error rows, and the
@@ -40,9 +42,10 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
                      f"{fixed:.1f} s); driver peak memory {timing['driver_peak_rss_mb']} MiB")
     decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
         [("video_id", "count")]).to_pylist()
+    tallies = []
     if decoders:
-        lines.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
-                                              for d in decoders))
+        tallies.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
+                                                for d in decoders))
     errors = table.filter(pc.equal(table["status"], "error")).select(["video_id", "error"])
     if errors.num_rows:
         # Aggregated in Arrow: a million error rows stay columns, never Python objects.
@@ -50,10 +53,15 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
                                                  max_splits=1), 0)
         stages = pa.table({"stage": stage}).group_by("stage").aggregate(
             [("stage", "count")]).sort_by([("stage_count", "descending")]).to_pylist()
-        lines.append("errors by stage: " + ", ".join(f"{s['stage']} {s['stage_count']}"
-                                                     for s in stages))
+        tallies.append("errors by stage: " + ", ".join(f"{s['stage']} {s['stage_count']}"
+                                                       for s in stages)
+                       + " (the error column has each reason in full)")
+    if tallies:
+        lines.append("; ".join(tallies))
     for row in errors.slice(0, 8).to_pylist():
-        lines.append(f"  error {row['video_id']}: {row['error'][:160]}")
+        # One screen line each: the start of a reason says which it is.
+        line = f"  error {row['video_id']}: {row['error']}"
+        lines.append(line if len(line) <= ERROR_LINE else line[:ERROR_LINE - 3] + "...")
     if errors.num_rows > 8:
         lines.append(f"  ... and {errors.num_rows - 8} more error rows")
     if record["spec"].get("mode") == "decode_only":

@@ -44,9 +44,11 @@ def epoch_formatter(parts: Training) -> Callable[[dict[str, Any], int], str]:
 
 
 def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], None],
-                      fmt: Callable[[dict[str, Any], int], str]):
+                      fmt: Callable[[dict[str, Any], int], str],
+                      show: Callable[[dict[str, Any]], None] | None = None):
     """``trainer.fit()`` in a thread while this one prints the epochs as they finish
-    (each as ``fmt(metrics, epochs)`` gives it)."""
+    (each as ``fmt(metrics, epochs)`` gives it) and, twice a second, calls ``show`` with
+    the last finished epoch's metrics (a live display)."""
     box: dict[str, Any] = {}
 
     def target():
@@ -56,18 +58,24 @@ def fit_with_progress(trainer, history: Path, epochs: int, log: Callable[[str], 
             box["error"] = e
 
     offset = history.stat().st_size if history.exists() else 0
+    last: dict[str, Any] = {}
     thread = threading.Thread(target=target, name="ray-train-fit", daemon=True)
     thread.start()
     while thread.is_alive():
         thread.join(0.5)
-        offset = _print_new(history, offset, epochs, log, fmt)
-    _print_new(history, offset, epochs, log, fmt)
+        offset = _print_new(history, offset, epochs, log, fmt, last)
+        if show is not None:
+            show(last)
+    _print_new(history, offset, epochs, log, fmt, last)
+    if show is not None:
+        show(last)
     if "error" in box:
         raise box["error"]
     return box["result"]
 
 
-def _print_new(history: Path, offset: int, epochs: int, log, fmt) -> int:
+def _print_new(history: Path, offset: int, epochs: int, log, fmt,
+               last: dict[str, Any]) -> int:
     if not history.exists():
         return offset
     with history.open("rb") as f:
@@ -75,7 +83,8 @@ def _print_new(history: Path, offset: int, epochs: int, log, fmt) -> int:
         data = f.read()
     complete = data[:data.rfind(b"\n") + 1]
     for line in complete.decode("utf-8").splitlines():
-        log(fmt(json.loads(line), epochs))
+        last.update(json.loads(line))
+        log(fmt(last, epochs))
     return offset + len(complete)
 
 

@@ -20,13 +20,14 @@ The flow of :func:`run_training`:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -42,6 +43,9 @@ from pipeline.train.report import describe, epoch_formatter, fit_with_progress, 
 HISTORY = "history.jsonl"
 DECODE_ERRORS = "decode_errors.csv"
 SUMMARY = "train_summary.json"
+
+if TYPE_CHECKING:
+    from pipeline.console import Console
 
 
 def check_cluster(plan: TrainPlan) -> None:
@@ -161,20 +165,59 @@ def build_trainer(plan: TrainPlan, cfg: LoopConfig, train_ds, val_ds, metric: st
         dataset_config=DataConfig(datasets_to_split=["train"]))
 
 
-def fit(plan: TrainPlan, trainer, log: Callable[[str], None], fmt: Callable):
+def fit(plan: TrainPlan, trainer, log: Callable[[str], None], fmt: Callable,
+        show: Callable[[dict[str, Any]], None] | None = None):
     """Run ``trainer``, printing each epoch as ``fmt`` gives it; a failure becomes a
     ``JobFailed`` that says how to resume."""
     try:
         return fit_with_progress(trainer, plan.run_dir / HISTORY, plan.spec.optim.epochs,
-                                 log, fmt)
+                                 log, fmt, show)
     except Exception as e:
         raise JobFailed(f"training failed: {str(e).strip()[:1500]}\nCheckpoints so far are "
                         f"in {plan.run_dir}; continue with `vidbatch train JOB --resume`.") from e
 
 
+class LiveSteps:
+    """The driver's side of the step board (:mod:`pipeline.fit.progress`): rank 0's latest
+    step and the last finished epoch's metric, on a live display ``view(name, epochs,
+    steps_per_epoch)`` (:class:`pipeline.console.TrainBar`)."""
+
+    def __init__(self, view: Callable, plan: TrainPlan, cfg: LoopConfig, metric: str):
+        import ray
+
+        from pipeline.fit.progress import StepBoard, StepPoster
+
+        name = f"vidbatch-steps-{plan.spec.name}-{time.time_ns()}"
+        self.board = StepBoard.options(name=name).remote()
+        self.cfg = dataclasses.replace(
+            cfg, post_step=StepPoster(name, ray.get_runtime_context().namespace))
+        self.view = view(plan.spec.name, plan.spec.optim.epochs, cfg.steps_per_epoch)
+        self.metric, self.latest = metric, {}
+
+    def show(self, last_epoch: dict[str, Any]) -> None:
+        import ray
+
+        try:
+            step = ray.get(self.board.read.remote(), timeout=2)
+        except Exception:  # noqa: BLE001  (the display only)
+            step = {}
+        if last_epoch.get("epoch", 0) >= step.get("epoch", 1):  # between epochs
+            step = {"epoch": last_epoch["epoch"], "step": self.cfg.steps_per_epoch,
+                    "loss": last_epoch.get("train_loss")}
+        self.latest = {**step, "metric": self.metric, "value": last_epoch.get(self.metric)}
+        self.view.update(self.latest)
+
+    def close(self) -> None:
+        import ray
+
+        self.view.finish(self.latest)
+        ray.kill(self.board)
+
+
 def run_training(plan: TrainPlan, address: str | None = None,
                  log: Callable[[str], None] = print,
-                 fail_at_epochs: tuple[int, ...] = ()) -> dict[str, Any]:
+                 fail_at_epochs: tuple[int, ...] = (),
+                 console: Console | None = None) -> dict[str, Any]:
     """Train; return the summary (also written to ``<run>/train_summary.json``).
 
     Args:
@@ -183,20 +226,30 @@ def run_training(plan: TrainPlan, address: str | None = None,
         log: where progress lines go.
         fail_at_epochs: tests only: make the workers fail at the start of these epochs
             (once per attempt that got past an earlier epoch; see epochs.maybe_fail).
+        console: the terminal's (:mod:`pipeline.console`): Ray's output in Ray's logs
+            unless verbose (:func:`~pipeline.ray_session.connect`), and on a terminal a
+            live display of the steps (:class:`LiveSteps`). Without one, as Ray prints,
+            and the epoch lines are the progress.
     """
     parts = training_of(plan.spec.task)
     parts.fetch(plan.start)
     t0 = time.perf_counter()
-    handle = connect(plan.spec.resources, address, log)
+    handle = connect(plan.spec.resources, address, log, console)
+    view, live = console and console.train_view(), None
     try:
         check_cluster(plan)
         log(describe(plan, parts))
         train_ds, val_ds, ok_train, counts = prepare_data(plan, parts, log)
         cfg = loop_config(plan, parts, ok_train, counts, fail_at_epochs)
+        if view is not None:
+            live = LiveSteps(view, plan, cfg, parts.metric)
+            cfg = live.cfg
         trainer = build_trainer(plan, cfg, train_ds, val_ds, parts.metric)
-        result = fit(plan, trainer, log, epoch_formatter(parts))
+        result = fit(plan, trainer, log, epoch_formatter(parts), live and live.show)
         summary = finish(plan, parts, result, time.perf_counter() - t0, counts)
     finally:
+        if live is not None:
+            live.close()
         disconnect(handle)
     return summary
 
@@ -219,7 +272,8 @@ def finish(plan: TrainPlan, parts: Training, result, wall_s: float,
 
 
 def train(spec, resume: bool = False, address: str | None = None,
-          log: Callable[[str], None] = print) -> tuple[dict[str, Any], str]:
+          log: Callable[[str], None] = print, console: Console | None = None
+          ) -> tuple[dict[str, Any], str]:
     """``vidbatch train``: plan and run ``spec``; ``(summary, the summary as text)``."""
-    summary = run_training(plan_training(spec, resume), address, log)
+    summary = run_training(plan_training(spec, resume), address, log, console=console)
     return summary, render_summary(summary, training_of(spec.task))

@@ -15,6 +15,8 @@ file (:mod:`pipeline.tasks.detect.labels`):
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,13 @@ from pipeline.tasks.detect.labels import read_labels
 from pipeline.tasks.detect.tracks import iou_matrix
 
 MATCH_IOU = 0.5
+
+
+def coco_map(metric) -> dict[str, Any]:
+    """``metric.compute()`` of a pycocotools-backed ``MeanAveragePrecision``, without the
+    12-line table pycocotools prints on every call (the figures are returned)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return metric.compute()
 
 
 def _truth(labels: pa.Table) -> dict[tuple[str, int], list[dict]]:
@@ -92,7 +101,7 @@ def evaluate(output: str, labels_path: str) -> dict[str, Any]:
             n_truth, n_found, frames = n_truth + len(t), n_found + len(found), frames + 1
             if has_objects:
                 _mot_frame(mot, row["video_id"], t, found)
-    result = metric.compute()
+    result = coco_map(metric)
     out = {"videos": videos, "frames": frames, "true_boxes": n_truth, "detections": n_found,
            "map50": float(result["map_50"]), "map": float(result["map"]),
            "mean_iou": float(np.mean(ious)) if ious else 0.0,

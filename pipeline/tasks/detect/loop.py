@@ -17,6 +17,7 @@ import torch
 from pipeline.decode.base import fitted_dims
 from pipeline.fit.epochs import LoopConfig, WorkerLoop, all_reduce
 from pipeline.model.checkpoint import CHECKPOINT_FILE
+from pipeline.tasks.detect.evaluate import coco_map
 from pipeline.tasks.detect.models import build_detector, new_detector, save_detector_checkpoint
 from pipeline.tasks.detect.replica import distinct_positions
 
@@ -99,6 +100,7 @@ class DetectLoop(WorkerLoop):
             opt.step()
             total += float(loss.detach()) * len(images)
             frames += len(images)
+            self.stepped(loss)
         totals = all_reduce(torch.tensor([total, frames], dtype=torch.float64))
         return ({"train_loss": float(totals[0] / max(1, totals[1])),
                  "train_frames": int(totals[1])}, float(totals[1]))
@@ -117,7 +119,7 @@ class DetectLoop(WorkerLoop):
                           [{"boxes": torch.from_numpy(bx), "labels": torch.from_numpy(lb)}
                            for _, bx, lb in chunk])
             frames += len(chunk)
-        result = metric.compute()
+        result = coco_map(metric)
         frames = int(all_reduce(torch.tensor([frames], dtype=torch.float64)).item())
         return {"val_map50": float(result["map_50"]), "val_map": float(result["map"]),
                 "val_frames": frames}
