@@ -172,6 +172,10 @@ def test_the_report_of_a_real_job_renders_in_chromium(browser, demo_job, tmp_pat
     text = page.locator("section#errors").inner_text()
     for name in ("missing.mp4", "empty.mp4", "not_a_video.mp4", "truncated.mp4"):
         assert name in text
+    # a rate, not rows per second-bin (0, 4, 0, 4 for 4-video batches)
+    rate = page.locator("div.chart[data-chart='throughput']")
+    assert "sliding" in rate.locator(".chart-title").inner_text()
+    assert min(rate.evaluate("c => c.querySelector('.js-plotly-plot').data[0].y")) > 0
     check_titles(page)
     page.close()
 
@@ -192,6 +196,24 @@ def test_the_report_of_a_training_run_draws_its_curves(browser, tmp_path):
     assert problems == [] and charts == 5  # loss, accuracy, throughput, lr, confusion
     check_titles(page, widths=(800,))
     page.close()
+
+
+def test_the_rate_over_the_run_is_a_rate_not_batches_per_bin():
+    from pipeline.report.rows import sliding_rate
+
+    # 4-video batches every 2 s: 2 videos/s throughout, though no second holds a batch
+    steady = sliding_rate(np.arange(0, 61, 2.0), 4 * np.arange(1, 32))
+    assert np.allclose(steady.per_s, 2.0) and steady.window_s == 8.0
+    # two replicas finishing out of step (0.1 s apart, then 1.9 s): no spikes of 40/s
+    both = sliding_rate(np.sort(np.r_[np.arange(0, 60, 2.0), np.arange(0.1, 60, 2.0)]),
+                        4 * np.arange(1, 61))
+    assert all(3.0 < r < 5.0 for r in both.per_s), both.per_s
+    # a stall from 20 to 40 s shows as a dip to nothing
+    times = np.r_[np.arange(0, 21, 2.0), np.arange(40, 61, 2.0)]
+    stall = sliding_rate(times, 4 * np.arange(1, len(times) + 1))
+    at = dict(zip(np.round(stall.t_s, 1), stall.per_s))
+    assert at[10.2] == pytest.approx(2.0) and at[39.9] < 0.5 and at[60.0] > 1.5
+    assert sliding_rate(np.array([0.0]), np.array([4])) is None  # one write: no rate
 
 
 def test_a_report_is_refused_for_a_folder_vidbatch_did_not_write(tmp_path):

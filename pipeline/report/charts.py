@@ -108,3 +108,14 @@ def windows(rows: list[dict], title: str) -> go.Figure:
         fig.add_scatter(x=d["x"], y=d["y"], mode="markers", name=label, text=d["t"],
                         marker={"size": d["s"]}, hovertemplate="%{text}<extra></extra>")
     return fig
+
+
+def rate(x: Sequence[float], y: Sequence[float], title: str, xtitle: str,
+         ytitle: str) -> go.Figure:
+    """A rate over time: a line from zero up (the rate is an average over a window, so
+    points would suggest single measurements)."""
+    fig = _figure(title, xtitle, ytitle)
+    fig.add_scatter(x=list(x), y=list(y), mode="lines", name=ytitle,
+                    hovertemplate=f"%{{x:.1f}} s: %{{y:.3g}} {ytitle}<extra></extra>")
+    fig.update_yaxes(range=[0, 1.15 * max(y, default=0) or 1])  # the line clear of the top
+    return fig

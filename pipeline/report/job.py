@@ -70,6 +70,13 @@ def _seconds(value: Any) -> str | None:
     return None if value is None else f"{value:.1f} s"
 
 
+def _span(seconds: float) -> str:
+    """A length of time as a title says it: 0.62-s, 45-s, 12-min, 2.5-h."""
+    if seconds < 120:
+        return f"{seconds:.2g}-s" if seconds < 10 else f"{seconds:.0f}-s"
+    return f"{seconds / 60:.0f}-min" if seconds < 7200 else f"{seconds / 3600:.1f}-h"
+
+
 def counts_block(counts: dict[str, int], rec: dict[str, Any]) -> str:
     manifest = rec.get("counts", {}).get("manifest_rows")
     items = [("rows", counts["rows"]), ("ok", counts["ok"]), ("error", counts["error"])]
@@ -101,11 +108,12 @@ def errors_section(page: Page, view: RowsView) -> None:
 
 def timing_section(page: Page, view: RowsView) -> None:
     parts = []
-    x, rate = view.timeline()
-    if x:
-        parts.append(page.chart(charts.line(x, {"rows/s": rate}, "throughput over the run",
-                                            "seconds since the first row", "rows/s"),
-                                "throughput"))
+    rate = view.timeline()
+    if rate is not None:
+        parts.append(page.chart(charts.rate(
+            rate.t_s, rate.per_s, f"videos finished per second, over a sliding "
+            f"{_span(rate.window_s)} window", "seconds since the first row", "videos/s"),
+            "throughput"))
     for col, what in (("decode_s", "decode"), ("infer_s", "inference")):
         if col not in view.columns:
             continue

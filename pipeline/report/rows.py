@@ -10,7 +10,6 @@ from a bounded number of row groups.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +31,40 @@ class Bins:
 
     edges: list[float]
     counts: list[int]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Videos per second (``per_s``) at ``t_s`` seconds since the first row, each over
+    the ``window_s`` seconds before."""
+
+    t_s: list[float]
+    per_s: list[float]
+    window_s: float
+
+
+def sliding_rate(times: np.ndarray, done: np.ndarray, points: int = 200) -> Rate | None:
+    """The rate at which rows were finished: ``done[i]`` rows by ``times[i]`` seconds.
+
+    Rows are written a batch at a time, so rows per fixed bin jumps between 0 and a batch
+    (0, 4, 0, 4 for 4-video batches). Instead each batch counts as finished evenly since
+    the one before (the finished count is interpolated between writes), and the rate at
+    ``t`` is the rows finished over the window before it: 4 intervals between writes
+    (on average over the run), so that each window holds several batches and replicas
+    finishing out of step do not read as spikes, and at least 1/30 of the run, so that
+    the line shows the run's shape (start-up, a stall, the tail) rather than noise.
+    Near the start, where less than a window has passed, the rate is that of the run's
+    first window (every point averages the same length of time). Example: writes of 4
+    rows at 0, 2, 4 and 6 s give 2 videos/s throughout (the window is the whole 6 s).
+    """
+    if len(times) < 2:
+        return None
+    span = float(times[-1] - times[0])
+    window = min(span, max(4 * span / (len(times) - 1), span / 30))
+    t = np.linspace(times[0], times[-1], points + 1)[1:]
+    since = np.clip(t - window, times[0], times[-1] - window)
+    rate = (np.interp(since + window, times, done) - np.interp(since, times, done)) / window
+    return Rate([float(x) for x in t], [float(r) for r in rate], window)
 
 
 class RowsView:
@@ -117,20 +150,21 @@ class RowsView:
                        f"(SELECT {expr} AS x FROM rows WHERE {where})")[0]
         return {"median": q[0], "p90": q[1], "max": q[2]}
 
-    def timeline(self, n: int = 60) -> tuple[list[float], list[int]]:
-        """Rows finished per second over the run, in at most ``n`` bins: (seconds since the
-        first row, rows/s in that bin)."""
+    def timeline(self, fine: int = 2000) -> Rate | None:
+        """Videos finished per second over the run (:func:`sliding_rate`), from the times
+        rows were written, gathered in at most ``fine`` bins (the last time and the rows
+        of each); None without at least two such times."""
         if "processed_at" not in self.columns:
-            return [], []
+            return None
         t0, t1 = self.query("SELECT epoch_ms(min(processed_at)), epoch_ms(max(processed_at)) "
                             "FROM rows")[0]
-        if t0 is None:
-            return [], []
-        width = max(1000.0, math.ceil((t1 - t0 + 1) / n))
-        got = dict(self.query("SELECT floor((epoch_ms(processed_at) - ?) / ?)::INT, count(*) "
-                              "FROM rows GROUP BY 1", [t0, width]))
-        bins = range(int((t1 - t0) // width) + 1)
-        return ([b * width / 1000 for b in bins], [got.get(b, 0) / (width / 1000) for b in bins])
+        if t0 is None or t1 <= t0:
+            return None
+        got = self.query("SELECT max(epoch_ms(processed_at)), count(*) FROM rows WHERE "
+                         "processed_at IS NOT NULL GROUP BY floor((epoch_ms(processed_at) - ?) "
+                         "/ ?) ORDER BY 1", [t0, max(1.0, (t1 - t0) / fine)])
+        return sliding_rate(np.array([(t - t0) / 1000 for t, _ in got]),
+                            np.cumsum([n for _, n in got]))
 
     def embedding_sample(self, column: str, limit: int = 4000,
                          extra: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
