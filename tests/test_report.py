@@ -216,6 +216,21 @@ def test_the_rate_over_the_run_is_a_rate_not_batches_per_bin():
     assert sliding_rate(np.array([0.0]), np.array([4])) is None  # one write: no rate
 
 
+def test_the_job_card_says_what_each_task_sampled():
+    from pipeline.report.views import describe_sampling
+
+    detect = {"sampling": {"clips": 30, "frames": 1, "stride": None, "short_side": 384,
+                           "crop_size": 384, "canvas": [384, 640], "rate": 10.0},
+              "spec": {"sampling": {"fps": 10, "frames": 30, "snap_to_keyframes": True}}}
+    assert describe_sampling(detect) == ("10 frames/s, at most 30 per video, snapped to "
+                                         "keyframes; whole frames fitted into 640x384 (the "
+                                         "detector's input)")
+    classify = {"sampling": {"clips": 2, "frames": 16, "stride": None, "short_side": 128,
+                             "crop_size": 112}}
+    assert describe_sampling(classify) == ("2 clip(s) x 16 frames (spread evenly), short "
+                                           "side 128, centre crop 112")
+
+
 def test_a_report_is_refused_for_a_folder_vidbatch_did_not_write(tmp_path):
     from pipeline.errors import OutputError
 
@@ -274,17 +289,25 @@ def task_job(task: str, root: Path) -> dict:
 @pytest.mark.parametrize("task", ["detect", "audio"])
 def test_detect_and_audio_reports_draw_their_own_sections(browser, ray_session, tmp_path,
                                                           task):
-    execute(plan_job(parse_jobspec(task_job(task, tmp_path))), log=lambda s: None)
+    spec = task_job(task, tmp_path)
+    execute(plan_job(parse_jobspec(spec)), log=lambda s: None)
     html = Path(make_report(str(tmp_path / "out"), log=lambda s: None))
     page, problems = render(browser, html)
     charts, images = check_drawn(page)
     assert problems == [] and images >= 1
     assert int(page.locator("[data-count='ok'] b").inner_text()) == 3
+    card = page.locator("section#job").inner_text()
     if task == "detect":  # boxes are drawn on the frame: its caption counts them
         assert re.search(r"\b[1-9]\d* boxes at", page.locator("section#sheets").inner_text())
         assert page.locator("section#map").count() == 0  # a detect job has no embedding
+        # what the detector was given: frames per video, fitted into its input
+        size = spec["detect"]["min_size"]
+        assert f"{spec['sampling']['frames']} frames per video" in card
+        assert re.search(rf"fitted into \d+x{size} \(the detector's input\)", card), card
+        assert "crop" not in card and "clips" not in card
     else:
         assert page.locator("div.chart[data-chart='windows']").count() == 1
+        assert "1-s windows every 0.5 s" in card
         assert page.locator("section#map").count() == 1
     check_titles(page)
     page.close()

@@ -18,7 +18,7 @@ from pipeline.report.near_dups import near_duplicates_section
 from pipeline.report.page import Markup, Page, esc, figure_card, key_values, table
 from pipeline.report.rows import RowsView
 from pipeline.report.thumbs import Thumbnailer
-from pipeline.report.views import TaskView, view_for
+from pipeline.report.views import TaskView, describe_sampling, view_for
 
 TOP_LABELS = 30
 SHEET_LABELS, SHEET_VIDEOS = 6, 12
@@ -57,10 +57,9 @@ def job_card(view: RowsView) -> str:
         ("job", rec.get("job")), ("task", view.task), ("state", rec.get("state")),
         ("model", model.get("arch")), ("weights", model.get("weights")),
         ("classes", model.get("classes")),
-        ("sampling", ", ".join(f"{k} {'none' if v is None else v}"
-                               for k, v in (rec.get("sampling") or {}).items())),
+        ("sampling", describe_sampling(rec)),
         ("started (UTC)", rec.get("started_utc")), ("wall time", _seconds(rec.get("wall_s"))),
-        ("videos/s", rec.get("videos_per_s")), ("dashboard", rec.get("dashboard_url")),
+        ("videos/s", _rate(rec.get("videos_per_s"))), ("dashboard", rec.get("dashboard_url")),
         ("runs", ", ".join(rec.get("runs", []))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("output", view.out.location)])
@@ -75,6 +74,10 @@ def _span(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.2g}-s" if seconds < 10 else f"{seconds:.0f}-s"
     return f"{seconds / 60:.0f}-min" if seconds < 7200 else f"{seconds / 3600:.1f}-h"
+
+
+def _rate(value: Any) -> str | None:
+    return None if value is None else f"{value:.3g}"
 
 
 def counts_block(counts: dict[str, int], rec: dict[str, Any]) -> str:

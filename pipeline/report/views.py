@@ -142,3 +142,27 @@ def view_for(columns: set[str]) -> TaskView:
     """The view of an output with ``columns``: the first whose column it has (whichever
     task wrote it), else the classification view."""
     return next((view for view in VIEWS if view.needs in columns), TaskView)()
+
+
+def describe_sampling(record: dict[str, Any]) -> str | None:
+    """What the job sampled, as its record stores it (``DecodeSpec.record`` or
+    ``AudioSpec.record``): clips of frames, whole frames fitted into a detector's input,
+    or windows of sound."""
+    s = record.get("sampling")
+    if not s:
+        return None
+    asked = record.get("spec", {}).get("sampling", {})
+    snapped = ", snapped to keyframes" if asked.get("snap_to_keyframes") else ""
+    if "sample_rate" in s:
+        return (f"mono at {s['sample_rate']} Hz, {s['window_s']:g}-s windows every "
+                f"{s['hop_s']:g} s (at most {s['max_windows']} per video, spread evenly "
+                "beyond)")
+    if s.get("canvas"):
+        count = s["clips"] * s["frames"]
+        how = (f"{s['rate']:g} frames/s, at most {count} per video" if s.get("rate") else
+               f"{count} frames per video, spread evenly")
+        return (f"{how}{snapped}; whole frames fitted into {s['canvas'][1]}x"
+                f"{s['canvas'][0]} (the detector's input)")
+    stride = f"stride {s['stride']}" if s.get("stride") else "spread evenly"
+    return (f"{s['clips']} clip(s) x {s['frames']} frames ({stride}){snapped}, short side "
+            f"{s['short_side']}, centre crop {s['crop_size']}")
