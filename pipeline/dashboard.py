@@ -84,4 +84,4 @@ def dashboard_hint(url: str) -> str:
     how to sign in to it. Never the token itself."""
     if auth_disabled():
         return f"dashboard: {url} (RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: no sign-in)"
-    return f"dashboard: {url} (sign in with the token `vidbatch token` prints)"
+    return f"dashboard: {url} (sign-in token: `vidbatch token`)"

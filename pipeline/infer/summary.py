@@ -35,11 +35,11 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     if timing.get("first_row_s") is not None:
         fixed = timing["first_row_s"] + timing["end_s"] - timing["last_row_s"]
         began = timing.get("first_decode_s")
-        lines.append(f"time from the command's start: Ray ready {timing['ray_ready_s']:.1f} s, "
-                     + (f"first decode {began:.1f} s, " if began is not None else "")
-                     + f"first row {timing['first_row_s']:.1f} s, last row "
-                     f"{timing['last_row_s']:.1f} s, done {timing['end_s']:.1f} s (fixed cost "
-                     f"{fixed:.1f} s); driver peak memory {timing['driver_peak_rss_mb']} MiB")
+        lines.append(f"seconds from the start: Ray ready {timing['ray_ready_s']:.1f}, "
+                     + (f"first decode {began:.1f}, " if began is not None else "")
+                     + f"first row {timing['first_row_s']:.1f}, last row "
+                     f"{timing['last_row_s']:.1f}, done {timing['end_s']:.1f} (fixed cost "
+                     f"{fixed:.1f}); driver {timing['driver_peak_rss_mb']} MiB")
     decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
         [("video_id", "count")]).to_pylist()
     tallies = []
@@ -54,8 +54,7 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
         stages = pa.table({"stage": stage}).group_by("stage").aggregate(
             [("stage", "count")]).sort_by([("stage_count", "descending")]).to_pylist()
         tallies.append("errors by stage: " + ", ".join(f"{s['stage']} {s['stage_count']}"
-                                                       for s in stages)
-                       + " (the error column has each reason in full)")
+                                                       for s in stages))
     if tallies:
         lines.append("; ".join(tallies))
     for row in errors.slice(0, 8).to_pylist():

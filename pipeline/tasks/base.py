@@ -50,8 +50,7 @@ def random_weights_note(meaningful: bool, what: str) -> tuple[str, ...]:
     (predictions, detections) are meaningless."""
     if meaningful:
         return ()
-    return (f"weights: none means random weights; {what} are meaningless (they only show "
-            "that the pipeline works)",)
+    return (f"weights: none -> random weights; {what} are meaningless (a pipeline check)",)
 
 
 @dataclass(frozen=True)
