@@ -286,6 +286,39 @@ def task_job(task: str, root: Path) -> dict:
     return spec
 
 
+def spectrogram_pitch(uri: str, sample_rate: int) -> float:
+    """The frequency (Hz) of the mel band an audio strip draws brightest, on average over
+    its time (Viridis: brighter is louder)."""
+    import base64
+
+    from librosa import mel_frequencies
+
+    picture = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("L")
+    loudness = np.asarray(picture, dtype=float).mean(axis=1)[::-1]  # low bands first
+    centres = mel_frequencies(n_mels=len(loudness) + 2, fmax=sample_rate / 2)[1:-1]
+    return float(centres[int(np.argmax(loudness))])
+
+
+def check_strips(page, out: Path) -> None:
+    """Each audio strip draws its video's sound (the tone task_job wrote: 300, 500 or 700
+    Hz, the brightest band) and its windows' labels in order, from the Parquet."""
+    rows = {Path(r["path"]).name: r for r in ds.dataset(sorted(out.glob("*.parquet")))
+            .to_table(columns=["path", "window_predictions"]).to_pylist()}
+    strips = page.locator("figure.strip")
+    assert strips.count() >= 1
+    for i in range(strips.count()):
+        strip = strips.nth(i)
+        img = strip.locator("img")
+        name = Path(img.get_attribute("alt")).name
+        tone = 300 + 200 * int(name[-5])
+        pitch = spectrogram_pitch(img.get_attribute("src"), 16000)
+        assert abs(pitch - tone) < 60, (name, pitch, tone)
+        labels = [w["label"] for w in rows[name]["window_predictions"]]
+        runs = [lab for j, lab in enumerate(labels) if j == 0 or labels[j - 1] != lab]
+        shown = strip.locator("[data-band='labels'] span").all_inner_texts()
+        assert shown == runs and strip.locator("[data-band='speech']").count() == 1
+
+
 @pytest.mark.parametrize("task", ["detect", "audio"])
 def test_detect_and_audio_reports_draw_their_own_sections(browser, ray_session, tmp_path,
                                                           task):
@@ -306,8 +339,9 @@ def test_detect_and_audio_reports_draw_their_own_sections(browser, ray_session, 
         assert re.search(rf"fitted into \d+x{size} \(the detector's input\)", card), card
         assert "crop" not in card and "clips" not in card
     else:
-        assert page.locator("div.chart[data-chart='windows']").count() == 1
+        assert page.locator("figure.strip").count() == images  # sound, not pictures
         assert "1-s windows every 0.5 s" in card
+        check_strips(page, tmp_path / "out")
         assert page.locator("section#map").count() == 1
     check_titles(page)
     page.close()

@@ -90,26 +90,6 @@ def heatmap(matrix: Sequence[Sequence[int]], names: Sequence[str], title: str) -
     return fig
 
 
-def windows(rows: list[dict], title: str) -> go.Figure:
-    """Per-window predictions of a few videos on one time axis: one line per video, a
-    marker per window coloured by its label, larger when surer."""
-    fig = _figure(title, "time in the video (s)", "", height=max(HEIGHT, 34 * len(rows) + 110))
-    by_label: dict[str, dict[str, list]] = {}
-    for row in rows:
-        for w in row["windows"]:
-            d = by_label.setdefault(w["label"], {"x": [], "y": [], "s": [], "t": []})
-            d["x"].append(w["t_s"])
-            d["y"].append(row["name"])
-            d["s"].append(6 + 12 * float(w["score"] or 0))
-            speech = "" if w.get("speech") is None else f", speech {w['speech']:.2f}"
-            d["t"].append(f"{row['name']} @ {w['t_s']:.2f} s: {w['label']} "
-                          f"{w['score']:.2f}{speech}")
-    for label, d in sorted(by_label.items()):
-        fig.add_scatter(x=d["x"], y=d["y"], mode="markers", name=label, text=d["t"],
-                        marker={"size": d["s"]}, hovertemplate="%{text}<extra></extra>")
-    return fig
-
-
 def rate(x: Sequence[float], y: Sequence[float], title: str, xtitle: str,
          ytitle: str) -> go.Figure:
     """A rate over time: a line from zero up (the rate is an average over a window, so

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.report import charts
 from pipeline.report.near_dups import near_duplicates_section
-from pipeline.report.page import Markup, Page, esc, figure_card, key_values, table
+from pipeline.report.page import Markup, Page, esc, key_values, table
 from pipeline.report.rows import RowsView
 from pipeline.report.thumbs import Thumbnailer
 from pipeline.report.views import TaskView, describe_sampling, view_for
@@ -142,8 +142,8 @@ def labels_section(page: Page, view: RowsView, task: TaskView) -> None:
                                     f"videos per label{more}", "label"), "labels")]
     scores = task.scores(view)
     if scores is not None:
-        parts.append(page.chart(charts.histogram(scores, "confidence (score)", "score"),
-                                "confidence"))
+        parts.append(page.chart(charts.histogram(scores, "confidence (score)", "score",
+                                                 task.scored), "confidence"))
     body = ["<div class='grid'>" + "".join(parts) + "</div>"]
     low = task.low_confidence(view, LOW_CONFIDENCE)
     if low:
@@ -167,23 +167,20 @@ def sheets_section(page: Page, view: RowsView, task: TaskView, budget: int,
         for label in labels:
             cards = []
             for s in task.shots(view, label, per):
-                uri = thumbs.thumbnail(s.path, s.t_s, s.height, s.width, s.fps, s.boxes)
-                read += uri is not None
-                cards.append(figure_card(uri, s.caption, s.path))
+                card, readable = task.card(view, s, thumbs)
+                read += readable
+                cards.append(card)
             body.append(f"<h3>{esc(label)}</h3><div class='sheet'>{''.join(cards)}</div>")
     finally:
         thumbs.close()
-    log(f"report: {read} thumbnails decoded")
-    page.section("Contact sheets", "<p class='note'>A sample of videos per top label, one "
-                 "frame each (decoded in a confined child).</p>", *body, key="sheets")
+    log(f"report: {read} videos decoded for the contact sheets")
+    page.section("Contact sheets", f"<p class='note'>A sample of videos per top label, "
+                 f"{esc(task.sheet_note)} (decoded in a confined child).</p>", *body,
+                 key="sheets")
 
 
 def task_section(page: Page, name: str, data: Any) -> None:
-    if name == "windows":
-        page.section("Per-window predictions", page.chart(
-            charts.windows(data, "window labels of sampled videos (marker size: score)"),
-            "windows"), key="windows")
-    elif name == "speech":
+    if name == "speech":
         page.section("Speech", key_values(data.items()), key="speech")
 
 

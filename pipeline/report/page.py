@@ -44,6 +44,13 @@ figure{margin:0;width:224px;font-size:11px}figure img{display:block;border-radiu
 figure .missing{width:224px;height:126px;background:#eaecef;display:flex;
 align-items:center;justify-content:center;color:#57606a}
 figcaption{margin-top:2px;word-break:break-all}
+figure.strip{flex:1 1 320px;max-width:560px}figure.strip img{width:100%;height:64px}
+.band{position:relative;height:15px;background:#eef0f3;margin-top:1px;overflow:hidden}
+.band span{position:absolute;top:0;bottom:0;overflow:hidden;white-space:nowrap;
+text-overflow:clip;font-size:10px;line-height:15px;padding-left:2px;box-sizing:border-box;
+border-left:1px solid #fff}
+.band.speech{height:5px}.band.speech span{background:#1a7f37;border:0}
+.axis{display:flex;justify-content:space-between;color:#57606a;font-size:10px}
 """
 
 

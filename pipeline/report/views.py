@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.report.page import figure_card
 from pipeline.report.rows import Bins, RowsView
-from pipeline.report.thumbs import Box
+from pipeline.report.sound import sound_strip, strip_card
+from pipeline.report.thumbs import Box, Thumbnailer
 
 # Columns every contact-sheet row reads.
 _SHEET = "video_id, path, label, width, height, fps, start_s, end_s"
@@ -31,6 +33,8 @@ class Shot:
     fps: float | None
     caption: list[str]
     boxes: list[Box]
+    windows: list[dict] | None = None  # audio: the row's window_predictions ...
+    span: tuple[float, float] | None = None  # ... over this part of its soundtrack (s)
 
 
 def _middle(start: float | None, end: float | None) -> float | None:
@@ -43,6 +47,8 @@ class TaskView:
     needs: str | None = None  # the column an output must have for this view to show it
     embedding = "embedding"
     has_scores = True
+    scored = "videos"  # what the confidence histogram counts
+    sheet_note = "one frame each"
 
     def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
         return v.query("SELECT pred_label, count(*) FROM rows WHERE status = 'ok' AND "
@@ -70,6 +76,12 @@ class TaskView:
         return [Shot(r[0], r[1], _middle(r[6], r[7]), r[4], r[3], r[5],
                      [r[0], *_topk(r[9], r[10])], []) for r in rows]
 
+    def card(self, v: RowsView, shot: Shot, thumbs: Thumbnailer) -> tuple[str, bool]:
+        """The contact sheet's card of ``shot``, and whether its video could be read."""
+        uri = thumbs.thumbnail(shot.path, shot.t_s, shot.height, shot.width, shot.fps,
+                               shot.boxes)
+        return figure_card(uri, shot.caption, shot.path), uri is not None
+
     def sections(self, v: RowsView) -> list[tuple[str, Any]]:
         return []
 
@@ -81,6 +93,7 @@ def _topk(labels: list[str] | None, scores: list[float] | None, k: int = 3) -> l
 class DetectView(TaskView):
     needs = "detections"
     embedding = None
+    scored = "detections"
 
     def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
         return v.query("SELECT f.label, count(*) FROM (SELECT unnest(labels_found) AS f "
@@ -121,18 +134,61 @@ class DetectView(TaskView):
 class AudioView(TaskView):
     needs = "window_predictions"
     embedding = "audio_embedding"
+    sheet_note = ("the sound of each: its mel spectrogram (low pitches at the bottom, "
+                  "loud bright), where Silero VAD heard speech (green) and each window's "
+                  "label")
+
+    def shots(self, v: RowsView, label: str, n: int) -> list[Shot]:
+        rows = v.query(f"SELECT {_SHEET}, pred_score, topk_labels, topk_scores, "
+                       "window_predictions, audio_duration_s, speech_fraction, silent "
+                       "FROM rows WHERE status = 'ok' AND pred_label = ? "
+                       "ORDER BY hash(video_id) LIMIT ?", [label, n])
+        return [Shot(r[0], r[1], None, r[4], r[3], r[5],
+                     [r[0], ", ".join(_topk(r[9], r[10])), *_heard(r[13], r[14])], [],
+                     r[11] or [],
+                     _span(r[6], r[7], r[12], r[11] or [])) for r in rows]
+
+    def __init__(self) -> None:
+        self.colours: dict[str, str] = {}  # one colour per window label, page-wide
+
+    def card(self, v: RowsView, shot: Shot, thumbs: Thumbnailer) -> tuple[str, bool]:
+        rec = v.record
+        sampling, predict = rec.get("sampling") or {}, rec.get("spec", {}).get("predict", {})
+        uri = sound_strip(thumbs.worker, shot.path, *shot.span,
+                          int(sampling.get("sample_rate") or 16000),
+                          thumbs.allow_uri_options)
+        threshold = predict.get("vad_threshold", 0.5) if predict.get("vad", True) else None
+        return strip_card(uri, shot.windows, float(sampling.get("window_s") or 1.0),
+                          *shot.span, threshold, shot.caption, shot.path,
+                          self.colours), uri is not None
 
     def sections(self, v: RowsView) -> list[tuple[str, Any]]:
-        """Per-window predictions of a sample of videos, on a timeline."""
-        rows = v.query("SELECT video_id, window_predictions FROM rows WHERE status = 'ok' "
-                       "AND len(window_predictions) > 0 ORDER BY hash(video_id) LIMIT 12")
-        if not rows:
+        """How much of the soundtracks is speech, and how many are silent."""
+        if "speech_fraction" not in v.columns:
             return []
-        speech = v.quantiles("speech_fraction", "status = 'ok'")
+        speech = v.quantiles("speech_fraction", "status = 'ok'")["median"]
         silent = v.scalar("SELECT count(*) FROM rows WHERE status = 'ok' AND silent")
-        return [("windows", [{"name": r[0], "windows": r[1]} for r in rows]),
-                ("speech", {"median speech fraction": speech["median"],
-                            "silent videos": silent})]
+        return [("speech", {
+            "speech, median over videos": None if speech is None else
+            f"{speech:.0%} of a video's windows (Silero VAD)",
+            "silent videos": f"{silent:,} (every sample below the job's silence_dbfs)"})]
+
+
+def _span(start: float | None, end: float | None, duration: float | None,
+          windows: list[dict]) -> tuple[float, float]:
+    """The part of the soundtrack a strip shows: the row's segment, else the whole
+    soundtrack, else as far as its windows reach."""
+    lo = start or 0.0
+    hi = end if end is not None else duration
+    if hi is None or hi != hi or hi <= lo:
+        hi = max([lo + 1.0, *(float(w["t_s"]) + 0.5 for w in windows)])
+    return lo, float(hi)
+
+
+def _heard(speech: float | None, silent: bool | None) -> list[str]:
+    if silent:
+        return ["silent"]
+    return [] if speech is None else [f"speech in {speech:.0%} of windows"]
 
 
 VIEWS: tuple[type[TaskView], ...] = (DetectView, AudioView)
