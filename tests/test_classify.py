@@ -187,3 +187,39 @@ def test_auto_streams_one_per_thread_on_cpu_one_on_gpu():
     assert auto_streams(16, 8, gpu=False) == 8  # never more streams than videos per batch
     assert auto_streams(1, 8, gpu=False) == 1
     assert auto_streams(8, 32, gpu=True) == 1
+
+
+def test_centre_view_is_the_middle_zoomed_back_to_size():
+    """A frame whose middle 80% (a 10% border cut away) is white on black: the centre view
+    is all white, the same size, and the border's columns are gone."""
+    from pipeline.tasks.classify.replica import centre_view
+
+    frames = np.zeros((1, 2, 40, 60, 3), np.uint8)
+    frames[:, :, 4:36, 6:54] = 255
+    view = centre_view(torch.from_numpy(frames))
+    assert view.shape == (1, 2, 40, 60, 3)
+    assert view.min() == 255
+
+
+def test_centre_embedding_is_the_embedding_of_the_centre_view():
+    """output.centre_embedding: embedding_centre is the network's embedding of the centre
+    view; without it the column is null (and the embedding is the same either way)."""
+    from pipeline.tasks.classify.replica import centre_view
+
+    torch.manual_seed(0)
+    card = model_card(ModelSpec(arch="resnet18", num_classes=3))
+    frames = np.random.default_rng(5).integers(0, 256, size=(2, 1, 2, 40, 40, 3),
+                                               dtype=np.uint8)
+    on = ClassifyReplica(ClassifyConfig.of(card, Runtime(channels_last=False),
+                                           centre_embedding=True))
+    off = replica_of(card, channels_last=False)
+    with_centre = on(batch_of(frames, ["ok", "error"]))
+    without = off(batch_of(frames, ["ok", "error"]))
+    zoomed = centre_view(torch.from_numpy(frames[:1].reshape(1, 2, 40, 40, 3)))
+    expected = off.embed(zoomed.round().to(torch.uint8).numpy()[:, None])[0]
+    got = np.array(with_centre["embedding_centre"][0].as_py())
+    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)
+    assert not np.allclose(got, np.array(with_centre["embedding"][0].as_py()), atol=1e-2)
+    assert with_centre["embedding_centre"][1].as_py() is None
+    assert without["embedding_centre"].null_count == 2
+    assert with_centre["embedding"].to_pylist() == without["embedding"].to_pylist()

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 class ClassifyOutputSpec(OutputSpec):
     embeddings: bool = True
     top_k: int = Field(5, ge=1, le=1000)
+    centre_embedding: bool = Field(
+        False, description="also embed each frame's centre zoomed 1.25x (column "
+        "embedding_centre, a second forward pass): near-duplicates then match copies "
+        "cropped by a border (docs/search.md)")
 
 
 class ClassifyJobSpec(JobSpec):
@@ -62,7 +66,7 @@ class ClassifyTask(Task):
     def replica(self, spec: ClassifyJobSpec, model: ModelCard, runtime: Runtime
                 ) -> tuple[type, dict[str, Any]]:
         config = ClassifyConfig.of(model, runtime, spec.output.top_k, spec.output.embeddings,
-                                   spec.name)
+                                   spec.name, spec.output.centre_embedding)
         return ClassifyReplica, {"config": config}
 
     def provenance(self, spec: ClassifyJobSpec, model: ModelCard) -> Provenance:
@@ -73,7 +77,9 @@ class ClassifyTask(Task):
             model=f"{model.arch} ({model.kind} model), weights {model.weights}, "
                   f"{len(model.class_names)} classes",
             output=f"top-{spec.output.top_k}" + (", embeddings" if spec.output.embeddings
-                                                 else ""),
+                                                 else "")
+            + (" (whole and centre)" if spec.output.centre_embedding
+               and spec.output.embeddings else ""),
             notes=random_weights_note(model.meaningful, "predictions"))
 
     def record(self, model: ModelCard) -> dict[str, Any]:
