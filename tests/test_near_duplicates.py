@@ -216,3 +216,81 @@ def test_an_ivf_index_saved_and_loaded_finds_planted_duplicates(tmp_path):
     pairs = {tuple(sorted(g["path"])) for _, g in groups.to_pandas().groupby("group_id")}
     planted = {(f"v{i:06d}.mp4", f"v{len(v) - 20 + i:06d}.mp4") for i in range(20)}
     assert planted <= pairs
+
+
+def write_output(folder: Path, whole: np.ndarray, centre: np.ndarray | None,
+                 files: int = 2) -> OutputDir:
+    """A classify job's output as the store reads it: a job record and Parquet files with
+    the task's embedding columns (``embedding_centre`` null where ``centre`` is None or a
+    row of it is NaN), the rows spread over ``files``."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.tasks.classify.replica import classify_fields
+
+    folder.mkdir(parents=True)
+    (folder / "_vidbatch_job.json").write_text(json.dumps({"task": "classify", "job": "t"}))
+    types = {f.name: f.type for f in classify_fields("resnet18")}
+    dim = types["embedding"].list_size
+    pad = lambda v: np.pad(v, ((0, 0), (0, dim - v.shape[1])))  # noqa: E731
+    n = len(whole)
+    centres = [None] * n if centre is None else [
+        None if np.isnan(c).any() else c.tolist() for c in pad(centre)]
+    for part in np.array_split(np.arange(n), files):
+        pq.write_table(pa.table({
+            "video_id": [f"v{i}" for i in part], "path": [f"v{i}.mp4" for i in part],
+            "status": ["ok"] * len(part),
+            "embedding": pa.array(pad(whole)[part].tolist(), types["embedding"]),
+            "embedding_centre": pa.array([centres[i] for i in part],
+                                         types["embedding_centre"])}),
+            folder / f"vidbatch-r_{part[0]:03d}.parquet")
+    return OutputDir.at(str(folder))
+
+
+# A cropped copy's whole view (row 1) is near its original's centre (row 0), not its whole
+# view; rows 2 and 3 are unrelated to them and to each other.
+WHOLE = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+CENTRE = np.array([[0.1, 1, 0, 0], [0, 1, 0.1, 0], [0, 0, 1, 0.1], [0, 0, 0.3, 1]],
+                  np.float32)
+
+
+def test_centre_views_group_a_cropped_copy_with_its_original(tmp_path):
+    """vidbatch index over real Parquet: with centre views (classify's
+    output.centre_embedding) a row matches another's centre, whole views alone do not,
+    and the similarity is the best pair (whole-whole, centre-whole, whole-centre)."""
+    from pipeline.search.build import build_index
+    from pipeline.search.neighbours import similar
+
+    out = write_output(tmp_path / "with", WHOLE, CENTRE)
+    build_index(out, OutputDir.at(str(tmp_path / "with" / INDEX_DIR)), "error")
+    index = load(OutputDir.at(str(tmp_path / "with" / INDEX_DIR)))
+    assert index.meta["centre"] == "embedding_centre" and index.centre is not None
+    groups = find_groups(index, 0.8)
+    pairs = {tuple(sorted(g["path"])) for _, g in groups.to_pandas().groupby("group_id")}
+    assert pairs == {("v0.mp4", "v1.mp4")}, pairs
+    whole = index.vectors([0, 1])
+    assert index.pair_similarity(np.array([0]), np.array([1]))[0] > whole[0] @ whole[1] + 0.5
+    assert similar(index, "v0")["video_id"][0].as_py() == "v1"
+    assert similar(index, "v1")["video_id"][0].as_py() == "v0"
+
+    plain = write_output(tmp_path / "without", WHOLE, None)
+    build_index(plain, OutputDir.at(str(tmp_path / "without" / INDEX_DIR)), "error")
+    index = load(OutputDir.at(str(tmp_path / "without" / INDEX_DIR)))
+    assert index.meta["centre"] is None and index.centre is None
+    assert find_groups(index, 0.8).num_rows == 0
+
+
+def test_a_row_without_a_centre_view_compares_its_whole_view(tmp_path):
+    """Rows of a job resumed without output.centre_embedding have no centre: their whole
+    view stands in for it, so they are never matched through a centre of their own."""
+    from pipeline.search.build import build_index
+
+    centre = CENTRE.copy()
+    centre[0] = np.nan
+    out = write_output(tmp_path / "o", WHOLE, centre)
+    build_index(out, OutputDir.at(str(tmp_path / "o" / INDEX_DIR)), "error")
+    index = load(OutputDir.at(str(tmp_path / "o" / INDEX_DIR)))
+    np.testing.assert_allclose(index.views([0])[1], index.views([0])[0])
+    assert find_groups(index, 0.8).num_rows == 0

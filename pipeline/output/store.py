@@ -31,7 +31,7 @@ QUARANTINE = "_partial"
 # them, `--overwrite` removes them with the rows they describe; anything else inside those
 # folders is not vidbatch's and blocks both, by name.
 REPORT_FILE = "_vidbatch_report.html"
-DERIVED_DIRS = {"_vidbatch_index": ("index.json", "index.faiss", "rows.parquet"),
+DERIVED_DIRS = {"_vidbatch_index": ("index.json", "index.faiss", "rows.parquet", "centre.faiss"),
                 "_vidbatch_near_duplicates": ("groups.parquet",)}
 DERIVED = (REPORT_FILE, *DERIVED_DIRS)
 # Spec sections that must match for a resumed run to continue the same job (a task adds

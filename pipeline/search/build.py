@@ -21,7 +21,14 @@ from pipeline.output.outdir import OutputDir
 from pipeline.output.store import count_statuses
 from pipeline.search import index as ix
 from pipeline.search.layout import INDEX_FILES, META, claim
-from pipeline.search.vectors import centre, embedding_column, job_of, mean_and_sample, ok_rows
+from pipeline.search.vectors import (
+    centre,
+    centre_column,
+    embedding_column,
+    job_of,
+    mean_and_sample,
+    ok_rows,
+)
 
 
 def build_index(output: OutputDir, folder: OutputDir, policy: str) -> dict[str, Any]:
@@ -40,13 +47,14 @@ def build_index(output: OutputDir, folder: OutputDir, policy: str) -> dict[str, 
         _check_same_source(old, column, folder)
         index, old_rows = old, old.rows
         files = [f for f in files if ix.file_names([f])[0] not in set(old.meta["files"])]
-    added = _add(index, output, column, files, old_rows)
+    added = _add(index, output, column, files, old_rows, index.meta.get("centre"))
     index.meta["files"] = sorted(set(index.meta.get("files", [])) | set(ix.file_names(files)))
     index.meta.update(rows=len(index), built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                       output=output.location, job=record.get("job"))
     if added or old is None:
         ix.save(folder, index)
-    return {"added": added, "rows": len(index), "kind": index.meta["kind"],
+    kind = index.meta["kind"] + (", with centre views" if index.centre is not None else "")
+    return {"added": added, "rows": len(index), "kind": kind,
             "seconds": time.perf_counter() - t0}
 
 
@@ -57,10 +65,14 @@ def _fresh(output: OutputDir, column: str, files: list[str]) -> ix.VectorIndex:
     mean, training, _ = mean_and_sample(output, column, files, sample)
     faiss_index, kind = ix.new_index(len(mean), expected,
                                      None if training is None else centre(training, mean))
+    views = centre_column(output, column, files)
     meta = {"format": ix.FORMAT, "library": "faiss", "column": column, "dim": len(mean),
-            "similarity": "cosine of (embedding - mean), L2-normalised", "mean":
-            mean.tolist(), "files": [], **kind}
-    return ix.VectorIndex(faiss_index, pa.table({}), meta)
+            "similarity": "cosine of (embedding - mean), L2-normalised" + (
+                "; the best of (whole, whole), (centre, whole), (whole, centre)"
+                if views else ""),
+            "mean": mean.tolist(), "files": [], "centre": views, **kind}
+    return ix.VectorIndex(faiss_index, pa.table({}), meta,
+                          ix.new_flat(len(mean)) if views else None)
 
 
 def _check_same_source(old: ix.VectorIndex, column: str, folder: OutputDir) -> None:
@@ -71,15 +83,18 @@ def _check_same_source(old: ix.VectorIndex, column: str, folder: OutputDir) -> N
 
 
 def _add(index: ix.VectorIndex, output: OutputDir, column: str, files: list[str],
-         old_rows: pa.Table | None) -> int:
-    """Add the ok rows of ``files`` (ids not yet indexed) to ``index``; the rows' table
-    grows alike (``id`` = position in the FAISS index). Returns how many were added."""
+         old_rows: pa.Table | None, views: str | None) -> int:
+    """Add the ok rows of ``files`` (ids not yet indexed) to ``index``, with their centre
+    views from the column ``views`` when the index holds them; the rows' table grows alike
+    (``id`` = position in the FAISS index). Returns how many were added."""
     skip = set() if old_rows is None else set(old_rows["video_id"].to_pylist())
     tables = [] if old_rows is None else [old_rows]
     added = 0
-    for rows, x in ok_rows(output, column, files, skip):
+    for rows, x, c in ok_rows(output, column, files, skip, views):
         ids = np.arange(len(index), len(index) + len(rows), dtype=np.int64)
         index.faiss.add(centre(x, index.mean))
+        if index.centre is not None:
+            index.centre.add(centre(c, index.mean))
         tables.append(rows.add_column(0, "id", pa.array(ids)))
         added += len(rows)
     if tables:

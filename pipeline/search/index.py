@@ -10,7 +10,11 @@ DuckDB (``similar --where``) and from the output's own pyarrow filesystem here.
 On disk (a local folder or an object-store prefix, through pyarrow like the job output):
 ``index.faiss`` (the FAISS index: vector ``i`` is row ``i``), ``rows.parquet`` (``id`` and
 the rows' video_id, path, labels...) and, written last, ``index.json`` (the mean, the
-kind, the files indexed): an index without ``index.json`` is unfinished.
+kind, the files indexed): an index without ``index.json`` is unfinished. When the job
+wrote centre views (``embedding_centre``, classify's ``output.centre_embedding``),
+``centre.faiss`` holds them, centred with the same mean (a flat index: vector ``i`` is
+row ``i``'s centre view), and two rows' similarity is their best pair of views
+(:meth:`VectorIndex.pair_similarity`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import pyarrow as pa
 
 from pipeline.errors import OutputError
 from pipeline.output.outdir import STAGING_SUFFIX, OutputDir
-from pipeline.search.layout import META, ROWS, VECTORS
+from pipeline.search.layout import CENTRE, META, ROWS, VECTORS
 
 FORMAT = 1
 # Below this many rows the index is exact (a flat scan: ~10 ms a query at 50,000 x 512);
@@ -57,6 +61,14 @@ def new_index(dim: int, rows: int, sample: np.ndarray | None) -> tuple[Any, dict
     return index, {"kind": "ivf", "nlist": nlist, "nprobe": NPROBE}
 
 
+def new_flat(dim: int) -> Any:
+    """An empty exact index of ``dim``-d vectors (the centre views: searched rarely,
+    read back by id)."""
+    import faiss
+
+    return faiss.IndexFlatIP(dim)
+
+
 @dataclass
 class VectorIndex:
     """An index in memory: ``faiss`` (vector ``i`` is row ``i`` of ``rows``) and ``meta``
@@ -65,6 +77,7 @@ class VectorIndex:
     faiss: Any
     rows: pa.Table
     meta: dict[str, Any]
+    centre: Any = None  # a flat FAISS index of the rows' centre views, or None
 
     @property
     def mean(self) -> np.ndarray:
@@ -76,6 +89,26 @@ class VectorIndex:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """The stored (centred, normalised) vectors of rows ``ids``."""
         return self.faiss.reconstruct_batch(np.asarray(ids, np.int64))
+
+    def views(self, ids: np.ndarray) -> list[np.ndarray]:
+        """Each view's vectors of rows ``ids``: the whole frame, then the centre when the
+        index holds centre views."""
+        ids = np.asarray(ids, np.int64)
+        if self.centre is None:
+            return [self.vectors(ids)]
+        return [self.vectors(ids), self.centre.reconstruct_batch(ids)]
+
+    def pair_similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The similarity of rows ``a[i]`` and ``b[i]``: the cosine of their whole views,
+        or with centre views the best of (whole, whole), (centre of a, whole of b) and
+        (whole of a, centre of b). A copy cropped by a border matches its original's
+        centre; two centres are not compared (both lose the same border)."""
+        va, vb = self.views(a), self.views(b)
+        sims = np.einsum("ij,ij->i", va[0], vb[0])
+        if self.centre is not None:
+            sims = np.maximum.reduce([sims, np.einsum("ij,ij->i", va[1], vb[0]),
+                                      np.einsum("ij,ij->i", va[0], vb[1])])
+        return sims
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
                nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -93,21 +126,37 @@ class VectorIndex:
 
 def save(folder: OutputDir, index: VectorIndex) -> None:
     """Write ``index`` to ``folder``: the vectors and the rows first, ``index.json`` last."""
-    import faiss
     import pyarrow.parquet as pq
 
     folder.make()
-    if folder.local:
-        staging = folder.path(f"{VECTORS}.{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}")
-        faiss.write_index(index.faiss, staging)
-        os.replace(staging, folder.path(VECTORS))
-    else:  # an object appears only once its upload completes
-        with folder.fs.open_output_stream(folder.path(VECTORS)) as f:
-            f.write(faiss.serialize_index(index.faiss).data)
+    _write_faiss(folder, VECTORS, index.faiss)
+    if index.centre is not None:
+        _write_faiss(folder, CENTRE, index.centre)
     staging = folder.path(f"{ROWS}.{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}")
     pq.write_table(index.rows, staging, filesystem=folder.fs)
     folder.fs.move(staging, folder.path(ROWS))
     folder.write_text(META, json.dumps(index.meta))
+
+
+def _write_faiss(folder: OutputDir, name: str, vectors: Any) -> None:
+    import faiss
+
+    if folder.local:
+        staging = folder.path(f"{name}.{uuid.uuid4().hex[:8]}{STAGING_SUFFIX}")
+        faiss.write_index(vectors, staging)
+        os.replace(staging, folder.path(name))
+    else:  # an object appears only once its upload completes
+        with folder.fs.open_output_stream(folder.path(name)) as f:
+            f.write(faiss.serialize_index(vectors).data)
+
+
+def _read_faiss(folder: OutputDir, name: str) -> Any:
+    import faiss
+
+    if folder.local:
+        return faiss.read_index(folder.path(name))
+    with folder.fs.open_input_stream(folder.path(name)) as f:
+        return faiss.deserialize_index(np.frombuffer(f.read(), np.uint8))
 
 
 def load(folder: OutputDir) -> VectorIndex:
@@ -124,15 +173,12 @@ def load(folder: OutputDir) -> VectorIndex:
         raise OutputError(f"the vector index at {folder} has format {meta.get('format')}; "
                           f"this vidbatch reads format {FORMAT}. Rebuild it with "
                           "`vidbatch index OUTPUT --overwrite`.")
-    if folder.local:
-        vectors = faiss.read_index(folder.path(VECTORS))
-    else:
-        with folder.fs.open_input_stream(folder.path(VECTORS)) as f:
-            vectors = faiss.deserialize_index(np.frombuffer(f.read(), np.uint8))
+    vectors = _read_faiss(folder, VECTORS)
     if meta["kind"] == "ivf":
         faiss.extract_index_ivf(vectors).make_direct_map()  # for reconstruct_batch
+    centre = _read_faiss(folder, CENTRE) if meta.get("centre") else None
     rows = pq.read_table(folder.path(ROWS), filesystem=folder.fs)
-    return VectorIndex(vectors, rows, meta)
+    return VectorIndex(vectors, rows, meta, centre)
 
 
 def file_names(paths: list[str]) -> list[str]:

@@ -24,7 +24,8 @@ INDEX_DIR = "_vidbatch_index"
 NEAR_DUPS_DIR = "_vidbatch_near_duplicates"
 # The store lets a job's --overwrite remove these folders only while they hold these files.
 INDEX_FILES = DERIVED_DIRS[INDEX_DIR]
-META, VECTORS, ROWS = INDEX_FILES  # index.json is written last: without it, unfinished
+# index.json is written last: without it, unfinished. centre.faiss: only with centre views.
+META, VECTORS, ROWS, CENTRE = INDEX_FILES
 (GROUPS,) = DERIVED_DIRS[NEAR_DUPS_DIR]
 
 

@@ -5,6 +5,9 @@ on all cores); pairs with similarity >= the threshold are edges, and the groups 
 connected components of that graph (scipy). So the work grows with rows x k, never rows².
 Grouping is transitive: A~B and B~C put A and C in one group even when A and C are below
 the threshold; each row's ``similarity`` to its group's representative shows how far.
+When the index holds centre views, each row also searches with its centre's vector: a
+copy cropped by a border is near its original's centre, and the pair (whole of the copy,
+centre of the original) is found from the original's side.
 
 The representative of a group is the copy that keeps the most of the video: the highest
 resolution (width x height), then the longest, then the first path in sorting order (so
@@ -42,10 +45,11 @@ def neighbour_pairs(index: VectorIndex, threshold: float, k: int, nprobe: int = 
     src, dst = [], []
     for start in range(0, len(index), BATCH):
         ids = np.arange(start, min(len(index), start + BATCH), dtype=np.int64)
-        sims, found = index.search(index.vectors(ids), k + 1, nprobe=nprobe)
-        hit = (sims >= threshold) & (found >= 0) & (found != ids[:, None])
-        src.append(np.broadcast_to(ids[:, None], found.shape)[hit])
-        dst.append(found[hit])
+        for queries in index.views(ids):
+            sims, found = index.search(queries, k + 1, nprobe=nprobe)
+            hit = (sims >= threshold) & (found >= 0) & (found != ids[:, None])
+            src.append(np.broadcast_to(ids[:, None], found.shape)[hit])
+            dst.append(found[hit])
     return np.concatenate(src), np.concatenate(dst)
 
 
@@ -91,10 +95,8 @@ def find_groups(index: VectorIndex, threshold: float = DEFAULT_THRESHOLD,
     members, rows = members[order], rows.take(pa.array(order))
     first = np.r_[True, label[members][1:] != label[members][:-1]]
     rep = members[first][np.cumsum(first) - 1]  # each member's representative
-    sims = np.concatenate([
-        np.einsum("ij,ij->i", index.vectors(members[s:s + BATCH]),
-                  index.vectors(rep[s:s + BATCH]))
-        for s in range(0, len(members), BATCH)])
+    sims = np.concatenate([index.pair_similarity(members[s:s + BATCH], rep[s:s + BATCH])
+                           for s in range(0, len(members), BATCH)])
     return _numbered(rows, label[members], size[members], first, sims)
 
 

@@ -45,6 +45,22 @@ def select_rows(index: VectorIndex, where: str) -> np.ndarray:
     return np.asarray(found, np.int64)
 
 
+def candidates(index: VectorIndex, row: int, k: int, allowed: np.ndarray | None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Searches for the rows nearest to ``row``: its whole view among the whole views and,
+    with centre views, its centre among the whole views and its whole view among the
+    centres (:meth:`VectorIndex.pair_similarity`'s pairs)."""
+    import faiss
+
+    views = index.views([row])
+    found = [index.search(views[0], k, allowed)]
+    if index.centre is not None:
+        found.append(index.search(views[1], k, allowed))
+        sel = None if allowed is None else faiss.IDSelectorBatch(np.asarray(allowed, np.int64))
+        found.append(index.centre.search(views[0], k, params=faiss.SearchParameters(sel=sel)))
+    return found
+
+
 def similar(index: VectorIndex, query: str, k: int = 10, where: str | None = None
             ) -> pa.Table:
     """The ``k`` rows nearest to the video ``query`` (itself excluded), best first, with
@@ -53,8 +69,12 @@ def similar(index: VectorIndex, query: str, k: int = 10, where: str | None = Non
         raise ConfigError(f"-k {k}: ask for at least one neighbour")
     row = find_row(index, query)
     allowed = None if where is None else select_rows(index, where)
-    sims, ids = index.search(index.vectors([row]), k + 1, allowed)
-    keep = [(s, i) for s, i in zip(sims[0], ids[0]) if i >= 0 and i != row][:k]
+    best: dict[int, float] = {}
+    for sims, ids in candidates(index, row, k + 1, allowed):
+        for s, i in zip(sims[0], ids[0]):
+            if i >= 0 and i != row:
+                best[int(i)] = max(float(s), best.get(int(i), -1.0))
+    keep = sorted(((s, i) for i, s in best.items()), key=lambda p: (-p[0], p[1]))[:k]
     picked = index.rows.take(pa.array([i for _, i in keep], pa.int64()))
     table = picked.drop_columns(["id"])
     table = table.add_column(0, "similarity", pa.array([float(s) for s, _ in keep],

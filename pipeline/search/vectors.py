@@ -68,10 +68,29 @@ def centre(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return y / np.maximum(norms, 1e-12)
 
 
+def centre_column(output: OutputDir, column: str, files: list[str]) -> str | None:
+    """``<column>_centre`` when ``files`` hold centre views of ``column`` (classify's
+    ``embedding_centre``, written with ``output.centre_embedding``), else None."""
+    name = f"{column}_centre"
+    for f in files:
+        try:
+            if name not in pq.read_schema(f, filesystem=output.fs).names:
+                return None
+        except (pa.ArrowInvalid, OSError):
+            continue  # a footerless file a killed run left
+        values = output.read_columns(f, [name])[name]
+        if values.null_count < len(values):
+            return name
+    return None
+
+
 def ok_rows(output: OutputDir, column: str, files: list[str],
-            skip_ids: set[str] = frozenset()) -> Iterator[tuple[pa.Table, np.ndarray]]:
+            skip_ids: set[str] = frozenset(), centre: str | None = None
+            ) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray | None]]:
     """Per data file in ``files``: its ok rows (those of :data:`ROW_COLUMNS` the task
-    writes) not in ``skip_ids``, and their embeddings as an ``(n, dim)`` float32 array."""
+    writes) not in ``skip_ids``, their embeddings as an ``(n, dim)`` float32 array and,
+    when ``centre`` names the centre views' column, theirs (a row without one gets its
+    whole view: its pairs then compare whole views only)."""
     skip = pa.array(sorted(skip_ids), pa.string()) if skip_ids else None
     for f in files:
         try:
@@ -79,16 +98,29 @@ def ok_rows(output: OutputDir, column: str, files: list[str],
         except (pa.ArrowInvalid, OSError):
             continue  # a footerless file a killed run left: the job's --resume redoes it
         keep = [c for c in ROW_COLUMNS if c in schema_names]
-        t = output.read_columns(f, [*keep, "status", column])
+        views = [centre] if centre and centre in schema_names else []
+        t = output.read_columns(f, [*keep, "status", column, *views])
         mask = pc.and_(pc.equal(t["status"], "ok"), pc.is_valid(t[column]))
         if skip is not None:
             mask = pc.and_(mask, pc.invert(pc.is_in(t["video_id"], value_set=skip)))
         t = t.filter(mask)
         if t.num_rows == 0:
             continue
-        emb = t[column].combine_chunks()
-        vectors = emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size)
-        yield t.select(keep), vectors.astype(np.float32, copy=False)
+        vectors = _matrix(t[column])
+        centres = None
+        if centre:
+            centres = vectors.copy()
+            if views:
+                has = pc.is_valid(t[centre]).to_numpy(zero_copy_only=False)
+                centres[has] = _matrix(t[centre].filter(pc.is_valid(t[centre])))
+        yield t.select(keep), vectors, centres
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size list column without nulls -> ``(n, size)`` float32."""
+    emb = column.combine_chunks()
+    return emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size).astype(
+        np.float32, copy=False)
 
 
 def mean_and_sample(output: OutputDir, column: str, files: list[str], sample: int,
@@ -99,7 +131,7 @@ def mean_and_sample(output: OutputDir, column: str, files: list[str], sample: in
     rng = np.random.default_rng(seed)
     total, count = None, 0
     keys, kept = np.zeros(0), None
-    for _, x in ok_rows(output, column, files):
+    for _, x, _ in ok_rows(output, column, files):
         total = x.sum(axis=0, dtype=np.float64) + (0 if total is None else total)
         count += len(x)
         if sample:
