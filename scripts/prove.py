@@ -1,6 +1,7 @@
 """Re-run the README's accuracy demos from scratch and report each figure against its target.
 
     python scripts/prove.py [--only motion,detect,speech,copies] [--work DIR] [--quick]
+                            [--copies-model CHECKPOINT]
 
 Every proof writes its data, runs, outputs and logs under ``<work>/<proof>/`` (emptied
 first, so that nothing of an earlier run is reused: a training run refuses a run folder
@@ -14,7 +15,9 @@ This is a report, not a test: a missed target still exits 0. A failed command is
 ends that proof, and the others still run; the exit status is then 1.
 
 ``--quick`` makes tiny data sets and trains one epoch, to smoke-test this script; its
-figures are meaningless and the output says so.
+figures are meaningless and the output says so. ``--copies-model`` scores the copy
+evaluation with a checkpoint trained before (no data, no training): for trying the search
+side; the proof itself trains from scratch.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ class Prover:
 
     work: Path
     quick: bool
+    copies_model: Path | None = None  # a trained copy checkpoint: no copies training
     steps: list[Step] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     proof_wall: dict[str, float] = field(default_factory=dict)
@@ -334,11 +338,12 @@ def score_copies(out: Path, truth: dict[str, tuple[str, bool]]) -> dict[str, Any
 
 
 def classify_job(root: Path, manifest: Path, best_dir: str) -> Path:
-    """The test's run_job as a YAML job spec: a classify job on the trained embedding."""
+    """A classify job on the trained embedding, with the centre views near-duplicates
+    match cropped copies on (docs/search.md)."""
     spec = {"name": "near-dups", "manifest": str(manifest),
             "model": {"arch": "resnet18", "weights": best_dir},
             "resources": {"num_cpus": 2, "object_store_mb": 256},
-            "output": {"path": str(root / "out")}}
+            "output": {"path": str(root / "out"), "centre_embedding": True}}
     path = root / "job.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return path
@@ -385,7 +390,7 @@ def train_copies(p: Prover) -> str:
 def prove_copies(p: Prover) -> None:
     """README "See and search the results": near-duplicates with the trained embedding,
     on generated originals and on real samples, each with its four altered copies."""
-    best_dir = train_copies(p)
+    best_dir = str(p.copies_model) if p.copies_model else train_copies(p)
     count = 2 if p.quick else ORIGINALS
     eval_collection(p, "generated", lambda out: make_originals(out, count),
                     best_dir)
@@ -430,6 +435,7 @@ def write_json(p: Prover, started: str, total_s: float) -> Path:
     record = {"commit": git("rev-parse", "--short", "HEAD"), "tracked_changes": dirty,
               "started": started, "wall_s": round(total_s, 1), "quick": p.quick,
               "work": str(p.work), "failed": p.failed,
+              "copies_model": str(p.copies_model) if p.copies_model else None,
               "proof_wall_s": {k: round(v, 1) for k, v in p.proof_wall.items()},
               "figures": [asdict(f) for f in p.figures],
               "steps": [asdict(s) for s in p.steps]}
@@ -482,6 +488,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where data, runs, outputs and logs go (default: proofs-work/)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny data sets and one epoch: smoke-tests this script only")
+    parser.add_argument("--copies-model", type=Path, default=None,
+                        help="copies: score with this trained checkpoint instead of "
+                        "training one (tries on the search side; not the proof)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.only) - set(PROOFS))
@@ -492,7 +501,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    p = Prover(args.work.resolve(), args.quick)
+    p = Prover(args.work.resolve(), args.quick,
+               args.copies_model.resolve() if args.copies_model else None)
     prepare(p.work)
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     print(f"proving {', '.join(args.only)} at commit {git('rev-parse', '--short', 'HEAD')}; "
