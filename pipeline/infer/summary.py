@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from pipeline.errors import VidbatchError
@@ -23,7 +24,7 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     files = output.data_files()
     task = get_task(record.get("task", DEFAULT_TASK))
     table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
-        columns=["video_id", "status", "error", "decoder", *task.summary_columns])
+        columns=["video_id", "path", "status", "error", "decoder", *task.summary_columns])
     lines = [
         f"job {record['job']}: {c['rows']} rows for {c['manifest_rows']} manifest rows -> "
         f"{c['ok']} ok, {c['error']} error; {c['processed_this_run']} processed in "
@@ -46,7 +47,7 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     if decoders:
         tallies.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
                                                 for d in decoders))
-    errors = table.filter(pc.equal(table["status"], "error")).select(["video_id", "error"])
+    errors = table.filter(pc.equal(table["status"], "error")).select(["video_id", "path", "error"])
     if errors.num_rows:
         # Aggregated in Arrow: a million error rows stay columns, never Python objects.
         stage = pc.list_element(pc.split_pattern(pc.fill_null(errors["error"], ""), ":",
@@ -58,8 +59,9 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     if tallies:
         lines.append("; ".join(tallies))
     for row in errors.slice(0, 8).to_pylist():
-        # One screen line each: the start of a reason says which it is.
-        line = f"  error {row['video_id']}: {row['error']}"
+        # One screen line each: the reason, with the file's name for its whole path.
+        reason = row["error"].replace(row["path"], posixpath.basename(row["path"]))
+        line = f"  error {row['video_id']}: {reason}"
         lines.append(line if len(line) <= ERROR_LINE else line[:ERROR_LINE - 3] + "...")
     if errors.num_rows > 8:
         lines.append(f"  ... and {errors.num_rows - 8} more error rows")
