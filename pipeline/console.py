@@ -221,5 +221,6 @@ class Console:
         """The line that says where Ray's output is, when it is not here."""
         if self.log_path is None:
             return None
-        return f"ray's logs: {self.log_path.parent} (--verbose prints them here)"
+        where = self.log_path.parent if self.adopted else self.log_path  # a folder of logs
+        return f"ray's logs: {where} (--verbose prints them here)"
 

@@ -85,15 +85,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+OPT_IN = ("bench", "dashboard")  # markers whose tests run only when -m names them
+
+
 def _deselect_bench_unless_asked(config, items) -> None:
-    """The benchmark harness's test runs only when ``-m`` names ``bench``: it is outside the
-    default run, and ``-m "not slow"`` does not bring it back."""
-    if "bench" in (config.getoption("markexpr") or ""):
-        return
-    bench = [item for item in items if "bench" in item.keywords]
-    if bench:
-        config.hook.pytest_deselected(items=bench)
-        items[:] = [item for item in items if "bench" not in item.keywords]
+    """The benchmark harness's test and the dashboard's browser test run only when ``-m``
+    names their marker: they are outside the default run, and ``-m "not slow"`` does not
+    bring them back."""
+    asked = config.getoption("markexpr") or ""
+    for marker in OPT_IN:
+        if marker in asked:
+            continue
+        out = [item for item in items if marker in item.keywords]
+        if out:
+            config.hook.pytest_deselected(items=out)
+            items[:] = [item for item in items if marker not in item.keywords]
 
 
 def _benchmark_procs():

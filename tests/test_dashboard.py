@@ -200,7 +200,12 @@ def sign_in(page, url: str, token: str) -> None:
     dialog.wait_for(state="hidden")
 
 
+# Opt-in (pytest -m dashboard tests/test_dashboard.py), outside CI until its hang is found: in one
+# clean-clone CI run it never finished (50 min, the Ray dashboard's DataHead and ServeHead
+# processes spinning at full CPU beside the suite's shared Ray), and a hang must not hold
+# the default run. Alone it passes in about a minute.
 @pytest.mark.slow
+@pytest.mark.dashboard
 def test_chromium_signs_in_with_vidbatch_token_and_sees_the_running_job(
         browser, tmp_path, monkeypatch):
     """A new user's first job (a fresh HOME, no RAY_AUTH_* set: Ray 2.60 turns token auth on
