@@ -78,11 +78,15 @@ class _Bar:
         self.task = self.progress.add_task(title, total=total or None, text=f"0 {unit}")
         self.progress.start()
 
-    def show(self, completed: float, text: str, total: float | None = None) -> None:
-        self.progress.update(self.task, completed=completed, text=text,
-                             **({"total": total} if total else {}))
+    def update(self, figures: dict[str, Any]) -> None:
+        raise NotImplementedError
 
-    def stop(self) -> None:
+    def show(self, completed: float, text: str) -> None:
+        self.progress.update(self.task, completed=completed, text=text)
+
+    def finish(self, figures: dict[str, Any]) -> None:
+        if figures:
+            self.update(figures)
         self.progress.refresh()
         self.progress.stop()
 
@@ -99,11 +103,6 @@ class JobBar(_Bar):
         self.show(f["done"], f"{f['done']}/{f['total']} videos  [green]{f['ok']} ok[/]  "
                   f"[{'red' if f['error'] else 'dim'}]{f['error']} error[/]  "
                   f"{rate:.2f} videos/s  {eta}")
-
-    def finish(self, f: dict[str, Any]) -> None:
-        if f:
-            self.update(f)
-        self.stop()
 
 
 class TrainBar(_Bar):
@@ -127,11 +126,6 @@ class TrainBar(_Bar):
         val = f"  {f['metric']} {f['value']:.3f}" if f.get("value") is not None else ""
         self.show(done, f"epoch {epoch}/{self.epochs}  step {step}/{self.steps}  {loss}"
                   f"{val}  ETA {eta}")
-
-    def finish(self, f: dict[str, Any]) -> None:
-        if f:
-            self.update(f)
-        self.stop()
 
 
 class Console:
