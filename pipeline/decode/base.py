@@ -166,6 +166,7 @@ class DecodedVideo:
     height: int
     note: str | None = None
     indices: np.ndarray | None = None  # the frame index of each output frame, flat
+    times: np.ndarray | None = None  # each output frame's start in seconds (sequences)
 
     @property
     def duration_s(self) -> float:

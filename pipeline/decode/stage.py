@@ -16,6 +16,7 @@ import numpy as np
 from pipeline.decode.audio import AudioSpec, decode_audio
 from pipeline.decode.base import DecodeSpec, short_error
 from pipeline.decode.fallback import decode_video
+from pipeline.decode.sequence import SequenceSpec, decode_sequence
 from pipeline.decode.worker import worker_for
 from pipeline.errors import VideoError
 
@@ -23,19 +24,22 @@ Batch = dict[str, np.ndarray]
 META = ("num_frames", "fps", "duration_s", "width", "height")
 
 
-def timed_decode(path: str, spec: DecodeSpec | AudioSpec, start_s: float | None = None,
-                 end_s: float | None = None):
-    """``(DecodedVideo | DecodedAudio | None, error | None, seconds)``: the video's frames
-    (a ``DecodeSpec``) or its soundtrack's windows (an ``AudioSpec``), in the confined
-    worker when the spec has a time limit; never raises for a bad file."""
-    audio = isinstance(spec, AudioSpec)
+# What each kind of spec decodes: in-process, and its method of the confined worker.
+_DECODERS = {DecodeSpec: (decode_video, "decode"), AudioSpec: (decode_audio, "decode_audio"),
+             SequenceSpec: (decode_sequence, "decode_sequence")}
+
+
+def timed_decode(path: str, spec: DecodeSpec | AudioSpec | SequenceSpec,
+                 start_s: float | None = None, end_s: float | None = None):
+    """``(DecodedVideo | DecodedAudio | None, error | None, seconds)``: the video's sampled
+    frames (a ``DecodeSpec``), every frame (a ``SequenceSpec``) or its soundtrack's windows
+    (an ``AudioSpec``), in the confined worker when the spec has a time limit; never raises
+    for a bad file."""
     t0 = time.perf_counter()
     try:
+        run, method = _DECODERS[type(spec)]
         if spec.timeout_s:
-            worker = worker_for(spec.timeout_s, spec.memory_mb)
-            run = worker.decode_audio if audio else worker.decode
-        else:
-            run = decode_audio if audio else decode_video
+            run = getattr(worker_for(spec.timeout_s, spec.memory_mb), method)
         return run(path, spec, start_s, end_s), None, time.perf_counter() - t0
     except VideoError as e:
         return None, str(e), time.perf_counter() - t0
@@ -53,11 +57,15 @@ def each_row(batch: Batch, spec: DecodeSpec | AudioSpec, guard=None):
 
     ``guard`` (decoding in the Ray worker only: ``pipeline.infer.progress.RowGuard``):
     ``guard.refuse(video_id)`` gives a reason not to decode a file again (earlier attempts
-    died with their worker), else ``guard.done(video_id)`` follows its decode.
+    died with their worker), else ``guard.done(video_id)`` follows its decode. A row that
+    arrives as an error (its shots could not be found) keeps its reason undecoded.
     """
     for i in range(len(batch["video_id"])):
         path, video_id = batch["path"][i], str(batch["video_id"][i])
         refused = guard.refuse(video_id) if guard is not None else None
+        if "status" in batch and batch["status"][i] == "error":  # failed upstream (shots)
+            yield i, None, batch["error"][i], 0.0
+            continue
         if refused:
             yield i, None, refused, 0.0
             continue
@@ -185,6 +193,29 @@ def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
         for k in META:
             out[k][i] = getattr(video, k)
     return {**batch, **out, "frames": frames, "frame_indices": indices}
+
+
+def decode_sequence_batch(batch: Batch, spec: SequenceSpec, guard=None) -> Batch:
+    """Decode every frame of every row (``sequence``: per row uint8 ``(T, h, w, 3)``;
+    ``sequence_times``: each frame's start in seconds; ``first_frame``: the number of its
+    first frame in the video); a failed row gets no frames."""
+    n = len(batch["video_id"])
+    out = _common(n)
+    empty = np.zeros((0, *spec.size, 3), np.uint8)
+    frames = np.empty(n, dtype=object)
+    times = np.empty(n, dtype=object)
+    first = np.zeros(n, dtype=np.int64)
+    for i, video, err, dt in each_row(batch, spec, guard):
+        out["decode_s"][i] = dt
+        frames[i], times[i] = empty, np.zeros(0)
+        if video is None:
+            out["status"][i], out["error"][i] = "error", err
+            continue
+        frames[i], times[i], first[i] = video.frames, video.times, video.indices[0]
+        out["decoder"][i], out["decode_note"][i] = video.decoder, video.note
+        for k in META:
+            out[k][i] = getattr(video, k)
+    return {**batch, **out, "sequence": frames, "sequence_times": times, "first_frame": first}
 
 
 AUDIO_META = {"audio_codec": "codec", "audio_sample_rate": "source_rate",

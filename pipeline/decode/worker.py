@@ -37,6 +37,7 @@ import numpy as np
 
 from pipeline.decode.audio import AudioSpec, DecodedAudio
 from pipeline.decode.base import DecodedVideo, DecodeSpec, open_source
+from pipeline.decode.sequence import SequenceSpec
 from pipeline.errors import VideoError
 
 # Variables the child keeps; everything else (AWS_*, RAY_*, tokens, ...) stays behind.
@@ -104,8 +105,22 @@ def _decode_video(req: dict, source) -> tuple[dict, bytes]:
             [int(i) for i in video.indices]}, frames.tobytes()
 
 
-# What a request's ``kind`` asks the child to decode: a file's audio or its video stream.
-_DECODE = {"audio": _decode_audio, "video": _decode_video}
+def _decode_sequence(req: dict, source) -> tuple[dict, bytes]:
+    from pipeline.decode.sequence import decode_sequence
+
+    spec = SequenceSpec(**{**req["spec"], "size": tuple(req["spec"]["size"])})
+    video = decode_sequence(req["path"], spec, req["start_s"], req["end_s"], source)
+    frames = np.ascontiguousarray(video.frames, dtype=np.uint8)
+    times = np.ascontiguousarray(video.times, dtype=np.float64)
+    return {"decoder": video.decoder, "num_frames": video.num_frames, "fps": video.fps,
+            "width": video.width, "height": video.height, "note": video.note,
+            "shape": list(frames.shape), "first": int(video.indices[0])}, \
+        frames.tobytes() + times.tobytes()
+
+
+# What a request's ``kind`` asks the child to decode: a file's audio, its video stream's
+# sampled clips, or every frame of it (a sequence).
+_DECODE = {"audio": _decode_audio, "video": _decode_video, "sequence": _decode_sequence}
 
 
 def _decode_one(req: dict, source) -> tuple[dict, bytes]:
@@ -173,7 +188,8 @@ def main() -> None:
 
 
 class DecodeWorker:
-    """Runs :func:`pipeline.decode.fallback.decode_video` (video) and
+    """Runs :func:`pipeline.decode.fallback.decode_video` (video),
+    :func:`pipeline.decode.sequence.decode_sequence` (every frame) and
     :func:`pipeline.decode.audio.decode_audio` (audio) in a confined child process."""
 
     def __init__(self, timeout_s: float, memory_mb: int | None = None):
@@ -207,6 +223,12 @@ class DecodeWorker:
         """The windows of a soundtrack (``pipeline.decode.audio.decode_audio``)."""
         reply, payload = self._request("audio", path, spec, start_s, end_s)
         return _audio(reply, payload, spec)
+
+    def decode_sequence(self, path: str, spec: SequenceSpec, start_s: float | None = None,
+                        end_s: float | None = None) -> DecodedVideo:
+        """Every frame of a video (``pipeline.decode.sequence.decode_sequence``)."""
+        reply, payload = self._request("sequence", path, spec, start_s, end_s)
+        return _sequence(reply, payload, spec)
 
     def _request(self, kind: str, path: str, spec, start_s: float | None,
                  end_s: float | None) -> tuple[dict, bytes]:
@@ -283,6 +305,24 @@ def _video(reply: dict, payload: bytes, spec: DecodeSpec) -> DecodedVideo:
     return DecodedVideo(frames, str(reply["decoder"]), int(reply["num_frames"]),
                         float(reply["fps"]), int(reply["width"]), int(reply["height"]),
                         reply.get("note"), indices)
+
+
+def _sequence(reply: dict, payload: bytes, spec: SequenceSpec) -> DecodedVideo:
+    """The child's reply as a :class:`DecodedVideo` with every frame and its time: frames
+    only of the spec's size, and no more of them than it allows."""
+    shape = tuple(reply["shape"])
+    n = shape[0] if shape else 0
+    if len(shape) != 4 or shape[1:] != (*spec.size, 3) or not 1 <= n <= spec.max_frames \
+            or len(payload) != n * (int(np.prod(shape[1:])) + 8):
+        raise VideoError("decode", f"the decoder returned frames of shape {list(shape)}, "
+                         f"not [frames, {spec.size[0]}, {spec.size[1]}, 3]")
+    split = len(payload) - 8 * n
+    frames = np.frombuffer(payload[:split], dtype=np.uint8).reshape(shape).copy()
+    times = np.frombuffer(payload[split:], dtype=np.float64).copy()
+    first = int(reply["first"])
+    return DecodedVideo(frames, str(reply["decoder"]), int(reply["num_frames"]),
+                        float(reply["fps"]), int(reply["width"]), int(reply["height"]),
+                        reply.get("note"), np.arange(first, first + n), times)
 
 
 def _audio(reply: dict, payload: bytes, spec: AudioSpec) -> DecodedAudio:

@@ -7,8 +7,10 @@ from pipeline.tasks.audio.job import AudioTask
 from pipeline.tasks.base import Task
 from pipeline.tasks.classify.job import ClassifyTask
 from pipeline.tasks.detect.job import DetectTask
+from pipeline.tasks.shots.job import ShotsTask
 
-TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), DetectTask(), AudioTask())}
+TASKS: dict[str, Task] = {t.name: t for t in (ClassifyTask(), DetectTask(), AudioTask(),
+                                                ShotsTask())}
 DEFAULT_TASK = "classify"
 
 
