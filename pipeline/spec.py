@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.paths import is_uri, uri_problem
@@ -130,6 +130,57 @@ class OutputSpec(Spec):
     if_exists: Literal["error", "resume", "overwrite"] = "error"
 
 
+SHOT_DETECTORS = ("transnetv2", "content")
+
+
+class ShotDetectorSpec(Spec):
+    """A shot-boundary detector (``pipeline.segments.detectors``): a shots job's ``shots``
+    section, and the detector of ``segments``."""
+
+    detector: Literal[SHOT_DETECTORS] = Field(  # type: ignore[valid-type]
+        "transnetv2", description="transnetv2 (hard cuts and gradual transitions; weights "
+        "in its wheel) or content (PySceneDetect's ContentDetector: hard cuts only, much "
+        "cheaper on a CPU); docs/shots.md compares them")
+    threshold: float | None = Field(
+        None, gt=0, description="a frame scoring above it is part of a transition; null: "
+        "the detector's own (transnetv2 0.4, of 0..1; content 27, of 0..255)")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShotDetectorSpec:
+        if self.detector == "transnetv2" and self.threshold is not None and \
+                self.threshold >= 1:
+            raise ValueError(f"threshold {self.threshold:g} is out of TransNetV2's scores "
+                             "(0..1); use e.g. 0.4, or leave it out")
+        return self
+
+
+class SegmentsSpec(ShotDetectorSpec):
+    """``segments: shots``: one output row per shot of each video instead of one per
+    video. Shots shorter than ``min_s`` are merged with a neighbour, longer than ``max_s``
+    split evenly (docs/shots.md)."""
+
+    by: Literal["shots"] = "shots"
+    min_s: float = Field(2.0, ge=0, description="a shorter shot is merged with its shorter "
+                         "neighbour")
+    max_s: float = Field(60.0, gt=0, description="a longer shot is split into equal parts")
+    shots_from: str | None = Field(
+        None, description="the output of a shots job (task: shots) over the same videos: "
+        "its shots are used, none are detected")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> SegmentsSpec:
+        if self.max_s < 2 * self.min_s:
+            raise ValueError(f"max_s ({self.max_s:g}) must be at least twice min_s "
+                             f"({self.min_s:g}), so that a long shot splits into parts no "
+                             "shorter than min_s")
+        return self
+
+
+def segments_shorthand(v: Any) -> Any:
+    """``segments: shots`` means ``segments: {by: shots}``."""
+    return {"by": v} if isinstance(v, str) else v
+
+
 class JobSpec(Spec):
     """What every job has; a task's spec class (``pipeline.tasks``) adds its own sections."""
 
@@ -148,8 +199,13 @@ class JobSpec(Spec):
                                     "manifest's) carry query options such as "
                                     "endpoint_override, which send workers to any host")
 
+    segments: SegmentsSpec | None = Field(
+        None, description="segments: shots -> one row per shot (docs/shots.md)")
+
     _shorthand = field_validator("manifest", mode="before")(
         classmethod(lambda cls, v: manifest_shorthand(v)))
+    _segments = field_validator("segments", mode="before")(
+        classmethod(lambda cls, v: segments_shorthand(v)))
 
 
 def format_validation_error(err: ValidationError, source: str, what: str = "job spec",

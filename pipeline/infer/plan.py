@@ -22,9 +22,12 @@ from pipeline.manifest import ID_HEX, LEGACY_ID_HEX, read_manifest
 from pipeline.model.runtime import stream_threads
 from pipeline.output.lease import refuse_if_held
 from pipeline.output.outdir import OutputDir
-from pipeline.output.rows import Provenance
+from pipeline.output.rows import Provenance, with_shot_fields
 from pipeline.output.store import done_ids, prepare_output
 from pipeline.paths import local_path
+from pipeline.segments.detectors import check_installed
+from pipeline.segments.plan import shots_left, with_given_shots
+from pipeline.segments.shots import Detector, SplitSpec, sequence_spec
 from pipeline.spec import JobSpec
 from pipeline.tasks.base import Task
 from pipeline.tasks.registry import get_task
@@ -50,6 +53,7 @@ class JobPlan:
     decode: DecodeSpec
     inputs: Inputs
     policy: str
+    split: SplitSpec | None = None  # segments: shots: how videos become shot rows
 
     @property
     def todo(self) -> pa.Table:
@@ -65,7 +69,8 @@ class JobPlan:
 
     @property
     def schema(self) -> pa.Schema:
-        return self.task.schema(self.provenance.model)
+        schema = self.task.schema(self.provenance.model)
+        return schema if self.split is None else with_shot_fields(schema)
 
 
 def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
@@ -90,12 +95,16 @@ def check_inputs(spec: JobSpec, policy: str) -> Inputs:
     if manifest.num_rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
     todo, done, unreadable = manifest, 0, ()
-    if policy == "resume":
+    if policy == "resume" and spec.segments is not None:
+        todo, done, unreadable = shots_left(manifest, output)
+    elif policy == "resume":
         finished, unreadable = done_ids(output)
         if finished:
             written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
             todo = manifest.filter(pc.invert(written))
             done = manifest.num_rows - todo.num_rows
+    if spec.segments is not None and spec.segments.shots_from:
+        todo = with_given_shots(todo, spec.segments.shots_from)
     return Inputs(todo, manifest.num_rows, done, unreadable, output, id_hex)
 
 
@@ -105,7 +114,20 @@ def assemble(spec: JobSpec, policy: str, model: Any, inputs: Inputs) -> JobPlan:
     if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
         raise ConfigError("inference.precision: fp16 needs a GPU; use bf16 (or fp32) on CPU")
     task = get_task(spec.task)
-    return JobPlan(spec, task, model, task.decode_spec(spec, model), inputs, policy)
+    return JobPlan(spec, task, model, task.decode_spec(spec, model), inputs, policy,
+                   split_spec(spec))
+
+
+def split_spec(spec: JobSpec) -> SplitSpec | None:
+    """How a job with ``segments: shots`` turns videos into shot rows (None without)."""
+    seg = spec.segments
+    if seg is None:
+        return None
+    detector = Detector.of(seg)
+    if not seg.shots_from:
+        check_installed(detector.name)
+    return SplitSpec(sequence=sequence_spec(spec), detector=detector, min_s=seg.min_s,
+                     max_s=seg.max_s)
 
 
 def describe(plan: JobPlan, layout: ReplicaLayout | None = None) -> str:
@@ -124,6 +146,7 @@ def describe(plan: JobPlan, layout: ReplicaLayout | None = None) -> str:
         f"job {s.name} ({plan.task.name}): {i.total_rows} videos in {s.manifest.path}"
         + (f" ({i.already_done} already done, {i.todo.num_rows} to go)"
            if i.already_done else ""),
+        *([f"  shots  : {_split(plan.split, s.segments.shots_from)}"] if plan.split else []),
         f"  decode : {d.describe()}; {res.videos_per_decode_task} videos/task, "
         f"{res.cpus_per_decode_task:g} CPU/task, parallelism "
         f"{res.decode_parallelism or 'auto'}",
@@ -134,6 +157,15 @@ def describe(plan: JobPlan, layout: ReplicaLayout | None = None) -> str:
     if s.mode == "infer":
         out += [f"  note   : {n}" for n in lines.notes]
     return "\n".join(out)
+
+
+def _split(split: SplitSpec, shots_from: str | None) -> str:
+    """The plan's line of a job per shot."""
+    found = (f"from the shots job in {shots_from}" if shots_from else
+             f"found by {split.detector.name} (threshold {split.detector.threshold:g}) "
+             f"in decode tasks, on {split.sequence.describe()}")
+    return (f"one row per shot, {found}; shots under {split.min_s:g} s merged, over "
+            f"{split.max_s:g} s split")
 
 
 def _threads(layout: ReplicaLayout | None) -> str:

@@ -21,7 +21,7 @@ import ray
 from pipeline.console import PlainLines, ProgressView
 from pipeline.decode.stage import dense_samples, unpack
 from pipeline.infer.metrics import JobMetrics
-from pipeline.output.rows import Batch, Provenance, rows_table
+from pipeline.output.rows import Batch, Provenance, rows_table, with_shot_columns
 
 
 @ray.remote(num_cpus=0)
@@ -37,15 +37,17 @@ class ProgressTracker:
     def decode_started(self, at: float) -> None:
         self.first_decode_at = min(at, self.first_decode_at or at)
 
-    def add(self, ok: int, error: int) -> None:
+    def add(self, ok: float, error: float) -> None:
         self.ok += ok
         self.error += error
         self.last_row_at = time.time()
         self.first_row_at = self.first_row_at or self.last_row_at
 
     def snapshot(self) -> dict[str, float]:
-        done, dt = self.ok + self.error, time.time() - self.t0
-        return {"total": self.total, "done": done, "ok": self.ok, "error": self.error,
+        # Whole videos: a job per shot adds each shot as a share of its video.
+        ok, error = int(self.ok + 1e-6), int(self.error + 1e-6)
+        done, dt = int(self.ok + self.error + 1e-6), time.time() - self.t0
+        return {"total": self.total, "done": done, "ok": ok, "error": error,
                 "videos_per_s": done / dt if dt > 0 else 0.0,
                 "first_row_at": self.first_row_at, "last_row_at": self.last_row_at,
                 "first_decode_at": self.first_decode_at}
@@ -68,8 +70,16 @@ class Reporter:
         self.metrics = JobMetrics(job, task)
 
     def report(self, table: pa.Table) -> None:
-        ok = int(pc.sum(pc.equal(table["status"], "ok")).as_py() or 0)
-        self.tracker.add.remote(ok, table.num_rows - ok)
+        """Count the batch's videos: a job per shot counts each shot row as its share of
+        the video (1 / shot_count), so a video is done when all its shots are."""
+        ok = pc.equal(table["status"], "ok")
+        share = pa.array([1.0] * table.num_rows)
+        if "shot_count" in table.column_names and "shot" in table.column_names:
+            share = pc.divide(1.0, pc.fill_null(pc.cast(table["shot_count"], pa.float64()),
+                                                1.0))
+        done = float(pc.sum(share).as_py() or 0.0)
+        good = float(pc.sum(pc.if_else(ok, share, 0.0)).as_py() or 0.0)
+        self.tracker.add.remote(good, done - good)
         self.metrics.record(table)
 
 
@@ -80,12 +90,17 @@ class ReportingReplica:
     (``pipeline.decode.stage.pack_failed``) are unpacked, one call per carrier."""
 
     def __init__(self, replica: type, kwargs: dict, job: str, task: str, tracker_name: str,
-                 namespace: str):
+                 namespace: str, per_shot: bool = False):
         self.replica = replica(**kwargs)
         self.reporter = Reporter(job, task, tracker_name, namespace)
+        self.per_shot = per_shot  # segments: shots: the rows get the batch's shot columns
+
+    def _rows(self, part: Batch) -> pa.Table:
+        table = self.replica(dense_samples(part))
+        return with_shot_columns(table, part) if self.per_shot else table
 
     def __call__(self, batch: Batch) -> pa.Table:
-        tables = [self.replica(dense_samples(part)) for part in unpack(batch)]
+        tables = [self._rows(part) for part in unpack(batch)]
         table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
         self.reporter.report(table)
         return table

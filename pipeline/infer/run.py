@@ -34,6 +34,7 @@ from pipeline.output.store import (
     write_job_record,
 )
 from pipeline.ray_session import RayHandle, connect, disconnect
+from pipeline.segments.shots import split_into_shots
 from pipeline.spec import JobSpec
 from pipeline.tasks.registry import get_task
 
@@ -123,6 +124,8 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
     # Decoding in the Ray worker: a crashing decoder takes the worker with it, so attempts
     # are counted per video (the confined child needs no such guard).
     guard = RowGuard(**track) if plan.decode.timeout_s is None else None
+    if plan.split is not None:  # segments: shots: each video becomes its shots' rows
+        ds = dataflow.decoded(ds, plan.split, res, split_into_shots, guard=guard)
     if spec.mode == "decode_only":
         return dataflow.decoded(ds, plan.decode, res, decode_only,
                                 decode_stage=task.decode_stage, schema=plan.schema,
@@ -134,7 +137,7 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
                          guard=guard, on_start=DecodeClock(**track)),
         ReportingReplica,
         {"replica": replica, "kwargs": kwargs, "job": spec.name, "task": task.name,
-         **track},
+         "per_shot": plan.split is not None, **track},
         replicas=res.replicas, batch_size=spec.inference.batch_size,
         cpus=res.cpus_per_replica, gpus=layout.gpus,
         in_flight=res.batches_in_flight_per_replica)
@@ -203,7 +206,7 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
         disconnect(handle)
     # A local Ray kept up for a last metrics scrape (ray_session) is not the job's time.
     wall = time.perf_counter() - handle.t0 - handle.linger_s
-    counts = count_statuses(out, plan.task.outcome_stages)
+    counts = count_statuses(out, plan.task.outcome_stages, per_shot=plan.split is not None)
     problem = _incomplete(plan, counts, lease)
     record = {**_record(plan, counts, wall, started, handle.dashboard_url), **base,
               "state": "incomplete" if problem else "finished",
@@ -221,6 +224,14 @@ def _incomplete(plan: JobPlan, counts: dict[str, int], lease: OutputLease) -> st
     if lease.lost:
         return (f"{lease.lost} while this run was writing {plan.output}; check the output, "
                 "then --resume")
+    if plan.split is not None:  # at least one row per video, each shot's exactly once
+        if counts["unique_ids"] == total and counts["rows"] == counts["unique_rows"] and \
+                not counts["incomplete"]:
+            return None
+        return (f"output holds {counts['rows']} rows ({counts['unique_rows']} distinct "
+                f"shots) of {counts['unique_ids']} videos, {counts['incomplete']} of them "
+                f"missing shots, for {total} manifest rows; this is a vidbatch bug, please "
+                f"report it with {plan.output}")
     if counts["rows"] != total or counts["unique_ids"] != total:
         return (f"output holds {counts['rows']} rows ({counts['unique_ids']} unique ids) for "
                 f"{total} manifest rows; this is a vidbatch bug, please report it with "

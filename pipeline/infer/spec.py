@@ -25,16 +25,21 @@ def parse_jobspec(data: Any, source: str = "<spec>", base_dir: Path | None = Non
     model = getattr(spec, "model", None)
     check_uris({"manifest.path": spec.manifest.path, "output.path": spec.output.path,
                 "model.weights": getattr(model, "weights", None),
-                "model.labels": getattr(model, "labels", None)}, spec.allow_uri_options)
+                "model.labels": getattr(model, "labels", None),
+                "segments.shots_from": spec.segments and spec.segments.shots_from},
+               spec.allow_uri_options)
     return spec if base_dir is None else resolve_paths(spec, base_dir)
 
 
 def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
-    """The spec with its manifest, output, weights and labels paths made absolute."""
+    """The spec with its manifest, output, weights, labels and shots paths made absolute."""
     update: dict[str, Any] = {
         "manifest": spec.manifest.model_copy(update={"path": resolve(base, spec.manifest.path)}),
         "output": spec.output.model_copy(update={"path": resolve(base, spec.output.path)}),
     }
+    if spec.segments is not None and spec.segments.shots_from:
+        update["segments"] = spec.segments.model_copy(
+            update={"shots_from": resolve(base, spec.segments.shots_from)})
     model = getattr(spec, "model", None)
     if model is not None:
         weights = model.weights

@@ -25,8 +25,11 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     task = get_task(record.get("task", DEFAULT_TASK))
     table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
         columns=["video_id", "path", "status", "error", "decoder", *task.summary_columns])
+    rows = (f"{c['rows']} shot rows for {c['manifest_rows']} videos"
+            if record["spec"].get("segments") else
+            f"{c['rows']} rows for {c['manifest_rows']} manifest rows")
     lines = [
-        f"job {record['job']}: {c['rows']} rows for {c['manifest_rows']} manifest rows -> "
+        f"job {record['job']}: {rows} -> "
         f"{c['ok']} ok, {c['error']} error; {c['processed_this_run']} processed in "
         f"{record['wall_s']:.1f} s ({record['videos_per_s'] or 0:.2f} videos/s, Ray start-up "
         "included)",

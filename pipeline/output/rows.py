@@ -47,10 +47,33 @@ TAIL = [
 ]
 
 
+# A job with ``segments: shots`` writes one row per shot: which shot of its video (from
+# 0), and how many shots the video has; both null on a video's error row. They follow
+# HEAD, whose start_s and end_s are then the shot's.
+SHOT_FIELDS = [pa.field("shot", pa.int32()), pa.field("shot_count", pa.int32())]
+SHOT_NAMES = tuple(f.name for f in SHOT_FIELDS)
+
+
 def output_schema(task_fields: list[pa.Field]) -> pa.Schema:
     """The output schema of a task whose own columns are ``task_fields``."""
     return pa.schema([*HEAD, *task_fields, *TAIL],
                      metadata={"vidbatch.schema_version": SCHEMA_VERSION})
+
+
+def with_shot_fields(schema: pa.Schema) -> pa.Schema:
+    """``schema`` of a job with one row per shot: :data:`SHOT_FIELDS` after HEAD."""
+    fields = list(schema)
+    return pa.schema(fields[:len(HEAD)] + SHOT_FIELDS + fields[len(HEAD):],
+                     metadata=schema.metadata)
+
+
+def with_shot_columns(table: pa.Table, batch: Batch) -> pa.Table:
+    """A replica's rows of ``batch`` (in its order) with the batch's shot columns added
+    where :func:`with_shot_fields` puts them (a negative number: null)."""
+    for k, field in enumerate(SHOT_FIELDS):
+        table = table.add_column(len(HEAD) + k, field,
+                                 nullable_int(batch[field.name], field.type))
+    return table
 
 
 @dataclass(frozen=True)
@@ -113,7 +136,12 @@ def rows_table(batch: Batch, schema: pa.Schema, provenance: Provenance,
     given = task_columns or {}
     cols = _head(batch, ok)
     for f in schema.names[len(HEAD):len(schema.names) - len(TAIL)]:
-        cols[f] = given[f] if f in given else pa.nulls(n, schema.field(f).type)
+        if f in given:
+            cols[f] = given[f]
+        elif f in SHOT_NAMES and f in batch:  # a job per shot (with_shot_fields)
+            cols[f] = nullable_int(batch[f], schema.field(f).type)
+        else:
+            cols[f] = pa.nulls(n, schema.field(f).type)
     cols.update({
         "decode_s": nullable_float(batch["decode_s"]),
         "infer_s": nullable_float(np.full(n, np.nan) if infer_s is None else infer_s),

