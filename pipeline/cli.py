@@ -141,8 +141,9 @@ def report(
     output: Annotated[str | None, typer.Option(
         "-o", "--output", help="Where the HTML goes (a path or URI). Default: "
         "_vidbatch_report.html in the job's output, report.html in a training run")] = None,
-    thumbnails: Annotated[int, typer.Option(help="Frames to decode for the contact "
-                                            "sheets (0: none)")] = 36,
+    thumbnails: Annotated[int | None, typer.Option(
+        help="Frames to decode for the contact sheets (default 36) or a shots job's "
+        "strips (default 240); 0: none")] = None,
 ) -> None:
     """Write one self-contained HTML report (charts, thumbnails) of a job or training run."""
     from pipeline.report.build import make_report

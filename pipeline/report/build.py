@@ -17,7 +17,7 @@ from pipeline.report.rows import RowsView
 from pipeline.report.training import is_training_run, training_report
 
 
-def make_report(location: str, output: str | None = None, thumbnails: int = 36,
+def make_report(location: str, output: str | None = None, thumbnails: int | None = None,
                 log: Callable[[str], None] = print) -> str:
     """Write the report of ``location`` to ``output`` (default: ``_vidbatch_report.html``
     in a job's output, ``report.html`` in a training run's folder); returns where."""

@@ -25,11 +25,12 @@ SHEET_LABELS, SHEET_VIDEOS = 6, 12
 LOW_CONFIDENCE = 20
 
 
-def job_report(view: RowsView, thumbnails: int = 36,
+def job_report(view: RowsView, thumbnails: int | None = None,
                log: Callable[[str], None] = lambda _: None) -> str:
     """The HTML of the report of the job ``view`` reads (at most ``thumbnails`` frames
-    decoded)."""
+    decoded; None: the task view's own default)."""
     rec, task = view.record, view_for(view.columns)
+    frames = task.frames if thumbnails is None else thumbnails
     page = Page(f"vidbatch job {rec.get('job', '?')}",
                 f"task {view.task} · {view.out.location}")
     if not rec.get("model", {}).get("predictions_meaningful", True):
@@ -42,7 +43,8 @@ def job_report(view: RowsView, thumbnails: int = 36,
     errors_section(page, view)
     timing_section(page, view)
     labels_section(page, view, task)
-    sheets_section(page, view, task, thumbnails, log)
+    sheets_section(page, view, task, frames, log)
+    task.add_sections(page, view, frames, log)
     for name, data in task.sections(view):
         task_section(page, name, data)
     map_section(page, view, task)
@@ -55,14 +57,34 @@ def job_card(view: RowsView) -> str:
     model, versions = rec.get("model", {}), rec.get("versions", {})
     return key_values([
         ("job", rec.get("job")), ("task", view.task), ("state", rec.get("state")),
-        ("model", model.get("arch")), ("weights", model.get("weights")),
-        ("classes", model.get("classes")),
+        ("model", model.get("arch")), ("shot detector", _detector(model)),
+        ("weights", model.get("weights")), ("classes", model.get("classes")),
         ("sampling", describe_sampling(rec)),
+        ("segments", _segments(rec.get("spec", {}).get("segments"))),
         ("started (UTC)", rec.get("started_utc")), ("wall time", _seconds(rec.get("wall_s"))),
         ("videos/s", _rate(rec.get("videos_per_s"))), ("dashboard", rec.get("dashboard_url")),
         ("runs", ", ".join(rec.get("runs", []))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("output", view.out.location)])
+
+
+def _detector(model: dict[str, Any]) -> str | None:
+    """A shots job's detector and the threshold it ran with."""
+    if not model.get("detector"):
+        return None
+    threshold = model.get("threshold")
+    return model["detector"] + ("" if threshold is None else f", threshold {threshold:g}")
+
+
+def _segments(seg: dict[str, Any] | None) -> str | None:
+    """What ``segments: shots`` made a row: a shot, found how, fitted to which lengths."""
+    if not seg:
+        return None
+    found = (f"shots from {seg['shots_from']}" if seg.get("shots_from") else
+             f"shots found by {seg.get('detector')}" + (
+                 "" if seg.get("threshold") is None else f" (threshold {seg['threshold']:g})"))
+    return (f"one row per shot: {found}, merged under {seg.get('min_s'):g} s, split over "
+            f"{seg.get('max_s'):g} s")
 
 
 def _seconds(value: Any) -> str | None:
@@ -141,12 +163,18 @@ def labels_section(page: Page, view: RowsView, task: TaskView) -> None:
     total = task.label_total(view)
     more = f" (top {len(labels)} of {total})" if total > len(labels) else ""
     parts = [page.chart(charts.bars([lab for lab, _ in labels], [n for _, n in labels],
-                                    f"videos per label{more}", "label"), "labels")]
+                                    f"{task.unit} per label{more}", "label", task.unit),
+                        "labels")]
     scores = task.scores(view)
     if scores is not None:
         parts.append(page.chart(charts.histogram(scores, "confidence (score)", "score",
                                                  task.scored), "confidence"))
     body = ["<div class='grid'>" + "".join(parts) + "</div>"]
+    if task.per_shot:
+        shots, videos = view.query("SELECT count(*), count(DISTINCT video_id) FROM rows "
+                                   "WHERE status = 'ok'")[0]
+        body.insert(0, f"<p class='note' id='per-shot'>Each row is one shot of a video "
+                       f"(segments: shots): {shots:,} shots of {videos:,} videos.</p>")
     low = task.low_confidence(view, LOW_CONFIDENCE)
     if low:
         body.append("<h3>Least confident predictions</h3><p class='note'>Where to look for "
@@ -175,8 +203,8 @@ def sheets_section(page: Page, view: RowsView, task: TaskView, budget: int,
             body.append(f"<h3>{esc(label)}</h3><div class='sheet'>{''.join(cards)}</div>")
     finally:
         thumbs.close()
-    log(f"report: {read} videos decoded for the contact sheets")
-    page.section("Contact sheets", f"<p class='note'>A sample of videos per top label, "
+    log(f"report: {read} {task.unit} decoded for the contact sheets")
+    page.section("Contact sheets", f"<p class='note'>A sample of {task.unit} per top label, "
                  f"{esc(task.sheet_note)} (decoded in a confined child).</p>", *body,
                  key="sheets")
 

@@ -52,8 +52,10 @@ class Thumbnailer:
                           crop_size=THUMB[0], canvas=THUMB, timeout_s=TIMEOUT_S,
                           memory_mb=MEMORY_MB, allow_uri_options=self.allow_uri_options)
         start = end = None
-        if t_s is not None:
-            start, end = t_s, t_s + 0.5 / (fps or 25.0)
+        if t_s is not None:  # one frame period around t_s: it holds a frame wherever t_s
+            # falls between two (the middle of a shot rarely is a frame's own time)
+            half = 0.5 / (fps or 25.0)
+            start, end = max(0.0, t_s - half), t_s + half
         video = self.worker.decode(path, spec, start, end)
         # drop the canvas's padding (bottom and right)
         h, w = fitted_dims(height or video.height, width or video.width, THUMB)

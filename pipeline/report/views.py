@@ -4,15 +4,20 @@ thumbnail shows (and what is drawn on it), its embedding, and any section of its
 Classification and audio label a video (``pred_label``, ``pred_score``); detection labels
 objects in it (``labels_found``, ``detections``), so a video counts once under each label
 it holds, and its thumbnail is the sampled frame with the most detections, boxes drawn.
+With ``segments: shots`` each row is a shot (``shot``, ``shot_count``): labels count shots,
+and a card names its shot. A shots job lists each video's shots (``shots``): it has no
+labels, and its section draws them (:mod:`pipeline.report.shots`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.report.page import figure_card
+from pipeline.report.page import Page, figure_card
 from pipeline.report.rows import Bins, RowsView
+from pipeline.report.shots import STRIP_FRAMES, shots_section
 from pipeline.report.sound import sound_strip, strip_card
 from pipeline.report.thumbs import Box, Thumbnailer
 
@@ -47,8 +52,24 @@ class TaskView:
     needs: str | None = None  # the column an output must have for this view to show it
     embedding = "embedding"
     has_scores = True
-    scored = "videos"  # what the confidence histogram counts
     sheet_note = "one frame each"
+    frames = 36  # decoded for the contact sheets unless the report is told otherwise
+
+    def __init__(self, columns: set[str] = frozenset()) -> None:
+        self.per_shot = "shot" in columns  # a row per shot (segments: shots)
+        # The shot columns last in a contact sheet's query, and its stable sample's order.
+        self.part = ", shot, shot_count" if self.per_shot else ", NULL, NULL"
+        self.order = "hash(video_id, shot)" if self.per_shot else "hash(video_id)"
+
+    @property
+    def unit(self) -> str:
+        """What a row is."""
+        return "shots" if self.per_shot else "videos"
+
+    @property
+    def scored(self) -> str:
+        """What the confidence histogram counts."""
+        return self.unit
 
     def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
         return v.query("SELECT pred_label, count(*) FROM rows WHERE status = 'ok' AND "
@@ -63,18 +84,19 @@ class TaskView:
 
     def low_confidence(self, v: RowsView, n: int) -> list[tuple]:
         """(video_id, path, manifest label, predicted label, score), least sure first."""
-        return v.query("SELECT video_id, path, label, pred_label, pred_score FROM rows "
+        who = "video_id || ', shot ' || (shot + 1)" if self.per_shot else "video_id"
+        return v.query(f"SELECT {who}, path, label, pred_label, pred_score FROM rows "
                        "WHERE status = 'ok' AND pred_score IS NOT NULL "
                        "ORDER BY pred_score, video_id LIMIT ?", [n])
 
     def shots(self, v: RowsView, label: str, n: int) -> list[Shot]:
         """``n`` videos predicted ``label``, picked by a hash of their id (a stable
         sample, not the first files of the run)."""
-        rows = v.query(f"SELECT {_SHEET}, pred_score, topk_labels, topk_scores FROM rows "
-                       "WHERE status = 'ok' AND pred_label = ? ORDER BY hash(video_id) "
-                       "LIMIT ?", [label, n])
+        rows = v.query(f"SELECT {_SHEET}, pred_score, topk_labels, topk_scores{self.part} "
+                       f"FROM rows WHERE status = 'ok' AND pred_label = ? ORDER BY "
+                       f"{self.order} LIMIT ?", [label, n])
         return [Shot(r[0], r[1], _middle(r[6], r[7]), r[4], r[3], r[5],
-                     [r[0], *_topk(r[9], r[10])], []) for r in rows]
+                     [r[0], *_part(r), *_topk(r[9], r[10])], []) for r in rows]
 
     def card(self, v: RowsView, shot: Shot, thumbs: Thumbnailer) -> tuple[str, bool]:
         """The contact sheet's card of ``shot``, and whether its video could be read."""
@@ -84,6 +106,18 @@ class TaskView:
 
     def sections(self, v: RowsView) -> list[tuple[str, Any]]:
         return []
+
+    def add_sections(self, page: Page, v: RowsView, frames: int,
+                     log: Callable[[str], None]) -> None:
+        """Sections the view draws itself, decoding at most ``frames`` frames."""
+
+
+def _part(r: tuple) -> list[str]:
+    """A contact-sheet row's shot (its query's last two columns) as a caption line."""
+    shot, count = r[-2], r[-1]
+    if shot is None:
+        return []
+    return [f"shot {shot + 1} of {count}, {r[6]:.2f}-{r[7]:.2f} s"]
 
 
 def _topk(labels: list[str] | None, scores: list[float] | None, k: int = 3) -> list[str]:
@@ -112,9 +146,9 @@ class DetectView(TaskView):
         return []
 
     def shots(self, v: RowsView, label: str, n: int) -> list[Shot]:
-        rows = v.query(f"SELECT {_SHEET}, detections FROM rows WHERE status = 'ok' AND "
-                       "list_contains(list_transform(labels_found, lambda f: f.label), ?) "
-                       "ORDER BY hash(video_id) LIMIT ?", [label, n])
+        rows = v.query(f"SELECT {_SHEET}, detections{self.part} FROM rows WHERE status = "
+                       "'ok' AND list_contains(list_transform(labels_found, lambda f: "
+                       f"f.label), ?) ORDER BY {self.order} LIMIT ?", [label, n])
         return [self._shot(r, label) for r in rows]
 
     def _shot(self, r: tuple, label: str) -> Shot:
@@ -128,7 +162,8 @@ class DetectView(TaskView):
         t = shown[0]["t_s"] if shown else _middle(r[6], r[7])
         boxes = [Box(tuple(d["box"]), d["label"], d["score"]) for d in shown]
         return Shot(r[0], r[1], t, r[4], r[3], r[5],
-                    [r[0], f"{len(shown)} boxes at {t:.2f} s" if t is not None else ""], boxes)
+                    [r[0], *_part(r),
+                     f"{len(shown)} boxes at {t:.2f} s" if t is not None else ""], boxes)
 
 
 class AudioView(TaskView):
@@ -140,15 +175,17 @@ class AudioView(TaskView):
 
     def shots(self, v: RowsView, label: str, n: int) -> list[Shot]:
         rows = v.query(f"SELECT {_SHEET}, pred_score, topk_labels, topk_scores, "
-                       "window_predictions, audio_duration_s, speech_fraction, silent "
-                       "FROM rows WHERE status = 'ok' AND pred_label = ? "
-                       "ORDER BY hash(video_id) LIMIT ?", [label, n])
+                       f"window_predictions, audio_duration_s, speech_fraction, silent"
+                       f"{self.part} FROM rows WHERE status = 'ok' AND pred_label = ? "
+                       f"ORDER BY {self.order} LIMIT ?", [label, n])
         return [Shot(r[0], r[1], None, r[4], r[3], r[5],
-                     [r[0], ", ".join(_topk(r[9], r[10])), *_heard(r[13], r[14])], [],
+                     [r[0], *_part(r), ", ".join(_topk(r[9], r[10])),
+                      *_heard(r[13], r[14])], [],
                      r[11] or [],
                      _span(r[6], r[7], r[12], r[11] or [])) for r in rows]
 
-    def __init__(self) -> None:
+    def __init__(self, columns: set[str] = frozenset()) -> None:
+        super().__init__(columns)
         self.colours: dict[str, str] = {}  # one colour per window label, page-wide
 
     def card(self, v: RowsView, shot: Shot, thumbs: Thumbnailer) -> tuple[str, bool]:
@@ -191,13 +228,38 @@ def _heard(speech: float | None, silent: bool | None) -> list[str]:
     return [] if speech is None else [f"speech in {speech:.0%} of windows"]
 
 
-VIEWS: tuple[type[TaskView], ...] = (DetectView, AudioView)
+class ShotsView(TaskView):
+    """A shots job: no labels or scores; its section draws the shots."""
+
+    needs = "shots"
+    embedding = None
+    has_scores = False
+    frames = STRIP_FRAMES
+
+    def labels(self, v: RowsView, limit: int) -> list[tuple[str, int]]:
+        return []
+
+    def label_total(self, v: RowsView) -> int:
+        return 0
+
+    def scores(self, v: RowsView) -> Bins | None:
+        return None
+
+    def low_confidence(self, v: RowsView, n: int) -> list[tuple]:
+        return []
+
+    def add_sections(self, page: Page, v: RowsView, frames: int,
+                     log: Callable[[str], None]) -> None:
+        shots_section(page, v, frames, log)
+
+
+VIEWS: tuple[type[TaskView], ...] = (DetectView, AudioView, ShotsView)
 
 
 def view_for(columns: set[str]) -> TaskView:
     """The view of an output with ``columns``: the first whose column it has (whichever
     task wrote it), else the classification view."""
-    return next((view for view in VIEWS if view.needs in columns), TaskView)()
+    return next((view for view in VIEWS if view.needs in columns), TaskView)(columns)
 
 
 def describe_sampling(record: dict[str, Any]) -> str | None:
@@ -209,6 +271,10 @@ def describe_sampling(record: dict[str, Any]) -> str | None:
         return None
     asked = record.get("spec", {}).get("sampling", {})
     snapped = ", snapped to keyframes" if asked.get("snap_to_keyframes") else ""
+    if s.get("every_frame"):
+        height, width = s["size"]
+        return (f"every frame at {width}x{height} (the shot detector's input), at most "
+                f"{s['max_frames']:,} per video")
     if "sample_rate" in s:
         return (f"mono at {s['sample_rate']} Hz, {s['window_s']:g}-s windows every "
                 f"{s['hop_s']:g} s (at most {s['max_windows']} per video, spread evenly "
