@@ -143,14 +143,14 @@ class ShotDetectorSpec(Spec):
         "cheaper on a CPU); docs/shots.md compares them")
     threshold: float | None = Field(
         None, gt=0, description="a frame scoring above it is part of a transition; null: "
-        "the detector's own (transnetv2 0.4, of 0..1; content 27, of 0..255)")
+        "the detector's own (transnetv2 0.55, of 0..1; content 27, of 0..255)")
 
     @model_validator(mode="after")
     def _in_range(self) -> ShotDetectorSpec:
         if self.detector == "transnetv2" and self.threshold is not None and \
                 self.threshold >= 1:
             raise ValueError(f"threshold {self.threshold:g} is out of TransNetV2's scores "
-                             "(0..1); use e.g. 0.4, or leave it out")
+                             "(0..1); use e.g. 0.55, or leave it out")
         return self
 
 

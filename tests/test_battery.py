@@ -60,7 +60,8 @@ def battery(tmp_path_factory, break_packet):
     return root
 
 
-def test_every_bad_input_gives_its_documented_row(ray_session, battery):
+def _battery_job(root, out: str, **extra) -> tuple[dict, dict[str, list[dict]]]:
+    """The battery as one classify job: its record, and its rows by input name."""
     spec = parse_jobspec({
         "name": "battery", "manifest": "manifest.csv",
         "sampling": {"clips_per_video": 1, "frames_per_clip": 4, "short_side": 32,
@@ -68,23 +69,47 @@ def test_every_bad_input_gives_its_documented_row(ray_session, battery):
         "model": {"arch": "r3d_18", "num_classes": 3},
         "resources": {"decode_timeout_s": 8, "decode_memory_mb": 512,
                       "videos_per_decode_task": 4},
-        "output": {"path": "out"}, "max_error_fraction": 1.0}, base_dir=battery)
+        "output": {"path": out}, "max_error_fraction": 1.0, **extra}, base_dir=root)
     record = execute(plan_job(spec), log=lambda _: None)
-    rows = pads.dataset(str(battery / "out"), format="parquet").to_table().to_pylist()
-    assert len(rows) == len(EXPECTED) == record["counts"]["rows"]
-    by_name = {}
+    rows = pads.dataset(str(root / out), format="parquet").to_table().to_pylist()
+    assert len(rows) == record["counts"]["rows"]
+    by_name: dict[str, list[dict]] = {}
     for r in rows:
         path = r["path"] or ""
-        name = path if "://" in path else os.path.basename(path)
-        by_name[name] = r
+        by_name.setdefault(path if "://" in path else os.path.basename(path), []).append(r)
     assert set(by_name) == set(EXPECTED)
-    for name, (status, start) in EXPECTED.items():
-        r = by_name[name]
-        assert r["status"] == status, (name, r["error"])
+    return record, by_name
+
+
+def _as_documented(name: str, r: dict) -> None:
+    status, start = EXPECTED[name]
+    assert r["status"] == status, (name, r["error"])
+    if status == "error":
+        assert r["error"].startswith(start), (name, r["error"])
+        assert r["pred_label"] is None and "secret" not in r["error"]
+    else:
+        assert r["pred_label"] is not None and len(r["embedding"]) == 512
+        if start:
+            assert r["decode_note"].startswith(start), (name, r["decode_note"])
+
+
+def test_every_bad_input_gives_its_documented_row(ray_session, battery):
+    _, by_name = _battery_job(battery, "out")
+    for name in EXPECTED:
+        assert len(by_name[name]) == 1, name
+        _as_documented(name, by_name[name][0])
+
+
+def test_per_shot_every_input_gives_its_shots_or_one_error_row(ray_session, battery):
+    """segments: shots: a good video gives one row per shot, a bad one exactly one error
+    row (shot null) with the reason it gives per video."""
+    _, by_name = _battery_job(battery, "per_shot",
+                              segments={"by": "shots", "detector": "content"})
+    for name, (status, _) in EXPECTED.items():
+        rows = sorted(by_name[name], key=lambda r: r["shot"] or 0)
         if status == "error":
-            assert r["error"].startswith(start), (name, r["error"])
-            assert r["pred_label"] is None and "secret" not in r["error"]
+            assert len(rows) == 1 and rows[0]["shot"] is None, (name, rows)
         else:
-            assert r["pred_label"] is not None and len(r["embedding"]) == 512
-            if start:
-                assert r["decode_note"].startswith(start), (name, r["decode_note"])
+            assert [r["shot"] for r in rows] == list(range(rows[0]["shot_count"])), name
+        for r in rows:
+            _as_documented(name, r)

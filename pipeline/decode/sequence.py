@@ -14,6 +14,7 @@ video longer than ``max_frames`` is an error row, not an unbounded allocation.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from pipeline.decode.base import DecodedVideo, open_source, reader_input, short_error
 from pipeline.decode.sampling import segment_frames
-from pipeline.decode.video_pyav import upright_turns
+from pipeline.decode.video_pyav import decode_packet, upright_turns
 from pipeline.errors import VideoError
 
 
@@ -88,42 +89,66 @@ def _too_long(n: int, spec: SequenceSpec) -> VideoError:
 
 
 def _with_pyav(src, spec: SequenceSpec, start_s, end_s) -> DecodedVideo:
+    """Packet by packet, so that a corrupt packet costs its frames, not the video's."""
     import av
 
-    h, w = spec.size
-    pictures, stamps = [], []
+    pictures, stamps, bad = [], [], 0
     with av.open(reader_input(src), mode="r") as container:
         if not container.streams.video:
             raise VideoError("decode", "the file has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.thread_count = spec.threads
-        base = stream.time_base
-        size, turns = None, 0
-        for frame in container.decode(stream):
-            if len(pictures) >= spec.max_frames:
-                raise _too_long(len(pictures), spec)
-            if size is None:  # as a player shows it: upright after a rotation tag
-                turns = upright_turns(frame)
-                size = (frame.width, frame.height) if turns % 2 else (frame.height,
-                                                                      frame.width)
-            rw, rh = (h, w) if turns % 2 else (w, h)
-            arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
-            if turns:
-                arr = np.ascontiguousarray(np.rot90(arr, k=turns))
-            pictures.append(arr)
-            stamps.append(float(frame.pts * base) if frame.pts is not None else np.nan)
+        ctx, base, picture = stream.codec_context, stream.time_base, _Picture(spec)
+        for packet in itertools.chain(container.demux(stream), [None]):  # None: drain
+            if packet is not None and packet.size <= 0:
+                continue
+            frames = decode_packet(ctx, packet)
+            if frames is None:
+                bad += 1
+                continue
+            for frame in frames:
+                if len(pictures) >= spec.max_frames:
+                    raise _too_long(len(pictures), spec)
+                pictures.append(picture(frame))
+                stamps.append(float(frame.pts * base) if frame.pts is not None else np.nan)
         rate = float(stream.average_rate or stream.guessed_rate or 0)
     if not pictures:
-        raise VideoError("decode", "the video stream holds no decodable picture")
-    times = np.asarray(stamps)
-    order = np.argsort(times, kind="stable") if not np.isnan(times).any() else \
-        np.arange(len(times))
-    times = times[order] - (times[order][0] if not np.isnan(times).any() else 0)
+        raise VideoError("decode", "the video stream holds no decodable picture"
+                         + (f" ({bad} corrupt packets)" if bad else ""))
+    frames, times = _in_order(np.stack(pictures), np.asarray(stamps), rate)
+    video = _segment(frames, times, rate, picture.size, "pyav", start_s, end_s)
+    video.note = f"{bad} corrupt packets skipped" if bad else None
+    return video
+
+
+class _Picture:
+    """A decoded picture squashed to the spec's size, upright (a rotation tag turns it as
+    a player would); ``size``: the upright source size, from the first picture."""
+
+    def __init__(self, spec: SequenceSpec):
+        self.spec, self.size, self.turns = spec, None, 0
+
+    def __call__(self, frame) -> np.ndarray:
+        h, w = self.spec.size
+        if self.size is None:
+            self.turns = upright_turns(frame)
+            self.size = (frame.width, frame.height) if self.turns % 2 else \
+                (frame.height, frame.width)
+        rw, rh = (h, w) if self.turns % 2 else (w, h)
+        arr = frame.to_ndarray(format="rgb24", width=rw, height=rh)
+        return np.ascontiguousarray(np.rot90(arr, k=self.turns)) if self.turns else arr
+
+
+def _in_order(frames: np.ndarray, times: np.ndarray, rate: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames in presentation order and their times from the first; without timestamps,
+    in decode order at ``rate``."""
     if np.isnan(times).any():
-        times = np.arange(len(pictures)) / rate if rate > 0 else times
-    frames = np.stack(pictures)[order]
-    return _segment(frames, times, rate, size, "pyav", start_s, end_s)
+        return frames, (np.arange(len(frames)) / rate if rate > 0 else
+                        np.zeros(len(frames)))
+    order = np.argsort(times, kind="stable")
+    return frames[order], times[order] - times[order][0]
 
 
 def _with_decord(src, spec: SequenceSpec, start_s, end_s) -> DecodedVideo:

@@ -64,7 +64,8 @@ def each_row(batch: Batch, spec: DecodeSpec | AudioSpec, guard=None):
         path, video_id = batch["path"][i], str(batch["video_id"][i])
         refused = guard.refuse(video_id) if guard is not None else None
         if "status" in batch and batch["status"][i] == "error":  # failed upstream (shots)
-            yield i, None, batch["error"][i], 0.0
+            yield i, None, batch["error"][i], batch["decode_s"][i] if "decode_s" in batch \
+                else 0.0
             continue
         if refused:
             yield i, None, refused, 0.0

@@ -116,6 +116,17 @@ def _to_rgb(frame, spec: DecodeSpec) -> tuple[np.ndarray, tuple[int, int]]:
     return (np.rot90(arr, k=turns) if turns else arr), (fh, fw)
 
 
+def decode_packet(ctx, packet) -> list | None:
+    """The pictures a packet completes (None drains the decoder), or None when FFmpeg
+    cannot decode it: a corrupt packet costs its frames, not the rest of the video."""
+    import av
+
+    try:
+        return ctx.decode(packet)
+    except av.FFmpegError:
+        return None
+
+
 def _pyav_frames(stream, source, wanted: set[int], spec: DecodeSpec, packets: _Packets,
                  sparse: bool = True):
     """Decode packet by packet, so that one corrupt packet costs one frame, not the rest.
@@ -125,7 +136,6 @@ def _pyav_frames(stream, source, wanted: set[int], spec: DecodeSpec, packets: _P
     and names pictures by pts; otherwise every packet is decoded and pictures are counted.
     Returns ``(frames by index, (height, width), pictures decoded, corrupt packets)``.
     """
-    import av
 
     plan = packet_plan(packets, wanted) if sparse else None
     ranks = packets.ranks if plan is not None else None
@@ -138,9 +148,8 @@ def _pyav_frames(stream, source, wanted: set[int], spec: DecodeSpec, packets: _P
             if k >= len(plan[0]) or not plan[0][k]:
                 continue
             ctx.skip_frame = "DEFAULT" if plan[1][k] else "NONREF"
-        try:
-            frames = ctx.decode(packet)
-        except av.FFmpegError:
+        frames = decode_packet(ctx, packet)
+        if frames is None:
             bad += 1
             continue
         for frame in frames:

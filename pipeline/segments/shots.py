@@ -206,21 +206,22 @@ def split_into_shots(batch: Batch, spec: SplitSpec, guard=None) -> Batch:
     for i in range(n):
         base = {c: batch[c][i] for c in KEPT}
         shots, error = _video_shots(batch, i, decoded, at.get(i, -1), spec)
-        if shots is None:
+        if shots is None:  # the row keeps the time its failed decode took
             rows.append({**base, "start_s": batch["start_s"][i], "end_s": batch["end_s"][i],
-                         "shot": -1, "shot_count": -1, "status": "error", "error": error})
+                         "shot": -1, "shot_count": -1, "status": "error", "error": error,
+                         "decode_s": decoded["decode_s"][at[i]] if i in at else 0.0})
             continue
         fitted = fit_lengths(shots, spec.min_s, spec.max_s)
         done = batch.get("done_shots")
         skip = set(done[i]) if done is not None and done[i] is not None else set()
         rows += [{**base, "start_s": s.start_s, "end_s": s.end_s, "shot": s.index,
-                  "shot_count": len(fitted), "status": "ok", "error": None}
+                  "shot_count": len(fitted), "status": "ok", "error": None, "decode_s": 0.0}
                  for s in fitted if s.index not in skip]
     return _columns(rows)
 
 
 def _columns(rows: list[dict]) -> Batch:
     kinds = {"row": np.int64, "start_s": np.float64, "end_s": np.float64,
-             "shot": np.int32, "shot_count": np.int32}
-    names = (*KEPT, "start_s", "end_s", *SHOT_COLUMNS, "status", "error")
+             "shot": np.int32, "shot_count": np.int32, "decode_s": np.float64}
+    names = (*KEPT, "start_s", "end_s", *SHOT_COLUMNS, "status", "error", "decode_s")
     return {c: np.array([r[c] for r in rows], dtype=kinds.get(c, object)) for c in names}
