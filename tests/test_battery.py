@@ -102,10 +102,19 @@ def test_every_bad_input_gives_its_documented_row(ray_session, battery):
 
 def test_per_shot_every_input_gives_its_shots_or_one_error_row(ray_session, battery):
     """segments: shots: a good video gives one row per shot, a bad one exactly one error
-    row (shot null) with the reason it gives per video."""
+    row with the reason it gives per video (shot null: its shots could not be found).
+
+    The huge frame is the exception: every frame at 48x27 decodes within 512 MiB, and
+    then its one shot's own decode at full size does or does not (run to run), so its one
+    row is ok or a ``decode:`` error of shot 0."""
     _, by_name = _battery_job(battery, "per_shot",
                               segments={"by": "shots", "detector": "content"})
+    huge = by_name.pop("huge_frame.mp4")
+    assert len(huge) == 1 and huge[0]["shot"] == 0, huge
+    assert huge[0]["status"] == "ok" or huge[0]["error"].startswith("decode:"), huge
     for name, (status, _) in EXPECTED.items():
+        if name == "huge_frame.mp4":
+            continue
         rows = sorted(by_name[name], key=lambda r: r["shot"] or 0)
         if status == "error":
             assert len(rows) == 1 and rows[0]["shot"] is None, (name, rows)
