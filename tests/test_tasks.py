@@ -185,7 +185,7 @@ def test_a_spec_without_a_task_is_a_classify_job(tmp_path):
 
 def test_an_unknown_task_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"task: unknown task 'nope'; choose one of "
-                                          r"\['audio', 'classify', 'detect'\]"):
+                                          r"\['audio', 'classify', 'detect', 'shots'\]"):
         parse_jobspec({"name": "j", "task": "nope", "manifest": "m.csv",
                        "output": {"path": "out"}})
 
