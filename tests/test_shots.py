@@ -59,6 +59,13 @@ def test_shots_from_scores_cuts_and_gradual_transitions():
     assert shots[2].start_s == pytest.approx(70 / 25) and shots[2].end_s == pytest.approx(4.0)
     # Nothing above the threshold: one shot, the whole sequence.
     assert len(shots_from_scores(np.zeros(10), 0.4, times[:10])) == 1
+    # TransNetV2's all-frames head widens a transition to its whole span: a dissolve whose
+    # middle frame alone scored becomes a gradual transition between two shots.
+    scores, extent = np.zeros(100, np.float32), np.zeros(100, np.float32)
+    scores[50], extent[44:57] = 0.9, 0.8
+    shots = shots_from_scores(scores, 0.4, times, fps=25, extent=extent)
+    assert [(s.start_frame, s.end_frame) for s in shots] == [(0, 43), (57, 99)]
+    assert len(shots_from_scores(scores, 0.4, times, fps=25)) == 2  # without: a cut at 51
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +104,15 @@ def test_both_detectors_find_the_hard_cuts(edited):
     content = ContentScorer(27.0).scores(video.frames, video.fps)
     found = _found(shots_from_scores(content, 27.0, video.times, 0, video.fps))
     assert all(min(abs(f - c) for f in found) <= 2 for c in cuts), (found, labels)
-    net = TransNetV2Scorer("cpu")
-    shots = shots_from_scores(net.scores(video.frames), 0.4, video.times, 0, video.fps)
+    single, every = TransNetV2Scorer("cpu").heads(video.frames)
+    shots = shots_from_scores(single, 0.55, video.times, 0, video.fps, every)
     spans = [(a.end_frame + 1, b.start_frame) for a, b in zip(shots, shots[1:])]
-    for t in labels:  # every transition, cut or dissolve, overlaps one found
-        lo, hi = t["frame"] - 2, t["frame"] + t["length"] + 1
-        assert any(a <= hi and b >= lo for a, b in spans), (t, spans)
     assert len(spans) == len(labels), (spans, labels)
+    for t, (a, b) in zip(labels, spans):  # each transition found, a dissolve's whole span
+        lo, hi = t["frame"] - 2, t["frame"] + t["length"] + 1
+        assert lo <= a <= b <= hi, (t, spans)
+        if t["kind"] == "dissolve":
+            assert b - a >= t["length"] - 2, (t, spans)
 
 
 def test_transnetv2_leaves_the_process_as_it_found_it():

@@ -108,7 +108,8 @@ def shots_section(page: Page, view: RowsView, budget: int,
 
 def _figures(view: RowsView) -> dict[str, Any] | None:
     videos, shots, median, mean = view.query(
-        "SELECT count(*), sum(shot_count), median(shot_count), avg(mean_shot_s) FROM rows "
+        "SELECT count(*), sum(shot_count), median(shot_count), "
+        "sum(mean_shot_s * shot_count) / sum(shot_count) FROM rows "
         "WHERE status = 'ok' AND shots IS NOT NULL")[0]
     if not videos:
         return None
@@ -118,7 +119,7 @@ def _figures(view: RowsView) -> dict[str, Any] | None:
         "rows WHERE status = 'ok')) WHERE gap > 1")
     return {"videos with shots": f"{videos:,}", "shots": f"{int(shots):,}",
             "shots per video": f"median {median:g}",
-            "shot length": f"mean {mean:.2f} s" if mean is not None else None,
+            "shot length": f"mean {mean:.2f} s (over all shots)" if mean is not None else None,
             "transitions": f"{int(shots) - videos - gradual:,} hard cuts, {gradual:,} "
                            "gradual (frames between two shots; hatched on the strips)"}
 

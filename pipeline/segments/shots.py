@@ -85,11 +85,13 @@ class ShotFinder:
     def find(self, frames: np.ndarray, times: np.ndarray, first_frame: int,
              fps: float) -> list[Shot]:
         """The shots of uint8 frames ``(T, 27, 48, 3)`` whose first is ``first_frame``."""
+        extent = None
         if self.detector.name == "content":
             scores = self.scorer.scores(frames, fps or 25.0)
         else:
-            scores = self.scorer.scores(frames)
-        return shots_from_scores(scores, self.detector.threshold, times, first_frame, fps)
+            scores, extent = self.scorer.heads(frames)
+        return shots_from_scores(scores, self.detector.threshold, times, first_frame, fps,
+                                 extent)
 
 
 def _merge(a: Shot, b: Shot) -> Shot:

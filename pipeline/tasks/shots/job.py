@@ -98,7 +98,9 @@ class ShotsTask(Task):
         if not ok.num_rows:
             return []
         counts = ok["shot_count"].to_numpy(zero_copy_only=False)
-        mean = pc.mean(ok["mean_shot_s"]).as_py()
+        seconds = pc.sum(pc.multiply(ok["mean_shot_s"], pc.cast(ok["shot_count"],
+                                                                pa.float64()))).as_py()
+        mean = seconds / max(1, int(counts.sum()))  # over all shots, not per video
         return [f"shots: {int(counts.sum())} in {ok.num_rows} video(s), median "
                 f"{float(_median(counts)):g} per video (max {int(counts.max())}), mean shot "
                 f"{mean:.1f} s"]
