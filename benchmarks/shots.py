@@ -6,9 +6,9 @@ PyAV on one thread, as a decode task or CPU replica runs them): decode every fra
 48x27 (:mod:`pipeline.decode.sequence`), score it (:mod:`pipeline.segments.detectors`),
 turn the scores into shots. CPU time is the process's own (``time.process_time``), so a
 busy machine slows the run but not the figure much. Each detector runs ``--repeats``
-times; the table gives the median CPU-seconds per video-minute of each part and the
-ratio to the cheaper detector. The shots of the last repeat are scored with
-``vidbatch evaluate``'s rules (:func:`pipeline.tasks.shots.evaluate.evaluate`).
+times; the table gives the median over videos (and repeats) of each part's CPU-seconds
+per video-minute, and the ratio to the cheaper detector. The shots of the last repeat are
+scored with ``vidbatch evaluate``'s rules (:func:`pipeline.tasks.shots.evaluate.evaluate`).
 
     python benchmarks/shots.py                     # the shot demo's held-out videos
     python benchmarks/shots.py --manifest M.csv --cuts M_cuts.csv --repeats 1
@@ -50,22 +50,22 @@ def run_detector(detector: str, threshold: float | None,
     t0 = time.process_time()
     finder = ShotFinder(chosen)
     setup = time.process_time() - t0
-    decode = detect = minutes = 0.0
-    rows = []
+    per_video, rows = [], []
     for video_id, path in videos:
         t0 = time.process_time()
         v = decode_sequence(path, SequenceSpec())
         t1 = time.process_time()
         shots = finder.find(v.frames, v.times, int(v.indices[0]), v.fps)
-        detect += time.process_time() - t1
-        decode += t1 - t0
-        minutes += v.num_frames / v.fps / 60
+        minutes = v.num_frames / v.fps / 60
+        per_video.append({"decode_s": (t1 - t0) / minutes,
+                          "detect_s": (time.process_time() - t1) / minutes,
+                          "minutes": minutes})
         rows.append({"video_id": video_id, "status": "ok", "error": None, "fps": v.fps,
                      "num_frames": v.num_frames, "duration_s": v.num_frames / v.fps,
                      "shots": shot_dicts(shots), "shot_count": len(shots),
                      "mean_shot_s": None})
     return {"detector": detector, "threshold": chosen.threshold, "setup_s": setup,
-            "decode_s": decode, "detect_s": detect, "minutes": minutes, "rows": rows}
+            "per_video": per_video, "rows": rows}
 
 
 def score(rows: list[dict], cuts: Path) -> dict:
@@ -85,6 +85,10 @@ def score(rows: list[dict], cuts: Path) -> dict:
         return evaluate(out, str(cuts))
 
 
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--manifest", type=Path, default=REPO / "manifests" / "shots_val.csv")
@@ -93,7 +97,7 @@ def main() -> None:
     p.add_argument("--detectors", default="transnetv2,content")
     p.add_argument("--threshold", action="append", default=[],
                    help="DETECTOR=VALUE (repeatable); default: each detector's own")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     a = p.parse_args()
     cuts = a.cuts or a.manifest.with_name(a.manifest.stem + "_cuts.csv")
@@ -106,11 +110,13 @@ def main() -> None:
             with ProcessPoolExecutor(1) as pool:
                 th = float(given[detector]) if detector in given else None
                 runs.append(pool.submit(run_detector, detector, th, videos).result())
-        per_min = {k: statistics.median(r[k] / r["minutes"] for r in runs)
+        # The median over every video of every repeat, each in CPU-s per video-minute.
+        per_min = {k: statistics.median(v[k] for r in runs for v in r["per_video"])
                    for k in ("decode_s", "detect_s")}
         quality = score(runs[-1]["rows"], cuts)
         figures[detector] = {"threshold": runs[-1]["threshold"],
-                             "video_minutes": round(runs[-1]["minutes"], 2),
+                             "video_minutes": round(sum(v["minutes"] for v in
+                                                        runs[-1]["per_video"]), 2),
                              "setup_s": round(statistics.median(r["setup_s"] for r in runs), 2),
                              **{f"{k}_per_min": round(v, 2) for k, v in per_min.items()},
                              "total_per_min": round(sum(per_min.values()), 2),
@@ -126,8 +132,8 @@ def main() -> None:
         print(f"| {name} | {f['threshold']:g} | {f['total_per_min']:.2f} "
               f"({f['decode_s_per_min']:.2f} + {f['detect_s_per_min']:.2f}) | "
               f"{f['total_per_min'] / cheapest:.1f} | "
-              f"{q['cut']['f1'] or 0:.3f} | {q['dissolve']['f1'] or 0:.3f} | "
-              f"{q['single_shot']['false_cuts_per_10_min']:.1f} |")
+              f"{_num(q['cut']['f1'])} | {_num(q['dissolve']['f1'])} | "
+              f"{_num(q['single_shot']['false_cuts_per_10_min'], 1)} |")
     if a.out:
         a.out.write_text(json.dumps(figures, indent=2))
 
