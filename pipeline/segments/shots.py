@@ -199,8 +199,8 @@ def split_into_shots(batch: Batch, spec: SplitSpec, guard=None) -> Batch:
     found. Shots listed in a row's ``done_shots`` (written by an earlier run: resume)
     are left out. ``guard``: see :func:`pipeline.decode.stage.each_row`."""
     n = len(batch["video_id"])
-    given = batch.get("given_shots")
-    need = [i for i in range(n) if given is None or given[i] is None]
+    given, refused = batch.get("given_shots"), batch.get("given_error")
+    need = [i for i in range(n) if given is None or (given[i] is None and refused[i] is None)]
     decoded = decode_sequence_batch({k: v[need] for k, v in batch.items()},
                                     spec=spec.sequence, guard=guard) if need else None
     at = {i: k for k, i in enumerate(need)}  # row i's place among the decoded rows
