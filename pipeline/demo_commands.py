@@ -6,6 +6,7 @@ command writes the same files every time it runs."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,17 @@ def demo_data(
     rows = make_demo_set(out)
     write_manifest(manifest, rows, videos_dir=out)
     typer.echo(f"wrote {len(rows)} manifest rows to {manifest} (videos in {out})")
+
+
+def write_labels(path: str | Path, labels: list[dict], columns: tuple[str, ...]) -> Path:
+    """A demo's labels file: a CSV of ``columns``, one row per dict of ``labels``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(labels)
+    return path
 
 
 # The seeds of a demo's splits: disjoint seed ranges give held-out val videos.

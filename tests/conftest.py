@@ -317,3 +317,17 @@ def browser():
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
         yield b
         b.close()
+
+
+def render(browser, html: Path) -> tuple:
+    """The page ``html`` in Chromium (the ``browser`` fixture), and the console errors, page
+    errors and requests that leave the file it collects."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("request", lambda r: problems.append(f"network: {r.url}")
+            if not r.url.startswith(("file:", "data:")) else None)
+    page.goto(html.as_uri())
+    page.wait_for_load_state("load")
+    return page, problems

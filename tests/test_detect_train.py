@@ -9,13 +9,14 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import pytest
 
+from pipeline.demo_commands import write_labels
 from pipeline.infer.plan import plan_job
 from pipeline.infer.run import execute
 from pipeline.infer.spec import parse_jobspec
 from pipeline.infer.summary import render_summary
 from pipeline.model.checkpoint import read_checkpoint
 from pipeline.synth import write_manifest
-from pipeline.tasks.detect.demo import make_detect_set, write_labels
+from pipeline.tasks.detect.demo import LABEL_COLUMNS, make_detect_set
 from pipeline.train.plan import parse_training, plan_training
 from pipeline.train.run import HISTORY, run_training
 
@@ -32,7 +33,7 @@ def shapes(tmp_path_factory) -> dict[str, Path]:
     (out / "val" / "broken.mp4").write_bytes(b"not a video")
     return {"train": write_manifest(out / "train.csv", train, prefix="train/"),
             "val": write_manifest(out / "val.csv", val, prefix="val/"),
-            "labels": write_labels(out / "labels.csv", train_boxes + val_boxes),
+            "labels": write_labels(out / "labels.csv", train_boxes + val_boxes, LABEL_COLUMNS),
             "root": out}
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
+from conftest import render
 from PIL import Image
 
 from pipeline.infer.plan import plan_job
@@ -63,18 +64,6 @@ def non_blank(png: bytes) -> float:
     """The share of pixels that are not (near) the page's white."""
     a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     return float((np.abs(a - 255).sum(axis=2) > 30).mean())
-
-
-def render(browser, html: Path) -> tuple:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("request", lambda r: problems.append(f"network: {r.url}")
-            if not r.url.startswith(("file:", "data:")) else None)
-    page.goto(html.as_uri())
-    page.wait_for_load_state("load")
-    return page, problems
 
 
 def check_drawn(page) -> tuple[int, int]:

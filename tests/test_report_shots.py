@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
+from conftest import render
 
 from pipeline.infer.plan import plan_job
 from pipeline.infer.run import execute
@@ -21,18 +22,6 @@ from pipeline.tasks.shots.demo import edited_video
 pytestmark = pytest.mark.slow
 
 
-def render(browser, html: Path) -> tuple:
-    """The page in Chromium, and the console errors, page errors and requests that leave
-    the file it collects."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(str(e)))
-    page.on("request", lambda r: problems.append(f"network: {r.url}")
-            if not r.url.startswith(("file:", "data:")) else None)
-    page.goto(html.as_uri())
-    page.wait_for_load_state("load")
-    return page, problems
 
 
 def overlap(a: dict, b: dict) -> bool:

@@ -13,7 +13,6 @@ Everything comes from the seed: the same arguments write the same files and labe
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +20,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from pipeline.demo_commands import ManifestsDir, VideosDir, write_splits
+from pipeline.demo_commands import ManifestsDir, VideosDir, write_labels, write_splits
 from pipeline.synth import texture, write_video
 
 KINDS = {"disc": (230, 60, 50), "square": (50, 110, 235), "triangle": (245, 215, 40)}
@@ -135,16 +134,6 @@ def make_detect_set(out_dir: str | Path, videos: int, seed: int, frames: int = 3
     return rows, labels
 
 
-def write_labels(path: str | Path, labels: list[dict[str, object]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(LABEL_COLUMNS))
-        writer.writeheader()
-        writer.writerows(labels)
-    return path
-
-
 def demo_detect_data(
     out: VideosDir = Path("data/shapes"),
     manifests: ManifestsDir = Path("manifests"),
@@ -164,7 +153,8 @@ def demo_detect_data(
     for split, rows, manifest in write_splits(out, manifests, "shapes", counts, make):
         typer.echo(f"wrote {len(rows)} {split} videos ({len(labels[split])} boxes) to "
                    f"{out / split} and {manifest}")
-    path = write_labels(manifests / "shapes_labels.csv", [b for s in counts for b in labels[s]])
+    path = write_labels(manifests / "shapes_labels.csv", [b for s in counts for b in labels[s]],
+                        LABEL_COLUMNS)
     typer.echo(f"wrote the boxes of both splits to {path}")
 
 

@@ -20,14 +20,13 @@ empty. Everything comes from the seed: the same arguments write the same files.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 
-from pipeline.demo_commands import ManifestsDir, VideosDir, write_splits
+from pipeline.demo_commands import ManifestsDir, VideosDir, write_labels, write_splits
 from pipeline.synth import texture, write_video
 from pipeline.tasks.classify.copies import PHOTOS, original_frames, photo, photo_frames
 
@@ -244,17 +243,6 @@ def make_shots_set(out_dir: str | Path, videos: int, singles: int, seed: int,
     return rows, labels
 
 
-def write_labels(path: str | Path, labels: list[dict]) -> Path:
-    """The cuts file: a CSV of :data:`LABEL_COLUMNS`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(LABEL_COLUMNS))
-        writer.writeheader()
-        writer.writerows(labels)
-    return path
-
-
 def demo_shots_data(
     out: VideosDir = Path("data/shots"),
     manifests: ManifestsDir = Path("manifests"),
@@ -280,7 +268,8 @@ def demo_shots_data(
         return rows
 
     for split, rows, manifest in write_splits(out, manifests, "shots", counts, make):
-        path = write_labels(manifests / f"shots_{split}_cuts.csv", labels[split])
+        path = write_labels(manifests / f"shots_{split}_cuts.csv", labels[split],
+                            LABEL_COLUMNS)
         found = sum(r["kind"] != "none" for r in labels[split])
         typer.echo(f"wrote {len(rows)} {split} videos ({found} transitions) to "
                    f"{out / split}, {manifest} and {path}")
