@@ -16,12 +16,10 @@ import typer
 from typer.testing import CliRunner
 
 from pipeline.errors import ManifestError
+from pipeline.segments.shots import SHOT
 from pipeline.tasks.shots.demo import DEMOS, FPS
 from pipeline.tasks.shots.evaluate import evaluate, predicted_spans, read_cuts
 
-SHOT = pa.struct([("shot", pa.int32()), ("start_frame", pa.int64()),
-                  ("end_frame", pa.int64()), ("start_s", pa.float64()),
-                  ("end_s", pa.float64()), ("score", pa.float32())])
 SCHEMA = pa.schema([("video_id", pa.string()), ("status", pa.string()),
                     ("error", pa.string()), ("fps", pa.float64()),
                     ("num_frames", pa.int64()), ("duration_s", pa.float64()),
