@@ -62,11 +62,11 @@ def each_row(batch: Batch, spec: DecodeSpec | AudioSpec, guard=None):
     """
     for i in range(len(batch["video_id"])):
         path, video_id = batch["path"][i], str(batch["video_id"][i])
-        refused = guard.refuse(video_id) if guard is not None else None
         if "status" in batch and batch["status"][i] == "error":  # failed upstream (shots)
             yield i, None, batch["error"][i], batch["decode_s"][i] if "decode_s" in batch \
                 else 0.0
             continue
+        refused = guard.refuse(video_id) if guard is not None else None
         if refused:
             yield i, None, refused, 0.0
             continue
