@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.decode.sequence import SequenceSpec, decode_sequence
 from pipeline.decode.stage import decode_sequence_batch
+from pipeline.errors import OutputError
 from pipeline.infer.plan import plan_job
 from pipeline.infer.run import execute
 from pipeline.infer.spec import parse_jobspec
@@ -212,6 +213,10 @@ def test_per_shot_resume_and_shots_from(ray_session, shot_videos):
                           "max_error_fraction": 1.0, **per_shot}, base_dir=root)
     plan = plan_job(spec)
     assert plan.inputs.already_done == 3 and plan.todo["video_id"].to_pylist() == ["a"]
+    changed = spec.model_copy(update={"segments": spec.segments.model_copy(
+        update={"max_s": 8.0})})
+    with pytest.raises(OutputError, match="different segments settings"):
+        plan_job(changed)  # other shots would mix with these
     record = execute(plan, log=lambda _: None)
     again = _rows(out)
     assert record["state"] == "finished" and len(again) == len(full)

@@ -36,7 +36,7 @@ DERIVED_DIRS = {"_vidbatch_index": ("index.json", "index.faiss", "rows.parquet",
 DERIVED = (REPORT_FILE, *DERIVED_DIRS)
 # Spec sections that must match for a resumed run to continue the same job (a task adds
 # its own, pipeline.tasks.base.Task.resume_keys).
-RESUME_KEYS = ("manifest", "sampling", "name", "mode", "task")
+RESUME_KEYS = ("manifest", "sampling", "name", "mode", "task", "segments")
 DEFAULTS = {"mode": "infer", "task": "classify"}  # keys older records lack, and their value
 
 

@@ -23,11 +23,9 @@ def _shot_rows(out: OutputDir) -> tuple[pa.Table, tuple[str, ...]]:
     """``video_id, shot, shot_count`` of every readable data file, and the unreadable."""
     tables, unreadable = [], []
     for f in out.data_files():
-        try:
+        try:  # every file has the shot columns: --resume refuses a changed `segments`
             tables.append(out.read_columns(f, ["video_id", "shot", "shot_count"]))
-        except (pa.ArrowInvalid, OSError):
-            unreadable.append(f)
-        except KeyError:  # not a job per shot: --resume refuses it before this is read
+        except (pa.ArrowInvalid, OSError):  # no footer: a run was killed writing it
             unreadable.append(f)
     schema = pa.schema([("video_id", pa.string()), ("shot", pa.int32()),
                         ("shot_count", pa.int32())])

@@ -60,9 +60,4 @@ class ShotsReplica:
                                   pa.float64()),
         }
         c = self.config
-        return rows_table(_without_sequence(batch), c.schema, c.provenance, ok, columns,
-                          infer_s)
-
-
-def _without_sequence(batch: Batch) -> Batch:
-    return {k: v for k, v in batch.items() if k not in ("sequence", "sequence_times")}
+        return rows_table(batch, c.schema, c.provenance, ok, columns, infer_s)
