@@ -89,7 +89,7 @@ def process_state_kept() -> Iterator[None]:
 
 
 class TransNetV2Scorer:
-    """TransNetV2 on ``device``: :meth:`scores` of a video's frames."""
+    """TransNetV2 on ``device``: :meth:`heads` of a video's frames."""
 
     def __init__(self, device: str = "cpu", dtype=None, windows_per_pass: int = 8):
         import torch
@@ -104,14 +104,10 @@ class TransNetV2Scorer:
         self.model.eval()
         self.device, self.dtype, self.per_pass = torch.device(device), dtype, windows_per_pass
 
-    def scores(self, frames: np.ndarray) -> np.ndarray:
-        """Each frame's probability of being a transition's (its single-frame head, which
-        peaks on 1-2 frames of each; ``(T,)``) of uint8 frames ``(T, 27, 48, 3)``."""
-        return self.heads(frames)[0]
-
     def heads(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both heads' per-frame probabilities, ``(single-frame, all-frames)``: the second
-        marks every frame of a transition (a dissolve's whole span). Windows of
+        """Both heads' per-frame probabilities for uint8 frames ``(T, 27, 48, 3)``,
+        ``(single-frame, all-frames)``: the first peaks on 1-2 frames of each transition,
+        the second marks every frame of it (a dissolve's whole span). Windows of
         :data:`WINDOW` frames every :data:`STEP`, the first and last frame repeated to pad,
         each window's middle :data:`STEP` frames kept; several windows per forward pass."""
         import torch

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import model_validator
@@ -98,18 +99,13 @@ class ShotsTask(Task):
         if not ok.num_rows:
             return []
         counts = ok["shot_count"].to_numpy(zero_copy_only=False)
+        shots = int(counts.sum())
         seconds = pc.sum(pc.multiply(ok["mean_shot_s"], pc.cast(ok["shot_count"],
                                                                 pa.float64()))).as_py()
-        mean = seconds / max(1, int(counts.sum()))  # over all shots, not per video
-        return [f"shots: {int(counts.sum())} in {ok.num_rows} video(s), median "
-                f"{float(_median(counts)):g} per video (max {int(counts.max())}), mean shot "
+        mean = seconds / max(1, shots)  # over all shots, not per video
+        return [f"shots: {shots} in {ok.num_rows} video(s), median "
+                f"{float(np.median(counts)):g} per video (max {int(counts.max())}), mean shot "
                 f"{mean:.1f} s"]
-
-
-def _median(values) -> float:
-    import numpy as np
-
-    return float(np.median(values))
 
 
 def _weights(model: Detector) -> str:
