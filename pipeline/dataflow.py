@@ -21,8 +21,10 @@ from pipeline.decode.stage import decode_batch, in_batches
 from pipeline.output.outdir import OutputDir
 from pipeline.spec import DecodeResourcesSpec
 
-# Enough blocks for every core of a large cluster, few enough that a million-row manifest
-# does not become a million objects.
+# Rows held in memory (a training set, a job per shot given its shots) become at most this
+# many blocks: enough for every core of a large cluster, few enough that a million rows do
+# not become a million objects. A manifest read by read tasks has no such bound: its blocks
+# are made as the stream needs them.
 MAX_BLOCKS = 10_000
 # A manifest much larger than the cluster is cut into about this many decode tasks per CPU
 # (fewer rows per task: a longer tail; more: more tasks), each of at most
@@ -56,14 +58,15 @@ DECODE_RETRIES = 3
 WRITE_CPUS = 0
 WRITE_TASKS = 2
 SAMPLE_BYTES = {"AudioSpec": 4}  # bytes per decoded sample: float32 audio, uint8 frames
+ROW_BYTES = 200  # a manifest row's path and id, about
 
 
 def rows_per_block(rows: int, videos_per_task: int, cpus: float | None) -> int:
     """Manifest rows per block (one decode task each): ``videos_per_task`` while the
     manifest is small for the cluster's ``cpus``, up to :data:`MAX_ROWS_PER_BLOCK` for a
-    large one, and never more than :data:`MAX_BLOCKS` blocks."""
+    large one."""
     spread = math.ceil(rows / max(1.0, (cpus or 1) * TASKS_PER_CPU))
-    return max(videos_per_task, min(spread, MAX_ROWS_PER_BLOCK), math.ceil(rows / MAX_BLOCKS))
+    return max(videos_per_task, min(spread, MAX_ROWS_PER_BLOCK))
 
 
 def per_block(rows: int, res: DecodeResourcesSpec) -> int:
@@ -119,6 +122,50 @@ def manifest_blocks(table: pa.Table, per_block: int):
     source = type("ManifestSource", (_ManifestSource, Datasource), {})(table, per_task)
     return rd.read_datasource(source, num_cpus=READ_CPUS, concurrency=min(READ_TASKS, tasks),
                               override_num_blocks=tasks * math.ceil(per_task / per_block))
+
+
+class _ManifestParts:
+    """A :class:`~pipeline.manifest.todo.Todo`'s chunks as a Ray Data datasource: one read
+    task per chunk, which reads and normalises its rows where it runs (built lazily: see
+    :func:`manifest_rows`)."""
+
+    def __init__(self, todo):
+        self.todo = todo
+
+    def estimate_inmemory_data_size(self) -> int:
+        return self.todo.num_rows * ROW_BYTES
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list:
+        from ray.data import ReadTask
+        from ray.data.block import BlockMetadata
+
+        tasks = []
+        for part in self.todo.parts():  # each task carries its chunk and its skip bits
+            meta = BlockMetadata(num_rows=part.todo, size_bytes=part.todo * ROW_BYTES,
+                                 exec_stats=None, input_files=None)
+            tasks.append(ReadTask(lambda p=part: p.tables(), meta))
+        return tasks
+
+
+def manifest_rows(todo, per_block: int):
+    """A :class:`~pipeline.manifest.todo.Todo`'s rows as a Ray Dataset of blocks of about
+    ``per_block`` rows (one decode task each; see :func:`rows_per_block`). Read tasks read
+    the manifest themselves, a chunk each, as the stream needs them, and Ray Data splits
+    each task's rows into blocks: the rows never pass through the driver. A todo held in
+    memory goes through :func:`manifest_blocks`."""
+    import ray.data as rd
+    from ray.data import Datasource
+
+    if todo.table is not None:
+        return manifest_blocks(todo.table, per_block)
+    parts = todo.parts()
+    source = type("ManifestParts", (_ManifestParts, Datasource), {})(todo)
+    # Ray Data splits every task's rows into (blocks asked for / tasks) blocks.
+    split = max([math.ceil(p.todo / per_block) for p in parts], default=1)
+    return rd.read_datasource(
+        source, num_cpus=READ_CPUS, concurrency=max(1, min(READ_TASKS, len(parts))),
+        override_num_blocks=max(1, len(parts)) * split)
 
 
 def decoded(ds, spec, res: DecodeResourcesSpec, stage: Callable = decode_batch,

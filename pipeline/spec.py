@@ -45,7 +45,7 @@ def manifest_shorthand(v: Any) -> Any:
 
 class ManifestSpec(Spec):
     """Where the videos are listed. ``path`` is a CSV, Parquet or JSONL file, or a
-    directory of Parquet files; local or any URI pyarrow's filesystems read."""
+    directory of such shards (one format); local or any URI pyarrow's filesystems read."""
 
     path: str
     path_column: str = "path"

@@ -9,7 +9,7 @@ import pytest
 from pipeline import dataflow
 from pipeline.dataflow import manifest_blocks
 from pipeline.errors import ManifestError
-from pipeline.manifest import MANIFEST_SCHEMA, derive_video_id, read_manifest
+from pipeline.manifest import MANIFEST_SCHEMA, derive_video_id, derive_video_ids, read_manifest
 from pipeline.spec import ManifestSpec
 
 ROWS = [{"path": "a.mp4", "label": "cat"}, {"path": "sub/b.mp4", "label": "dog"}]
@@ -55,7 +55,7 @@ def test_derived_ids_carry_64_bits_so_shared_stems_do_not_collide():
     them collide with probability ~1 - exp(-n^2 / 2^33), about 1 for n = 10^6."""
     digest = derive_video_id("/data/a/b/clip.mp4").removeprefix("clip-")
     assert len(digest) == 16 and int(digest, 16) >= 0
-    ids = {derive_video_id(f"/data/{i}/clip.mp4") for i in range(200_000)}
+    ids = set(derive_video_ids([f"/data/{i}/clip.mp4" for i in range(200_000)]))
     assert len(ids) == 200_000
 
 
@@ -150,4 +150,6 @@ def test_a_large_manifest_travels_in_few_read_tasks_cut_into_task_sized_blocks(
     assert per(96, 2, 2) == 3 and per(96, 4, 2) == 4  # small: videos_per_decode_task
     assert per(20_000, 2, 2) == dataflow.MAX_ROWS_PER_BLOCK  # many rows: capped
     assert per(20_000, 2, 64) == 20  # a large cluster: spread over its CPUs
-    assert per(10_000_000, 2, 2) == 1_000  # never more than MAX_BLOCKS blocks
+    assert per(10_000_000, 2, 2) == dataflow.MAX_ROWS_PER_BLOCK  # blocks made as needed
+    big = manifest_blocks(pa.table({"video_id": [f"v{i}" for i in range(30_000)]}), 2)
+    assert len(block_rows(big)) <= dataflow.MAX_BLOCKS  # ... unless held in memory

@@ -108,6 +108,7 @@ def test_resuming_an_output_of_the_old_id_scheme_keeps_its_ids(tmp_path):
     write(out, record)  # a record of the old scheme: no id_hex
     plan = plan_job(spec(tmp_path, "none"), policy="resume")
     assert plan.inputs.already_done == 1 and plan.inputs.id_hex == 8
-    assert plan.todo["video_id"].to_pylist() == [derive_video_id(str(tmp_path / "b.mp4"), 8)]
+    assert plan.todo.read_all()["video_id"].to_pylist() == [
+        derive_video_id(str(tmp_path / "b.mp4"), 8)]
     write(out, {**record, "id_hex": 16})
     assert plan_job(spec(tmp_path, "none"), policy="resume").inputs.already_done == 0

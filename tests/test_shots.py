@@ -212,7 +212,7 @@ def test_per_shot_resume_and_shots_from(ray_session, shot_videos):
                           "output": {"path": "resumed", "if_exists": "resume"},
                           "max_error_fraction": 1.0, **per_shot}, base_dir=root)
     plan = plan_job(spec)
-    assert plan.inputs.already_done == 3 and plan.todo["video_id"].to_pylist() == ["a"]
+    assert plan.inputs.already_done == 3 and plan.todo.read_all()["video_id"].to_pylist() == ["a"]
     changed = spec.model_copy(update={"segments": spec.segments.model_copy(
         update={"max_s": 8.0})})
     with pytest.raises(OutputError, match="different segments settings"):

@@ -13,20 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.decode.base import DecodeSpec
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.layout import ReplicaLayout
-from pipeline.manifest import ID_HEX, LEGACY_ID_HEX, read_manifest
+from pipeline.infer.resume import left_to_do
+from pipeline.manifest import ID_HEX, LEGACY_ID_HEX, Todo, check_manifest
 from pipeline.model.runtime import stream_threads
 from pipeline.output.lease import refuse_if_held
 from pipeline.output.outdir import OutputDir
 from pipeline.output.rows import Provenance, with_shot_fields
-from pipeline.output.store import done_ids, prepare_output
+from pipeline.output.store import prepare_output
 from pipeline.paths import local_path
 from pipeline.segments.detectors import check_installed
-from pipeline.segments.plan import shots_left, with_given_shots
+from pipeline.segments.plan import with_given_shots
 from pipeline.segments.shots import Detector, SplitSpec, sequence_spec
 from pipeline.spec import JobSpec
 from pipeline.tasks.base import Task
@@ -37,7 +37,7 @@ from pipeline.tasks.registry import get_task
 class Inputs:
     """The manifest rows and the output, checked: everything that needs no model."""
 
-    todo: pa.Table  # manifest rows still to process
+    todo: Todo  # manifest rows still to process
     total_rows: int
     already_done: int
     unreadable: tuple[str, ...]  # output files whose rows are done again (set aside first)
@@ -56,7 +56,7 @@ class JobPlan:
     split: SplitSpec | None = None  # segments: shots: how videos become shot rows
 
     @property
-    def todo(self) -> pa.Table:
+    def todo(self) -> Todo:
         return self.inputs.todo
 
     @property
@@ -81,9 +81,9 @@ def plan_job(spec: JobSpec, policy: str | None = None) -> JobPlan:
 
 
 def check_inputs(spec: JobSpec, policy: str) -> Inputs:
-    """Read the manifest and check the output policy; with ``resume``, leave out the rows
-    an earlier run of the same job wrote (whose derived ids it keeps: older outputs have
-    shorter ones)."""
+    """Check the manifest (out of core: :func:`~pipeline.manifest.check_manifest`) and the
+    output policy; with ``resume``, leave out the rows an earlier run of the same job wrote
+    (whose derived ids it keeps: older outputs have shorter ones)."""
     output = OutputDir.at(spec.output.path)
     earlier = prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
                              resume_keys=get_task(spec.task).resume_keys)
@@ -91,21 +91,16 @@ def check_inputs(spec: JobSpec, policy: str) -> Inputs:
     id_hex = ID_HEX
     if policy == "resume" and earlier is not None:
         id_hex = earlier.get("id_hex", LEGACY_ID_HEX)
-    manifest = read_manifest(spec.manifest, id_hex)
-    if manifest.num_rows == 0:
+    scan = check_manifest(spec.manifest, id_hex)
+    if scan.rows == 0:
         raise ManifestError(f"manifest {spec.manifest.path} has no rows; nothing to do")
-    todo, done, unreadable = manifest, 0, ()
-    if policy == "resume" and spec.segments is not None:
-        todo, done, unreadable = shots_left(manifest, output)
-    elif policy == "resume":
-        finished, unreadable = done_ids(output)
-        if finished:
-            written = pc.is_in(manifest["video_id"], value_set=pa.array(sorted(finished)))
-            todo = manifest.filter(pc.invert(written))
-            done = manifest.num_rows - todo.num_rows
+    todo, unreadable = Todo(scan), ()
+    if policy == "resume":
+        todo, unreadable = left_to_do(scan, output, per_shot=spec.segments is not None)
     if spec.segments is not None and spec.segments.shots_from:
-        todo = with_given_shots(todo, spec.segments.shots_from)
-    return Inputs(todo, manifest.num_rows, done, unreadable, output, id_hex)
+        # The shots job's rows are joined to the rows to do in memory (not out of core).
+        todo = todo.with_table(with_given_shots(todo.read_all(), spec.segments.shots_from))
+    return Inputs(todo, scan.rows, todo.skipped, unreadable, output, id_hex)
 
 
 def assemble(spec: JobSpec, policy: str, model: Any, inputs: Inputs) -> JobPlan:
@@ -176,9 +171,10 @@ def _threads(layout: ReplicaLayout | None) -> str:
     return f" ({each})" if per == layout.threads else f" ({layout.streams} streams x {each})"
 
 
-def check_paths(plan: JobPlan, sample: int = 20) -> tuple[int, list[str]]:
-    """Check that a deterministic sample of local paths exists: (checked, missing)."""
-    paths = [p for p in plan.todo["path"].to_pylist() if p]
+def check_paths(plan: JobPlan, sample: int = 20, among: int = 10_000) -> tuple[int, list[str]]:
+    """Check that a deterministic sample of the local paths of the first ``among`` rows to
+    do exists: (checked, missing)."""
+    paths = plan.todo.first_paths(among)
     chosen = random.Random(0).sample(paths, min(sample, len(paths)))
     local = [p for p in map(local_path, chosen) if p is not None]
     return len(chosen), [p for p in local if not os.path.exists(p)]

@@ -25,9 +25,9 @@ from pipeline.errors import JobFailed
 from pipeline.infer.layout import ReplicaLayout, resolve_layout
 from pipeline.infer.plan import JobPlan, assemble, check_inputs, describe
 from pipeline.output.lease import OutputLease
+from pipeline.output.ledger import count_statuses
 from pipeline.output.rows import SCHEMA_VERSION
 from pipeline.output.store import (
-    count_statuses,
     data_file_prefix,
     prepare_output,
     set_aside,
@@ -119,7 +119,7 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
     from pipeline.infer.progress import DecodeClock, ReportingReplica, RowGuard, decode_only
 
     spec, task, res = plan.spec, plan.task, plan.spec.resources
-    ds = dataflow.manifest_blocks(plan.todo, dataflow.per_block(plan.todo.num_rows, res))
+    ds = dataflow.manifest_rows(plan.todo, dataflow.per_block(plan.todo.num_rows, res))
     track = {"tracker_name": reporter.name, "namespace": reporter.namespace}
     # Decoding in the Ray worker: a crashing decoder takes the worker with it, so attempts
     # are counted per video (the confined child needs no such guard).
@@ -195,12 +195,20 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
                                **base, "state": "running"})
         progress: dict[str, Any] = {}
         if plan.todo.num_rows:
-            with ProgressReporter(spec.name, plan.todo.num_rows, log, view) as reporter:
-                dataflow.write(build_dataset(plan, layout, reporter), out,
-                               spec.output.rows_per_file, data_file_prefix(run),
-                               name=spec.name,
-                               on_written=RowsWritten(spec.name, plan.task.name),
-                               rows=plan.todo.num_rows)
+            reporter = ProgressReporter(spec.name, plan.todo.num_rows, log, view)
+            try:
+                with reporter:
+                    dataflow.write(build_dataset(plan, layout, reporter), out,
+                                   spec.output.rows_per_file, data_file_prefix(run),
+                                   name=spec.name,
+                                   on_written=RowsWritten(spec.name, plan.task.name),
+                                   rows=plan.todo.num_rows)
+            except KeyboardInterrupt:  # Ctrl-C: the record says so; --resume goes on
+                write_job_record(out, {**_record(plan, None, 0.0, started,
+                                                 handle.dashboard_url), **base,
+                                       "state": "interrupted",
+                                       "timing": _timing(handle, reporter.final, time.time())})
+                raise
             progress = reporter.final
     finally:
         disconnect(handle)

@@ -14,7 +14,6 @@ import posixpath
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from pipeline.errors import OutputError
@@ -161,70 +160,12 @@ def _check_same_job(out: OutputDir, spec: dict[str, Any] | None, record: dict[st
                           "output.path.")
 
 
-def _ids_in(out: OutputDir, f: str) -> list[str] | None:
-    """The video ids of a data file, or None if it cannot be read (e.g. no Parquet footer)."""
-    try:
-        return out.read_columns(f, ["video_id"])["video_id"].to_pylist()
-    except (pa.ArrowInvalid, OSError):
-        return None
-
-
-def done_ids(out: OutputDir) -> tuple[set[str], tuple[str, ...]]:
-    """Video ids already written by an earlier run of the same job, and the data files that
-    cannot be read. Reads only.
-
-    A file the earlier run was killed while writing has no Parquet footer: its rows are not
-    done, and the run sets the file aside before it starts (:func:`set_aside`).
-    """
-    done: set[str] = set()
-    unreadable = []
-    for f in out.data_files():
-        ids = _ids_in(out, f)
-        if ids is None:
-            unreadable.append(f)
-        done.update(ids or ())
-    return done, tuple(unreadable)
-
-
 def set_aside(out: OutputDir, files: tuple[str, ...]) -> None:
-    """Move data files whose rows are being done again (:func:`done_ids`) to ``_partial/``:
+    """Move data files whose rows are being done again (their footer does not read:
+    :func:`pipeline.output.ledger.readable_files`) to ``_partial/``:
     kept for inspection, never read as data."""
     for f in files:
         out.move_into(f, QUARANTINE)
-
-
-def count_statuses(out: OutputDir, outcomes: tuple[str, ...] = (),
-                   per_shot: bool = False) -> dict[str, int]:
-    """Rows per status over all data files (reads a few small columns only). With
-    ``outcomes`` (error stages that are outcomes of the input, not failures: a task's
-    ``Task.outcome_stages``), also ``outcomes``: the error rows of those stages. A job
-    ``per_shot`` also gets ``unique_rows`` (distinct video and shot) and ``incomplete``
-    (videos with fewer shot rows than their ``shot_count``)."""
-    files = out.data_files()
-    if not files:
-        return {"rows": 0, "ok": 0, "error": 0, "unique_ids": 0, "outcomes": 0,
-                **({"unique_rows": 0, "incomplete": 0} if per_shot else {})}
-    columns = ["video_id", "status"] + (["error"] if outcomes else []) + \
-        (["shot", "shot_count"] if per_shot else [])
-    t = pa.concat_tables(out.read_columns(f, columns) for f in files)
-    shots = _shot_counts(t) if per_shot else {}
-    ok = int(pc.sum(pc.equal(t["status"], "ok")).as_py() or 0)
-    expected = 0
-    for stage in outcomes:
-        hit = pc.starts_with(pc.fill_null(t["error"], ""), f"{stage}:")
-        expected += int(pc.sum(hit).as_py() or 0)
-    return {"rows": t.num_rows, "ok": ok, "error": t.num_rows - ok,
-            "unique_ids": len(pc.unique(t["video_id"])), "outcomes": expected, **shots}
-
-
-def _shot_counts(t: pa.Table) -> dict[str, int]:
-    """``unique_rows`` and ``incomplete`` of :func:`count_statuses` (a video's error row,
-    shot null, is complete)."""
-    pairs = t.group_by(["video_id", "shot"]).aggregate([])
-    per = t.group_by("video_id").aggregate([("shot", "count_distinct"),
-                                            ("shot_count", "max")])
-    short = pc.less(per["shot_count_distinct"], pc.fill_null(per["shot_count_max"], 0))
-    return {"unique_rows": pairs.num_rows, "incomplete": int(pc.sum(short).as_py() or 0)}
 
 
 def read_job_record(out: OutputDir) -> dict[str, Any] | None:

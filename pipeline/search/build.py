@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.errors import OutputError
+from pipeline.output.ledger import count_statuses
 from pipeline.output.outdir import OutputDir
-from pipeline.output.store import count_statuses
 from pipeline.search import index as ix
 from pipeline.search.layout import INDEX_FILES, META, claim
 from pipeline.search.vectors import (
