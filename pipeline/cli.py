@@ -71,6 +71,11 @@ def submit(
         record, plan, console = _run_job(spec, policy, address, verbose)
     except VidbatchError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted: the rows written so far stay in {spec.output.path}; "
+                    "the same command with --resume finishes the rest", err=True,
+                    fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
     typer.echo(render_summary(plan.output, record))
     if console.where_logs_went():
         typer.echo(console.where_logs_went())

@@ -1,9 +1,12 @@
 """The command line, through typer's CliRunner, as a user types it."""
 
 import csv
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,52 @@ def test_a_python_without_the_dependencies_is_told_what_to_install(tmp_path):
     assert f"this cluster's Python ({sys.executable}" in run.stderr
     assert "lacks typer" in run.stderr and "decord" in run.stderr
     assert "librosa" in run.stderr and "silero-vad" in run.stderr  # what task: audio needs
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_job_cleanly_and_resume_writes_only_the_rest(small_job):
+    """A real SIGINT, as Ctrl-C sends to the terminal's process group, once a data file is
+    on disk: exit 130, the record says interrupted, no Ray process left; --resume then
+    writes exactly the missing rows."""
+    import pyarrow.parquet as pq
+
+    rows = 40_000  # missing files, ~4,000 rows/s: the job is still running when stopped
+    (small_job.parent / "m.csv").write_text("path\n" + "".join(
+        f"/nonexistent-vidbatch/v{i}.mp4\n" for i in range(rows)))
+    out = small_job.parent / "out"
+    cmd = [sys.executable, "-m", "pipeline.cli", "submit", str(small_job), "--set",
+           "max_error_fraction=1", "--set", "resources.num_cpus=2"]
+    proc = spawn(cmd)
+    for _ in range(240):
+        if proc.poll() is not None or any(_readable(f) for f in out.glob("*.parquet")):
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    said = bounded(proc, 60)
+    assert proc.returncode == 130, said
+    assert "--resume finishes the rest" in said and "Traceback" not in said
+    record = json.loads((out / "_vidbatch_job.json").read_text())
+    assert record["state"] == "interrupted" and record["timing"]["first_decode_s"]
+    left = subprocess.run(["pgrep", "-f", f"session_[0-9_-]*_{proc.pid}"],
+                          capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
+    done = sum(pq.read_metadata(f).num_rows for f in out.glob("*.parquet") if _readable(f))
+    assert 0 < done < rows
+    again = spawn([*cmd, "--resume"])
+    said = bounded(again, 300)
+    assert again.returncode == 0, said
+    record = json.loads((out / "_vidbatch_job.json").read_text())
+    assert record["state"] == "finished"
+    assert record["counts"]["skipped_already_done"] == done
+    ids = pq.read_table(out, columns=["video_id"])["video_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == rows
+
+
+def _readable(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception:  # being written
+        return False

@@ -98,11 +98,10 @@ class BrightnessTask(Task):
     def record(self, model):
         return {"arch": model}
 
-    summary_columns = ("brightness",)
+    summary_figures = {"mean": "avg(brightness)"}
 
-    def summary(self, record, rows=None):
-        values = rows["brightness"].drop_null().to_pylist()  # the rows' summary_columns
-        mean = sum(values) / len(values)
+    def summary(self, record, figures=None):
+        mean = figures["mean"]  # computed over the output's rows by summary_figures' SQL
         return [f"brightness: the mean pixel value of the sampled frames ({mean:.0f} on "
                 "average over the ok rows)"]
 

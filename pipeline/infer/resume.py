@@ -36,8 +36,9 @@ def left_to_do(scan: Scan, out: OutputDir, per_shot: bool = False
         partial = None
         if per_shot:
             partial = {v: sorted(shots) for v, shots in con.execute(
-                f"SELECT video_id, written FROM ({videos}) "
-                "WHERE errors = 0 AND shots < expected").fetchall()}
+                f"SELECT video_id, list(DISTINCT shot) FROM {rows} WHERE shot IS NOT NULL "
+                f"AND video_id IN (SELECT video_id FROM ({videos}) WHERE errors = 0 AND "
+                "shots < expected) GROUP BY video_id").fetchall()}
         manifest = normalised(raw_rows(con, scan.source, list(scan.chunks)), scan.source,
                               scan.id_hex)
         found = con.sql(f"SELECT m.row FROM ({manifest}) m SEMI JOIN ({done}) d "

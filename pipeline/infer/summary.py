@@ -11,20 +11,19 @@ from pipeline.output.store import JOB_RECORD, read_job_record
 from pipeline.tasks.registry import DEFAULT_TASK, get_task
 
 ERROR_LINE = 100  # characters of an error row's line
+ERROR_ROWS = 8  # error rows shown
 
 
 def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
     """Counts, where the files are, which decoders ran, the first error rows, and the
-    task's own lines."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+    task's own lines: aggregates that DuckDB computes over the files, so that the summary
+    of 100 million rows holds no more than that of ten."""
+    from pipeline.manifest.sql import connection
+    from pipeline.output.ledger import rows_view
 
     c = record["counts"]
     files = output.data_files()
     task = get_task(record.get("task", DEFAULT_TASK))
-    table = pads.dataset(files, filesystem=output.fs, format="parquet").to_table(
-        columns=["video_id", "path", "status", "error", "decoder", *task.summary_columns])
     rows = (f"{c['rows']} shot rows for {c['manifest_rows']} videos"
             if record["spec"].get("segments") else
             f"{c['rows']} rows for {c['manifest_rows']} manifest rows")
@@ -34,46 +33,63 @@ def render_summary(output: OutputDir, record: dict[str, Any]) -> str:
         f"{record['wall_s']:.1f} s ({record['videos_per_s'] or 0:.2f} videos/s, Ray start-up "
         "included)",
         f"output: {output} ({len(files)} Parquet files + {JOB_RECORD})",
+        *_timing(record.get("timing") or {}),
     ]
-    timing = record.get("timing") or {}
-    if timing.get("first_row_s") is not None:
-        fixed = timing["first_row_s"] + timing["end_s"] - timing["last_row_s"]
-        began = timing.get("first_decode_s")
-        lines.append(f"seconds from the start: Ray ready {timing['ray_ready_s']:.1f}, "
-                     + (f"first decode {began:.1f}, " if began is not None else "")
-                     + f"first row {timing['first_row_s']:.1f}, last row "
-                     f"{timing['last_row_s']:.1f}, done {timing['end_s']:.1f} (fixed cost "
-                     f"{fixed:.1f}); driver {timing['driver_peak_rss_mb']} MiB")
-    decoders = table.filter(pc.equal(table["status"], "ok")).group_by("decoder").aggregate(
-        [("video_id", "count")]).to_pylist()
-    tallies = []
-    if decoders:
-        tallies.append("decoders: " + ", ".join(f"{d['decoder']} {d['video_id_count']}"
-                                                for d in decoders))
-    errors = table.filter(pc.equal(table["status"], "error")).select(["video_id", "path", "error"])
-    if errors.num_rows:
-        # Aggregated in Arrow: a million error rows stay columns, never Python objects.
-        stage = pc.list_element(pc.split_pattern(pc.fill_null(errors["error"], ""), ":",
-                                                 max_splits=1), 0)
-        stages = pa.table({"stage": stage}).group_by("stage").aggregate(
-            [("stage", "count")]).sort_by([("stage_count", "descending")]).to_pylist()
-        tallies.append("errors by stage: " + ", ".join(f"{s['stage']} {s['stage_count']}"
-                                                       for s in stages))
-    if tallies:
-        lines.append("; ".join(tallies))
-    for row in errors.slice(0, 8).to_pylist():
-        # One screen line each: the reason, with the file's name for its whole path.
-        reason = row["error"].replace(row["path"], posixpath.basename(row["path"]))
-        line = f"  error {row['video_id']}: {reason}"
-        lines.append(line if len(line) <= ERROR_LINE else line[:ERROR_LINE - 3] + "...")
-    if errors.num_rows > 8:
-        lines.append(f"  ... and {errors.num_rows - 8} more error rows")
+    if not files:
+        return "\n".join(lines)
+    with connection() as con:
+        view = rows_view(con, output, files)
+        lines += _tallies(con, view)
+        figures = None
+        if task.summary_figures:
+            names = list(task.summary_figures)
+            values = con.execute("SELECT " + ", ".join(
+                task.summary_figures[n] for n in names) + f" FROM {view}").fetchone()
+            figures = dict(zip(names, values))
     if record["spec"].get("mode") == "decode_only":
         lines.append("mode decode_only: no model ran; the task's columns are null, decode_s "
                      "is each video's decode time")
     else:
-        lines += task.summary(record, table)
+        lines += task.summary(record, figures)
     return "\n".join(lines)
+
+
+def _timing(timing: dict[str, Any]) -> list[str]:
+    if timing.get("first_row_s") is None:
+        return []
+    fixed = timing["first_row_s"] + timing["end_s"] - timing["last_row_s"]
+    began = timing.get("first_decode_s")
+    return [f"seconds from the start: Ray ready {timing['ray_ready_s']:.1f}, "
+            + (f"first decode {began:.1f}, " if began is not None else "")
+            + f"first row {timing['first_row_s']:.1f}, last row "
+            f"{timing['last_row_s']:.1f}, done {timing['end_s']:.1f} (fixed cost "
+            f"{fixed:.1f}); driver {timing['driver_peak_rss_mb']} MiB"]
+
+
+def _tallies(con, view: str) -> list[str]:
+    """Rows per decoder, errors per stage, and the first error rows."""
+    decoders = con.execute(f"SELECT decoder, count(*) FROM {view} WHERE status = 'ok' "
+                           "GROUP BY decoder ORDER BY count(*) DESC, decoder").fetchall()
+    stages = con.execute(
+        f"SELECT split_part(coalesce(error, ''), ':', 1) AS stage, count(*) FROM {view} "
+        "WHERE status = 'error' GROUP BY stage ORDER BY count(*) DESC, stage").fetchall()
+    tallies = []
+    if decoders:
+        tallies.append("decoders: " + ", ".join(f"{d} {n}" for d, n in decoders))
+    if stages:
+        tallies.append("errors by stage: " + ", ".join(f"{s} {n}" for s, n in stages))
+    lines = ["; ".join(tallies)] if tallies else []
+    errors = sum(n for _, n in stages)
+    for vid, path, error in con.execute(
+            f"SELECT video_id, path, error FROM {view} WHERE status = 'error' "
+            f"ORDER BY video_id LIMIT {ERROR_ROWS}").fetchall():
+        # One screen line each: the reason, with the file's name for its whole path.
+        reason = (error or "").replace(path, posixpath.basename(path)) if path else error
+        line = f"  error {vid}: {reason}"
+        lines.append(line if len(line) <= ERROR_LINE else line[:ERROR_LINE - 3] + "...")
+    if errors > ERROR_ROWS:
+        lines.append(f"  ... and {errors - ERROR_ROWS} more error rows")
+    return lines
 
 
 def finished_record(output: OutputDir) -> dict[str, Any]:

@@ -46,9 +46,8 @@ def rows_view(con, out: OutputDir, files: list[str], name: str = "vidbatch_rows"
 # A video of a job per shot is done when its error row (shot null) or all its shot_count
 # shots are written.
 SHOT_VIDEOS = ("SELECT video_id, count(*) FILTER (shot IS NULL) AS errors, "
-               "count(DISTINCT shot) AS shots, coalesce(max(shot_count), 0) AS expected, "
-               "list(DISTINCT shot) FILTER (shot IS NOT NULL) AS written FROM {rows} "
-               "GROUP BY video_id")
+               "count(DISTINCT shot) AS shots, coalesce(max(shot_count), 0) AS expected "
+               "FROM {rows} GROUP BY video_id")
 
 
 def count_statuses(out: OutputDir, outcomes: tuple[str, ...] = (),

@@ -116,12 +116,15 @@ class Task(ABC):
     # Error stages that are outcomes of the input, not failures (an audio task's
     # "no_audio"): such rows stay error rows but do not count against max_error_fraction.
     outcome_stages: ClassVar[tuple[str, ...]] = ()
-    # Output columns the task's summary reads, besides video_id, status, error, decoder.
-    summary_columns: ClassVar[tuple[str, ...]] = ()
+    # Figures the task's summary reads: a name for each SQL aggregate over the output's
+    # rows (any column, e.g. "count(*) FILTER (status = 'ok' AND silent)"), which DuckDB
+    # computes out of core (pipeline.infer.summary).
+    summary_figures: ClassVar[dict[str, str]] = {}
 
-    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
-        """Lines the task adds to a finished job's summary; ``rows``: the output's common
-        columns and :attr:`summary_columns`."""
+    def summary(self, record: dict[str, Any], figures: dict[str, Any] | None = None
+                ) -> list[str]:
+        """Lines the task adds to a finished job's summary; ``figures``: the values of
+        :attr:`summary_figures` (None when there are no rows or no figures)."""
         return []
 
     def schema(self, arch: str) -> pa.Schema:

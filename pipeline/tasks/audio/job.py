@@ -130,7 +130,10 @@ class AudioTask(Task):
     resume_keys = ("model", "sampling", "predict")
     architectures = AUDIO_ARCH_NAMES
     decode_stage = staticmethod(decode_audio_batch)
-    summary_columns = ("silent",)
+    summary_figures = {"analysed": "count(*) FILTER (status = 'ok')",
+                       "silent": "count(*) FILTER (status = 'ok' AND silent)",
+                       "no_audio": "count(*) FILTER (starts_with(coalesce(error, ''), "
+                                   "'no_audio:'))"}
     outcome_stages = ("no_audio",)
 
     def resolve(self, spec: AudioJobSpec) -> AudioCard:
@@ -201,10 +204,11 @@ class AudioTask(Task):
                 "classes": len(model.class_names), "features": model.features,
                 "predictions_meaningful": model.meaningful}
 
-    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
+    def summary(self, record: dict[str, Any], figures: dict[str, Any] | None = None
+                ) -> list[str]:
         lines = []
-        if rows is not None:
-            lines.append(audio_outcomes(rows))
+        if figures is not None:
+            lines.append(audio_outcomes(figures))
         if not record["model"]["predictions_meaningful"]:
             lines.append("note: weights: none -> random weights; predictions are meaningless."
                          " Train a model with `vidbatch train` (task: audio).")
@@ -216,12 +220,8 @@ class AudioTask(Task):
         return AudioTraining()
 
 
-def audio_outcomes(rows: pa.Table) -> str:
+def audio_outcomes(figures: dict[str, Any]) -> str:
     """The summary's audio line: soundtracks analysed, without audio, silent."""
-    status, error = rows["status"].to_pylist(), rows["error"].to_pylist()
-    silent = rows["silent"].to_pylist()
-    ok = sum(s == "ok" for s in status)
-    no_audio = sum(1 for e in error if e and e.startswith("no_audio:"))
-    quiet = sum(1 for s, q in zip(status, silent) if s == "ok" and q)
-    return (f"audio: {ok} soundtrack(s) analysed ({quiet} silent throughout); {no_audio} "
-            "file(s) without an audio stream (error rows, reason no_audio)")
+    return (f"audio: {figures['analysed']} soundtrack(s) analysed ({figures['silent']} "
+            f"silent throughout); {figures['no_audio']} file(s) without an audio stream "
+            "(error rows, reason no_audio)")

@@ -86,7 +86,8 @@ class ClassifyTask(Task):
         return {"arch": model.arch, "weights": model.weights,
                 "classes": len(model.class_names), "predictions_meaningful": model.meaningful}
 
-    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
+    def summary(self, record: dict[str, Any], figures: dict[str, Any] | None = None
+                ) -> list[str]:
         if record["model"]["predictions_meaningful"]:
             return []
         return ["note: weights: none -> random weights; pred_label/pred_score are "

@@ -163,7 +163,8 @@ class DetectTask(Task):
                 "classes": len(model.class_names) - 1, "min_size": model.min_size,
                 "max_size": model.max_size, "predictions_meaningful": model.meaningful}
 
-    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
+    def summary(self, record: dict[str, Any], figures: dict[str, Any] | None = None
+                ) -> list[str]:
         if record["model"]["predictions_meaningful"]:
             return []
         return ["note: weights: none -> random weights; detections are meaningless. Use a "

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import model_validator
 
 from pipeline.decode.sequence import SequenceSpec
@@ -57,7 +55,12 @@ class ShotsTask(Task):
     resume_keys = ("shots",)
     architectures = SHOT_DETECTORS
     decode_stage = staticmethod(decode_sequence_batch)
-    summary_columns = ("shot_count", "mean_shot_s")
+    summary_figures = {
+        "videos": "count(*) FILTER (status = 'ok')",
+        "shots": "sum(shot_count) FILTER (status = 'ok')",
+        "median": "median(shot_count) FILTER (status = 'ok')",
+        "max": "max(shot_count) FILTER (status = 'ok')",
+        "seconds": "sum(mean_shot_s * shot_count) FILTER (status = 'ok')"}
 
     def resolve(self, spec: ShotsJobSpec) -> Detector:
         return Detector.of(spec.shots)
@@ -92,20 +95,15 @@ class ShotsTask(Task):
         return {"detector": model.name, "threshold": model.threshold,
                 "weights": _weights(model)}
 
-    def summary(self, record: dict[str, Any], rows: pa.Table | None = None) -> list[str]:
-        if rows is None:
+    def summary(self, record: dict[str, Any], figures: dict[str, Any] | None = None
+                ) -> list[str]:
+        if not figures or not figures["videos"]:
             return []
-        ok = rows.filter(pc.equal(rows["status"], "ok"))
-        if not ok.num_rows:
-            return []
-        counts = ok["shot_count"].to_numpy(zero_copy_only=False)
-        shots = int(counts.sum())
-        seconds = pc.sum(pc.multiply(ok["mean_shot_s"], pc.cast(ok["shot_count"],
-                                                                pa.float64()))).as_py()
-        mean = seconds / max(1, shots)  # over all shots, not per video
-        return [f"shots: {shots} in {ok.num_rows} video(s), median "
-                f"{float(np.median(counts)):g} per video (max {int(counts.max())}), mean shot "
-                f"{mean:.1f} s"]
+        shots = int(figures["shots"] or 0)
+        mean = (figures["seconds"] or 0.0) / max(1, shots)  # over all shots, not per video
+        return [f"shots: {shots} in {figures['videos']} video(s), median "
+                f"{float(figures['median']):g} per video (max {int(figures['max'])}), mean "
+                f"shot {mean:.1f} s"]
 
 
 def _weights(model: Detector) -> str:
