@@ -16,6 +16,8 @@ Cases, each ``vidbatch submit jobs/classify.yaml`` in a process of its own:
   driver's peak RSS, both from the command's start; whether it stopped cleanly (exit within
   60 s, no Ray process left); then ``--resume --dry-run``: the rows it counts as done (all
   the rows on disk) and its wall time.
+* ``rss``: the job for 270 s, its driver's RSS and the rows on disk sampled every 15 s:
+  rows/s and MiB per 100,000 rows over the second half of the samples.
 * ``complete``: the job, interrupted halfway, then ``--resume`` to the end; every manifest
   row present once (read back with DuckDB), and each run's rows/s.
 * ``duplicates``: the manifest plus a shard repeating 3 of its paths: the dry run must fail,
@@ -45,7 +47,7 @@ import videos
 REPO = Path(__file__).resolve().parents[1]
 DATA = videos.DATA / "scale"
 WORK = videos.BENCH_DIR / "results" / "tmp" / "scale"
-CASES = ("dry_run", "interrupted", "complete", "duplicates")
+CASES = ("dry_run", "interrupted", "rss", "complete", "duplicates")
 SHARD = 1_000_000
 STOP_AT = 200_000
 
@@ -139,6 +141,28 @@ def interrupt_at(cmd: list[str], out: Path, rows: int) -> dict:
                ("ray_ready_s", "first_decode_s", "driver_peak_rss_mb")}}
 
 
+def sampled(cmd: list[str], out: Path, seconds: float) -> dict:
+    """Run ``cmd`` for ``seconds``, sampling its RSS (``VmRSS``) and the rows on disk every
+    15 s, then SIGINT it: how the driver's memory moves as rows flow."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    t0, samples = time.perf_counter(), []
+    while p.poll() is None and time.perf_counter() - t0 < seconds:
+        time.sleep(15)
+        try:
+            status = Path(f"/proc/{p.pid}/status").read_text()
+        except OSError:
+            break
+        rss = int(status.split("VmRSS:")[1].split()[0]) // 1024
+        samples.append((round(time.perf_counter() - t0), rows_on_disk(out), rss))
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGINT)
+        p.wait()
+    (t1, r1, m1), (t2, r2, m2) = samples[len(samples) // 2], samples[-1]
+    return {"samples": samples, "rows_per_s": round((r2 - r1) / max(1, t2 - t1)),
+            "mib_per_100k_rows": round((m2 - m1) / max(1, r2 - r1) * 1e5, 1)}
+
+
 def plan_counts(tail: str) -> str:
     return next((ln.strip() for ln in tail.splitlines() if ln.startswith("job ")), "")
 
@@ -153,6 +177,9 @@ def run_case(case: str, rows: int) -> dict:
     if case == "duplicates":
         r = timed(argv(with_duplicates(rows), out, "--dry-run"))
         return {**r, "ok": r["rc"] != 0 and "duplicate video ids" in r["tail"]}
+    if case == "rss":  # the second half of the samples: steady state
+        r = sampled(argv(src, out), out, 270)
+        return {**r, "ok": bool(r["samples"])}
     if case == "interrupted":
         r = interrupt_at(argv(src, out), out, STOP_AT)
         resumed = timed(argv(src, out, "--resume", "--dry-run"))
@@ -163,7 +190,7 @@ def run_case(case: str, rows: int) -> dict:
     resumed = timed(argv(src, out, "--resume"))
     record = json.loads((out / "_vidbatch_job.json").read_text())
     n, unique = duckdb.sql(f"SELECT count(*), count(DISTINCT video_id) FROM "
-                           f"read_parquet('{out}/*.parquet')").fetchone()
+                           f"read_parquet('{out}/*.parquet')").fetchall()[0]
     return {"first_run": first, "resume": {k: resumed[k] for k in ("wall_s", "rc",
             "peak_rss_mb")}, "resume_timing": record.get("timing"), "rows": n,
             "unique_ids": unique, "rows_per_s_resume": round(

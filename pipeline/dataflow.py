@@ -129,8 +129,8 @@ class _ManifestParts:
     task per chunk, which reads and normalises its rows where it runs (built lazily: see
     :func:`manifest_rows`)."""
 
-    def __init__(self, todo):
-        self.todo = todo
+    def __init__(self, todo, gate: Callable[[int], None] | None):
+        self.todo, self.gate = todo, gate
 
     def estimate_inmemory_data_size(self) -> int:
         return self.todo.num_rows * ROW_BYTES
@@ -144,23 +144,32 @@ class _ManifestParts:
         for part in self.todo.parts():  # each task carries its chunk and its skip bits
             meta = BlockMetadata(num_rows=part.todo, size_bytes=part.todo * ROW_BYTES,
                                  exec_stats=None, input_files=None)
-            tasks.append(ReadTask(lambda p=part: p.tables(), meta))
+            tasks.append(ReadTask(lambda p=part, g=self.gate: _read(p, g), meta))
         return tasks
 
 
-def manifest_rows(todo, per_block: int):
+def _read(part, gate: Callable[[int], None] | None):
+    """A read task: ``gate(rows before this part)`` first, then the part's rows."""
+    if gate is not None:
+        gate(part.ahead)
+    yield from part.tables()
+
+
+def manifest_rows(todo, per_block: int, gate: Callable[[int], None] | None = None):
     """A :class:`~pipeline.manifest.todo.Todo`'s rows as a Ray Dataset of blocks of about
     ``per_block`` rows (one decode task each; see :func:`rows_per_block`). Read tasks read
     the manifest themselves, a chunk each, as the stream needs them, and Ray Data splits
-    each task's rows into blocks: the rows never pass through the driver. A todo held in
-    memory goes through :func:`manifest_blocks`."""
+    each task's rows into blocks: the manifest never passes through the driver whole.
+    ``gate(rows before a read task's own)`` holds each read task back until it is needed
+    (:class:`~pipeline.infer.progress.ReadGate`). A todo held in memory goes through
+    :func:`manifest_blocks`."""
     import ray.data as rd
     from ray.data import Datasource
 
     if todo.table is not None:
         return manifest_blocks(todo.table, per_block)
     parts = todo.parts()
-    source = type("ManifestParts", (_ManifestParts, Datasource), {})(todo)
+    source = type("ManifestParts", (_ManifestParts, Datasource), {})(todo, gate)
     # Ray Data splits every task's rows into (blocks asked for / tasks) blocks.
     split = max([math.ceil(p.todo / per_block) for p in parts], default=1)
     return rd.read_datasource(

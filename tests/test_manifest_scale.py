@@ -154,7 +154,7 @@ def test_each_read_task_carries_its_own_chunk_and_bits(tmp_path):
     skip = np.zeros(scan.rows, bool)
     skip[::3] = True
     todo = Todo(scan, np.packbits(skip), int(skip.sum()))
-    tasks = dataflow._ManifestParts(todo).get_read_tasks(1)
+    tasks = dataflow._ManifestParts(todo, None).get_read_tasks(1)
     assert len(tasks) == 4
     assert max(len(cloudpickle.dumps(t)) for t in tasks) < 2_000 + todo.skip.nbytes / 4
     got = pa.concat_tables([b for t in tasks for b in t()])["row"].to_pylist()
@@ -177,3 +177,50 @@ def test_read_manifest_keeps_an_empty_path_row(tmp_path):
     (tmp_path / "m.csv").write_text("path\na.mp4\n\nb.mp4\n")
     t = read_manifest(ManifestSpec(path=str(tmp_path / "m.csv")))
     assert t["path"].to_pylist() == [str(tmp_path / "a.mp4"), None, str(tmp_path / "b.mp4")]
+
+
+def test_a_large_row_group_is_read_in_slices(tmp_path):
+    """Each read task takes at most SLICE_ROWS rows of a row group: a task's rows travel
+    together, through the driver."""
+    import numpy as np
+
+    from pipeline.manifest.todo import SLICE_ROWS
+
+    n = 2 * SLICE_ROWS + 100
+    pq.write_table(pa.table({"path": [f"/v/{i}.mp4" for i in range(n)]}),
+                   tmp_path / "m.parquet", row_group_size=n)
+    scan = check_manifest(ManifestSpec(path=str(tmp_path / "m.parquet")))
+    skip = np.zeros(n, bool)
+    skip[SLICE_ROWS - 1:SLICE_ROWS + 1] = True  # one row each side of a slice's edge
+    parts = Todo(scan, np.packbits(skip), 2).parts()
+    assert [p.todo for p in parts] == [SLICE_ROWS - 1, SLICE_ROWS - 1, 100]
+    rows = pa.concat_tables(t for p in parts for t in p.tables())["row"].to_pylist()
+    assert rows == [r for r in range(n) if not skip[r]]
+
+
+def test_read_gate_holds_a_read_task_until_the_rows_before_it_are_nearly_done(
+        ray_session):
+    import threading
+    import time
+
+    import ray
+
+    from pipeline.infer.progress import ProgressTracker, ReadGate
+
+    name = f"gate-test-{time.time_ns()}"
+    tracker = ProgressTracker.options(name=name).remote(1_000)
+    try:
+        gate = ReadGate(name, ray.get_runtime_context().namespace, window=100)
+        gate(100)  # within the window of nothing done: goes at once
+        passed = threading.Event()
+        waiter = threading.Thread(target=lambda: (gate(500), passed.set()), daemon=True)
+        waiter.start()
+        time.sleep(1.0)
+        assert not passed.is_set()  # 500 rows ahead, none done
+        ray.get(tracker.add.remote(350, 49))  # 399 done: still one short of 500 - 100
+        time.sleep(0.6)
+        assert not passed.is_set()
+        ray.get(tracker.add.remote(0, 1))
+        assert passed.wait(5)
+    finally:
+        ray.kill(tracker)

@@ -116,11 +116,18 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
 def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReporter):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> replicas; each batch's
     outcome is reported to ``reporter``."""
-    from pipeline.infer.progress import DecodeClock, ReportingReplica, RowGuard, decode_only
+    from pipeline.infer.progress import (
+        DecodeClock,
+        ReadGate,
+        ReportingReplica,
+        RowGuard,
+        decode_only,
+    )
 
     spec, task, res = plan.spec, plan.task, plan.spec.resources
-    ds = dataflow.manifest_rows(plan.todo, dataflow.per_block(plan.todo.num_rows, res))
     track = {"tracker_name": reporter.name, "namespace": reporter.namespace}
+    ds = dataflow.manifest_rows(plan.todo, dataflow.per_block(plan.todo.num_rows, res),
+                                gate=ReadGate(**track))
     # Decoding in the Ray worker: a crashing decoder takes the worker with it, so attempts
     # are counted per video (the confined child needs no such guard).
     guard = RowGuard(**track) if plan.decode.timeout_s is None else None

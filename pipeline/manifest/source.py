@@ -45,6 +45,14 @@ class Chunk:
     group: int | None = None
     first_row: int | None = None
     rows: int | None = None
+    offset: int | None = None  # a slice of the row group: its first row in the group
+
+    def slices(self, rows: int) -> list[Chunk]:
+        """This row group in slices of at most ``rows`` rows (a whole file: itself)."""
+        if self.group is None or self.rows <= rows:
+            return [self]
+        return [Chunk(self.file, self.group, self.first_row + k, min(rows, self.rows - k), k)
+                for k in range(0, self.rows, rows)]
 
 
 @dataclass(frozen=True)
@@ -76,13 +84,24 @@ class ManifestSource:
                 row += n
         return out
 
+    def wanted(self) -> list[str]:
+        """The columns a job reads (the spec's path, id and label columns, and the
+        segment bounds) that the manifest has."""
+        spec = self.spec
+        names = (spec.path_column, spec.id_column, spec.label_column, "start_s", "end_s")
+        return [c for c in self.columns if c in names]
+
     def batches(self, chunk: Chunk) -> Iterator[pa.RecordBatch]:
         """The chunk's rows as they are stored (CSV: every column as text), batch by batch."""
         path = self.files[chunk.file]
         try:
             if self.format == "parquet":
-                yield from pq.ParquetFile(path, filesystem=self.fs).iter_batches(
-                    BATCH_ROWS, row_groups=[chunk.group])
+                parquet = pq.ParquetFile(path, filesystem=self.fs)
+                if chunk.offset is None:
+                    yield from parquet.iter_batches(BATCH_ROWS, row_groups=[chunk.group])
+                    return
+                group = parquet.read_row_group(chunk.group, columns=self.wanted())
+                yield from group.slice(chunk.offset, chunk.rows).to_batches(BATCH_ROWS)
                 return
             with self.fs.open_input_stream(path) as f:
                 if self.format == "csv":
