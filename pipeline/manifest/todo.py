@@ -30,9 +30,9 @@ MANIFEST_SCHEMA = pa.schema([
 ])
 DONE_SHOTS = pa.list_(pa.int32())
 # Rows per read task of a Parquet manifest. Ray Data hands a read task's rows on together
-# (cut into decode-task blocks), and blocks this small travel inline through the driver:
-# read tasks of whole 1,000,000-row groups grew the driver by ~600 MB. A slice reads its
-# row group's few columns whole, then keeps its rows.
+# (cut into decode-task blocks), and blocks this small are queued in the driver: a slice
+# bounds what one task adds (pipeline.infer.progress.ReadGate bounds how many run ahead).
+# A slice reads its row group's few columns whole, then keeps its rows.
 SLICE_ROWS = 65_536
 
 _CONNECTIONS: dict[str, object] = {}  # a read task's process: one DuckDB per manifest base
