@@ -9,6 +9,7 @@ the bitmap. Its rows are normalised there, by the same SQL the checks ran
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -119,9 +120,14 @@ class Todo:
         """This todo held as ``table`` (its rows, with columns a job adds to them)."""
         return replace(self, table=table)
 
-    def parts(self) -> list[Part]:
+    def parts(self) -> tuple[Part, ...]:
         """One :class:`Part` per chunk (a Parquet row group in slices of at most
-        :data:`SLICE_ROWS`) that has rows to do."""
+        :data:`SLICE_ROWS`) that has rows to do; worked out once (the job's dataset and
+        Ray Data's planning each ask, and a 100,000,000-row bitmap unpacks to 100 MB)."""
+        return self._parts
+
+    @functools.cached_property
+    def _parts(self) -> tuple[Part, ...]:
         out = []
         bits = (None if self.skip is None else
                 np.unpackbits(self.skip, count=self.total_rows).astype(bool))
@@ -134,7 +140,7 @@ class Todo:
                                 None if mine is None else np.packbits(mine), todo,
                                 self.done_shots, ahead))
                 ahead += todo
-        return out
+        return tuple(out)
 
     def tables(self) -> Iterator[pa.Table]:
         """Every row to do, in manifest order, a batch at a time."""
