@@ -10,6 +10,7 @@ and classes over ``dict[str, np.ndarray]`` batches; only this module calls ``map
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.decode.stage import decode_batch, in_batches
+from pipeline.errors import ConfigError
 from pipeline.output.outdir import OutputDir
 from pipeline.spec import DecodeResourcesSpec
 
@@ -57,8 +59,27 @@ DECODE_RETRIES = 3
 # cannot use (benchmarks/README.md, Knobs).
 WRITE_CPUS = 0
 WRITE_TASKS = 2
+# A streamed manifest runs as one Ray Data execution per window of this many rows to do
+# (Todo.windows). An execution keeps what it learns of every block in the driver until it
+# ends: Ray Data's per-block stats, and each write task's result, whose lineage holds the
+# task's inlined input rows. Over one execution the driver grew ~17 MiB per 100,000 rows
+# (benchmarks/README.md, "Manifests of 1, 10 and 100 million rows"); a window bounds that.
+# Between windows the pipeline drains and the replicas start again.
+# VIDBATCH_WINDOW_ROWS overrides it.
+WINDOW_ROWS = 1_000_000
 SAMPLE_BYTES = {"AudioSpec": 4}  # bytes per decoded sample: float32 audio, uint8 frames
 ROW_BYTES = 200  # a manifest row's path and id, about
+
+
+def window_rows() -> int:
+    """:data:`WINDOW_ROWS`, or ``VIDBATCH_WINDOW_ROWS`` where set."""
+    value = os.environ.get("VIDBATCH_WINDOW_ROWS", "").strip()
+    if not value:
+        return WINDOW_ROWS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"VIDBATCH_WINDOW_ROWS={value!r} is not a positive whole number of "
+                          f"rows; unset it for the default ({WINDOW_ROWS})")
+    return int(value)
 
 
 def rows_per_block(rows: int, videos_per_task: int, cpus: float | None) -> int:
@@ -125,15 +146,15 @@ def manifest_blocks(table: pa.Table, per_block: int):
 
 
 class _ManifestParts:
-    """A :class:`~pipeline.manifest.todo.Todo`'s chunks as a Ray Data datasource: one read
+    """Parts of a :class:`~pipeline.manifest.todo.Todo` as a Ray Data datasource: one read
     task per chunk, which reads and normalises its rows where it runs (built lazily: see
     :func:`manifest_rows`)."""
 
-    def __init__(self, todo, gate: Callable[[int], None] | None):
-        self.todo, self.gate = todo, gate
+    def __init__(self, parts, gate: Callable[[int], None] | None):
+        self.parts, self.gate = parts, gate
 
     def estimate_inmemory_data_size(self) -> int:
-        return self.todo.num_rows * ROW_BYTES
+        return sum(p.todo for p in self.parts) * ROW_BYTES
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context: Any = None) -> list:
@@ -141,7 +162,7 @@ class _ManifestParts:
         from ray.data.block import BlockMetadata
 
         tasks = []
-        for part in self.todo.parts():  # each task carries its chunk and its skip bits
+        for part in self.parts:  # each task carries its chunk and its skip bits
             meta = BlockMetadata(num_rows=part.todo, size_bytes=part.todo * ROW_BYTES,
                                  exec_stats=None, input_files=None)
             tasks.append(ReadTask(lambda p=part, g=self.gate: _read(p, g), meta))
@@ -155,12 +176,14 @@ def _read(part, gate: Callable[[int], None] | None):
     yield from part.tables()
 
 
-def manifest_rows(todo, per_block: int, gate: Callable[[int], None] | None = None):
-    """A :class:`~pipeline.manifest.todo.Todo`'s rows as a Ray Dataset of blocks of about
-    ``per_block`` rows (one decode task each; see :func:`rows_per_block`). Read tasks read
-    the manifest themselves, a chunk each, as the stream needs them, and Ray Data splits
-    each task's rows into blocks: the manifest never passes through the driver whole.
-    ``gate(rows before a read task's own)`` holds each read task back until it is needed
+def manifest_rows(todo, per_block: int, gate: Callable[[int], None] | None = None,
+                  window: tuple | None = None):
+    """A :class:`~pipeline.manifest.todo.Todo`'s rows (``window``'s parts of it, from
+    ``Todo.windows``; by default all) as a Ray Dataset of blocks of about ``per_block``
+    rows (one decode task each; see :func:`rows_per_block`). Read tasks read the manifest
+    themselves, a chunk each, as the stream needs them, and Ray Data splits each task's rows
+    into blocks: the manifest never passes through the driver whole. ``gate(rows before a
+    read task's own)`` holds each read task back until it is needed
     (:class:`~pipeline.infer.progress.ReadGate`). A todo held in memory goes through
     :func:`manifest_blocks`."""
     import ray.data as rd
@@ -168,8 +191,8 @@ def manifest_rows(todo, per_block: int, gate: Callable[[int], None] | None = Non
 
     if todo.table is not None:
         return manifest_blocks(todo.table, per_block)
-    parts = todo.parts()
-    source = type("ManifestParts", (_ManifestParts, Datasource), {})(todo, gate)
+    parts = todo.parts() if window is None else window
+    source = type("ManifestParts", (_ManifestParts, Datasource), {})(parts, gate)
     # Ray Data splits every task's rows into (blocks asked for / tasks) blocks.
     split = max([math.ceil(p.todo / per_block) for p in parts], default=1)
     return rd.read_datasource(

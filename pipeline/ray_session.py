@@ -42,6 +42,22 @@ class RayHandle:
 
 
 METRICS_LINGER_ENV = "VIDBATCH_METRICS_LINGER_S"
+# A local Ray keeps this many idle workers beyond its CPUs before it stops them. A job's
+# zero-CPU tasks (manifest reads waiting at their gate, writes) and its actors need more
+# workers than CPUs; at Ray's default (the CPUs) an idle one was stopped within a second
+# and a new one started soon after, 75 worker processes in 200 s on 2 cores, each
+# costing seconds of CPU to start (benchmarks/README.md, "Manifests of 1, 10 and 100
+# million rows"). A cluster node's CPUs usually outnumber such tasks; where they do not,
+# its raylet takes the same setting from RAY_num_workers_soft_limit.
+IDLE_WORKERS_ABOVE_CPUS = 8
+# Task results up to this size travel inline, through their owner (the driver), instead of
+# the object store. Ray's default is 100 KiB, which takes in a block of a few hundred rows;
+# Ray 2.60's driver then kept each write task's inlined input rows after the task was done:
+# ~60 KB per write task, ~12 MiB per 100,000 rows, for good (benchmarks/README.md,
+# "Manifests of 1, 10 and 100 million rows"). Blocks in the object store also count towards
+# Ray Data's backpressure, which inline ones do not. cluster/Dockerfile sets the same for a
+# cluster (RAY_max_direct_call_object_size).
+INLINE_RESULT_BYTES = 4096
 
 
 def metrics_linger_s() -> float:
@@ -77,9 +93,12 @@ def connect(resources: DecodeResourcesSpec, address: str | None,
     # `vidbatch up`) runs on this machine; joining that one is what --address auto is for.
     linger = metrics_linger_s()
     mb = resources.object_store_mb
+    cpus = resources.num_cpus or os.cpu_count() or 1
     ctx = ray.init(address="local", num_cpus=resources.num_cpus, include_dashboard=True,
                    dashboard_host="127.0.0.1", log_to_driver=not quiet,
-                   object_store_memory=mb * 2**20 if mb else None)
+                   object_store_memory=mb * 2**20 if mb else None,
+                   _system_config={"num_workers_soft_limit": cpus + IDLE_WORKERS_ABOVE_CPUS,
+                                   "max_direct_call_object_size": INLINE_RESULT_BYTES})
     protect_token()  # Ray creates the token while it starts
     url = dashboard_url(ctx)
     log("started a local Ray; " + (dashboard_hint(url) if url else "dashboard: not available"))

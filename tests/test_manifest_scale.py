@@ -154,7 +154,7 @@ def test_each_read_task_carries_its_own_chunk_and_bits(tmp_path):
     skip = np.zeros(scan.rows, bool)
     skip[::3] = True
     todo = Todo(scan, np.packbits(skip), int(skip.sum()))
-    tasks = dataflow._ManifestParts(todo, None).get_read_tasks(1)
+    tasks = dataflow._ManifestParts(todo.parts(), None).get_read_tasks(1)
     assert len(tasks) == 4
     assert max(len(cloudpickle.dumps(t)) for t in tasks) < 2_000 + todo.skip.nbytes / 4
     got = pa.concat_tables([b for t in tasks for b in t()])["row"].to_pylist()
@@ -224,3 +224,74 @@ def test_read_gate_holds_a_read_task_until_the_rows_before_it_are_nearly_done(
         assert passed.wait(5)
     finally:
         ray.kill(tracker)
+
+
+def test_windows_cut_the_parts_in_order_and_a_todo_in_memory_is_one(tmp_path):
+    pq.write_table(pa.table({"path": [f"/v/{i}.mp4" for i in range(95)]}),
+                   tmp_path / "m.parquet", row_group_size=10)
+    scan = check_manifest(ManifestSpec(path=str(tmp_path / "m.parquet")))
+    import numpy as np
+
+    skip = np.zeros(95, bool)
+    skip[10:20] = True  # a whole row group done: no part for it
+    todo = Todo(scan, np.packbits(skip), 10)
+    windows = todo.windows(25)
+    assert [sum(p.todo for p in w) for w in windows] == [30, 30, 25]
+    assert [p for w in windows for p in w] == list(todo.parts())
+    assert Todo(scan).windows(1_000) == [Todo(scan).parts()]
+    assert todo.with_table(todo.read_all()).windows(25) == [None]
+
+
+def test_a_job_in_windows_writes_every_row_once_and_resumes_across_them(
+        tmp_path, ray_session, monkeypatch):
+    """One Ray Data execution per window (dataflow.WINDOW_ROWS): every manifest row still
+    yields exactly one row, each window's files are named apart, and --resume finds what a
+    lost window's files held."""
+    from pipeline.infer.plan import plan_job
+    from pipeline.infer.run import execute
+    from pipeline.infer.spec import parse_jobspec
+
+    monkeypatch.setenv("VIDBATCH_WINDOW_ROWS", "25")
+    pq.write_table(pa.table({"path": [f"/nowhere/v{i:03d}.mp4" for i in range(70)]}),
+                   tmp_path / "m.parquet", row_group_size=10)
+    out = tmp_path / "out"
+    spec = parse_jobspec({
+        "name": "windows", "manifest": str(tmp_path / "m.parquet"),
+        "sampling": {"clips_per_video": 1, "frames_per_clip": 2, "short_side": 32,
+                     "crop_size": 32},
+        "model": {"arch": "r3d_18", "weights": "none", "num_classes": 3},
+        "resources": {"cpus_per_replica": 1, "cpus_per_decode_task": 0.5},
+        "output": {"path": str(out), "rows_per_file": 8}, "max_error_fraction": 1})
+
+    record = execute(plan_job(spec), log=lambda _: None)
+    assert record["state"] == "finished" and record["counts"]["rows"] == 70
+    files = sorted(f.name for f in out.glob("*.parquet"))
+    windows = sorted({f.split("_w", 1)[1][:5] for f in files})
+    assert windows == ["00000", "00001", "00002"]  # 30 + 30 + 10 rows to do
+    rows, unique = rows_and_ids(out)
+    assert rows == unique == 70
+    lost = [f for f in out.glob("*.parquet") if "_w00001_" in f.name]
+    lost_rows = sum(pq.read_metadata(f).num_rows for f in lost)
+    for f in lost:
+        f.unlink()
+    plan = plan_job(spec, policy="resume")
+    assert plan.todo.num_rows == lost_rows == 30
+    record = execute(plan, log=lambda _: None)
+    assert record["state"] == "finished" and record["counts"]["processed_this_run"] == 30
+    assert rows_and_ids(out) == (70, 70)
+
+
+def rows_and_ids(out) -> tuple[int, int]:
+    """The rows in ``out``'s data files, and their distinct ids."""
+    import duckdb
+
+    return duckdb.sql(f"SELECT count(*), count(DISTINCT video_id) FROM "
+                      f"read_parquet('{out}/*.parquet')").fetchall()[0]
+
+
+def test_a_window_size_that_is_not_a_number_of_rows_is_refused(monkeypatch):
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setenv("VIDBATCH_WINDOW_ROWS", "1e6")
+    with pytest.raises(ConfigError, match="VIDBATCH_WINDOW_ROWS='1e6'.*unset it"):
+        dataflow.window_rows()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.dataflow import window_rows
 from pipeline.decode.base import DecodeSpec
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.layout import ReplicaLayout
@@ -84,6 +85,7 @@ def check_inputs(spec: JobSpec, policy: str) -> Inputs:
     """Check the manifest (out of core: :func:`~pipeline.manifest.check_manifest`) and the
     output policy; with ``resume``, leave out the rows an earlier run of the same job wrote
     (whose derived ids it keeps: older outputs have shorter ones)."""
+    window_rows()  # VIDBATCH_WINDOW_ROWS, when set, must be a number of rows
     output = OutputDir.at(spec.output.path)
     earlier = prepare_output(output, policy, spec.model_dump(mode="json"), apply=False,
                              resume_keys=get_task(spec.task).resume_keys)

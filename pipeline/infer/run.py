@@ -113,9 +113,11 @@ def start(spec: JobSpec, policy: str | None, address: str | None,
     return plan, handle
 
 
-def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReporter):
+def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReporter,
+                  window: tuple | None = None):
     """The streaming pipeline, unexecuted: blocks -> decode tasks -> replicas; each batch's
-    outcome is reported to ``reporter``."""
+    outcome is reported to ``reporter``. ``window``: the parts of the manifest it reads
+    (``Todo.windows``); by default all the rows to do."""
     from pipeline.infer.progress import (
         DecodeClock,
         ReadGate,
@@ -127,7 +129,7 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
     spec, task, res = plan.spec, plan.task, plan.spec.resources
     track = {"tracker_name": reporter.name, "namespace": reporter.namespace}
     ds = dataflow.manifest_rows(plan.todo, dataflow.per_block(plan.todo.num_rows, res),
-                                gate=ReadGate(**track))
+                                gate=ReadGate(**track), window=window)
     # Decoding in the Ray worker: a crashing decoder takes the worker with it, so attempts
     # are counted per video (the confined child needs no such guard).
     guard = RowGuard(**track) if plan.decode.timeout_s is None else None
@@ -181,7 +183,6 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
     """The job under its output lease: the data files of this run are named after ``run``
     (the job record lists every run), and the record says ``finished`` only once the rows
     are counted and complete."""
-    from pipeline.infer.metrics import RowsWritten
     from pipeline.infer.progress import ProgressReporter  # imports ray: not at planning
 
     spec, out = plan.spec, plan.output
@@ -205,11 +206,7 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
             reporter = ProgressReporter(spec.name, plan.todo.num_rows, log, view)
             try:
                 with reporter:
-                    dataflow.write(build_dataset(plan, layout, reporter), out,
-                                   spec.output.rows_per_file, data_file_prefix(run),
-                                   name=spec.name,
-                                   on_written=RowsWritten(spec.name, plan.task.name),
-                                   rows=plan.todo.num_rows)
+                    _write_windows(plan, layout, reporter, out, data_file_prefix(run))
             except KeyboardInterrupt:  # Ctrl-C: the record says so; --resume goes on
                 write_job_record(out, {**_record(plan, None, 0.0, started,
                                                  handle.dashboard_url), **base,
@@ -231,6 +228,23 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
         raise JobFailed(problem)
     _check_error_fraction(plan, counts)
     return record
+
+
+def _write_windows(plan: JobPlan, layout: ReplicaLayout | None, reporter: ProgressReporter,
+                   out, prefix: str) -> None:
+    """The job's rows into ``out``, one Ray Data execution per window of the rows to do
+    (:data:`~pipeline.dataflow.WINDOW_ROWS` says why); each window's files are named apart
+    (``<prefix>w<k>_``) when there are several."""
+    from pipeline.infer.metrics import RowsWritten
+
+    spec = plan.spec
+    windows = plan.todo.windows(dataflow.window_rows())
+    for k, window in enumerate(windows):
+        rows = plan.todo.num_rows if window is None else sum(p.todo for p in window)
+        dataflow.write(build_dataset(plan, layout, reporter, window), out,
+                       spec.output.rows_per_file,
+                       prefix if len(windows) == 1 else f"{prefix}w{k:05d}_", name=spec.name,
+                       on_written=RowsWritten(spec.name, plan.task.name), rows=rows)
 
 
 def _incomplete(plan: JobPlan, counts: dict[str, int], lease: OutputLease) -> str | None:

@@ -142,6 +142,26 @@ class Todo:
                 ahead += todo
         return tuple(out)
 
+    def windows(self, rows: int) -> list[tuple[Part, ...] | None]:
+        """The parts in consecutive windows of at least ``rows`` rows to do (the last may
+        hold fewer), which a job runs one after another
+        (:data:`~pipeline.dataflow.WINDOW_ROWS` says why); ``[None]`` for a todo held in
+        memory: one window, its table."""
+        if self.table is not None:
+            return [None]
+        out: list[tuple[Part, ...] | None] = []
+        window: list[Part] = []
+        held = 0
+        for part in self.parts():
+            window.append(part)
+            held += part.todo
+            if held >= rows:
+                out.append(tuple(window))
+                window, held = [], 0
+        if window or not out:
+            out.append(tuple(window))
+        return out
+
     def tables(self) -> Iterator[pa.Table]:
         """Every row to do, in manifest order, a batch at a time."""
         if self.table is not None:
