@@ -19,7 +19,8 @@ Cases, each ``vidbatch submit jobs/classify.yaml`` in a process of its own:
 * ``rss``: the job for 270 s, its driver's RSS and the rows on disk sampled every 15 s:
   rows/s and MiB per 100,000 rows over the second half of the samples.
 * ``complete``: the job, interrupted halfway, then ``--resume`` to the end; every manifest
-  row present once (read back with DuckDB), and each run's rows/s.
+  row present once (read back with DuckDB), each run's rows/s, and the first run's driver
+  RSS sampled every 60 s (it spans several windows of ``dataflow.WINDOW_ROWS``).
 * ``duplicates``: the manifest plus a shard repeating 3 of its paths: the dry run must fail,
   naming them; its wall time and peak RSS.
 
@@ -104,13 +105,20 @@ def timed(cmd: list[str]) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024), "tail": tail}
 
 
+_COUNTED: dict[Path, int] = {}  # files' rows, once their footer could be read
+
+
 def rows_on_disk(out: Path) -> int:
+    """The rows in ``out``'s data files (each file's footer read once: a job writes
+    thousands, and this is polled every second)."""
     total = 0
     for f in out.glob("*.parquet"):
-        try:
-            total += pq.read_metadata(f).num_rows
-        except Exception:  # being written
-            pass
+        if f not in _COUNTED:
+            try:
+                _COUNTED[f] = pq.read_metadata(f).num_rows
+            except Exception:  # being written
+                continue
+        total += _COUNTED[f]
     return total
 
 
@@ -124,8 +132,12 @@ def interrupt_at(cmd: list[str], out: Path, rows: int) -> dict:
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          start_new_session=True)
-    while p.poll() is None and rows_on_disk(out) < rows:
+    samples, last = [], t0
+    while p.poll() is None and (done := rows_on_disk(out)) < rows:
         time.sleep(1)
+        if time.perf_counter() - last >= 60:  # the driver's RSS as rows flow
+            last = time.perf_counter()
+            samples.append((round(last - t0), done, rss_mib(p.pid)))
     sent = time.perf_counter()
     os.killpg(p.pid, signal.SIGINT)
     try:
@@ -136,9 +148,17 @@ def interrupt_at(cmd: list[str], out: Path, rows: int) -> dict:
     time.sleep(2)
     record = json.loads((out / "_vidbatch_job.json").read_text())
     return {"wall_s": round(sent - t0, 1), "stop_s": stopped, "state": record["state"],
+            "rss_samples": samples,
             "rows_on_disk": rows_on_disk(out), "ray_processes_left": ray_left(),
             **{k: record.get("timing", {}).get(k) for k in
                ("ray_ready_s", "first_decode_s", "driver_peak_rss_mb")}}
+
+
+def rss_mib(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0]) // 1024
+    except (OSError, IndexError):
+        return None
 
 
 def sampled(cmd: list[str], out: Path, seconds: float) -> dict:
@@ -149,11 +169,8 @@ def sampled(cmd: list[str], out: Path, seconds: float) -> dict:
     t0, samples = time.perf_counter(), []
     while p.poll() is None and time.perf_counter() - t0 < seconds:
         time.sleep(15)
-        try:
-            status = Path(f"/proc/{p.pid}/status").read_text()
-        except OSError:
+        if (rss := rss_mib(p.pid)) is None:
             break
-        rss = int(status.split("VmRSS:")[1].split()[0]) // 1024
         samples.append((round(time.perf_counter() - t0), rows_on_disk(out), rss))
     if p.poll() is None:
         os.killpg(p.pid, signal.SIGINT)
@@ -170,6 +187,7 @@ def plan_counts(tail: str) -> str:
 def run_case(case: str, rows: int) -> dict:
     out = WORK / f"{case}_{rows}"
     subprocess.run(["rm", "-rf", str(out)], check=True)  # this benchmark's own folder
+    _COUNTED.clear()
     src = manifest(rows)
     if case == "dry_run":
         r = timed(argv(src, out, "--dry-run"))

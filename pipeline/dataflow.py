@@ -60,12 +60,11 @@ DECODE_RETRIES = 3
 WRITE_CPUS = 0
 WRITE_TASKS = 2
 # A streamed manifest runs as one Ray Data execution per window of this many rows to do
-# (Todo.windows). An execution keeps what it learns of every block in the driver until it
-# ends: Ray Data's per-block stats, and each write task's result, whose lineage holds the
-# task's inlined input rows. Over one execution the driver grew ~17 MiB per 100,000 rows
-# (benchmarks/README.md, "Manifests of 1, 10 and 100 million rows"); a window bounds that.
-# Between windows the pipeline drains and the replicas start again.
-# VIDBATCH_WINDOW_ROWS overrides it.
+# (Todo.windows). An execution keeps a record of every block in the driver until it ends
+# (per-block stats, ray-project/ray#66016; the write tasks' results): ~1 MiB per 100,000
+# rows, ~1 GiB over 100,000,000 (benchmarks/README.md, "Manifests of 1, 10 and 100 million
+# rows"); a window bounds that. Between windows the pipeline drains and the replicas start
+# again. VIDBATCH_WINDOW_ROWS overrides it.
 WINDOW_ROWS = 1_000_000
 SAMPLE_BYTES = {"AudioSpec": 4}  # bytes per decoded sample: float32 audio, uint8 frames
 ROW_BYTES = 200  # a manifest row's path and id, about
