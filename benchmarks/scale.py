@@ -221,6 +221,9 @@ def main(argv_: list[str] | None = None) -> int:
     p.add_argument("--rows", default="1000000,10000000,100000000")
     p.add_argument("--cases", default="dry_run,interrupted", help=",".join(CASES))
     args = p.parse_args(argv_)
+    # Started in the background by a shell (`... &`), this process ignores SIGINT, and so
+    # would each vidbatch it starts: Ctrl-C (the interrupted cases) would not reach them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     WORK.mkdir(parents=True, exist_ok=True)
     runs = []
     for rows in map(int, args.rows.split(",")):
