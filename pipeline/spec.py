@@ -85,8 +85,9 @@ class DecodeResourcesSpec(Spec):
     decode_parallelism: int | None = Field(None, ge=1, description="max concurrent decode "
                                            "tasks; null lets Ray Data choose")
     decode_threads: int = Field(1, ge=0, description="decoder threads per task (0 = auto)")
-    decoder: Literal["decord", "pyav"] = Field("decord", description="tried first; the "
-                                               "other one is the fallback")
+    decoder: Literal["decord", "pyav", "torchcodec"] = Field(
+        "decord", description="tried first; PyAV is the fallback of decord and torchcodec "
+        "(an optional extra with the system's FFmpeg), decord of PyAV")
     videos_per_decode_task: int = Field(4, ge=1, le=4096)
     decode_timeout_s: float | None = Field(120, gt=0, description="per-video limit; decodes "
                                            "run in a killable, confined child process. null: "
@@ -103,6 +104,11 @@ class DecodeResourcesSpec(Spec):
 
 class ResourcesSpec(DecodeResourcesSpec):
     replicas: int = Field(1, ge=1, description="model actors")
+    decode_on: Literal["tasks", "replica"] = Field(
+        "tasks", description="where frames are decoded: tasks (CPU decode tasks, in the "
+        "confined child) or replica (decode tasks only probe; each replica decodes its "
+        "batches on its own device: NVDEC through torchcodec on a GPU; for collections you "
+        "trust, docs/security.md)")
     gpus_per_replica: float | Literal["auto"] = "auto"
     cpus_per_replica: float = Field(1, gt=0)
     threads_per_replica: int | None = Field(

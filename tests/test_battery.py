@@ -93,8 +93,14 @@ def _as_documented(name: str, r: dict) -> None:
             assert r["decode_note"].startswith(start), (name, r["decode_note"])
 
 
-def test_every_bad_input_gives_its_documented_row(ray_session, battery):
-    _, by_name = _battery_job(battery, "out")
+@pytest.fixture(scope="module")
+def in_tasks(ray_session, battery) -> dict[str, list[dict]]:
+    """The battery decoded in decode tasks (the default): its rows by input name."""
+    return _battery_job(battery, "out")[1]
+
+
+def test_every_bad_input_gives_its_documented_row(in_tasks):
+    by_name = in_tasks
     for name in EXPECTED:
         assert len(by_name[name]) == 1, name
         _as_documented(name, by_name[name][0])
@@ -122,3 +128,28 @@ def test_per_shot_every_input_gives_its_shots_or_one_error_row(ray_session, batt
             assert [r["shot"] for r in rows] == list(range(rows[0]["shot_count"])), name
         for r in rows:
             _as_documented(name, r)
+
+
+def test_decoding_on_the_replica_gives_the_same_rows(ray_session, battery, in_tasks):
+    """``decode_on: replica``: decode tasks probe (in the confined child), the replica
+    decodes on its device (here the CPU). Every input gives its documented row, and each
+    ok row's embedding is the one decoding in tasks gives (cosine >= 0.999).
+
+    The huge frame is the exception: its probe decodes one frame at full size within the
+    child's 512 MiB or not (run to run), and the replica, which has no such limit, decodes
+    it; so its row is ok, or the probe's ``decode:`` error."""
+    record, on_replica = _battery_job(battery, "on_replica",
+                                      resources={"decode_timeout_s": 8,
+                                                 "decode_memory_mb": 512,
+                                                 "videos_per_decode_task": 4,
+                                                 "decode_on": "replica"})
+    huge = on_replica.pop("huge_frame.mp4")[0]
+    assert huge["status"] == "ok" or huge["error"].startswith("decode:"), huge
+    for name, got in on_replica.items():
+        assert len(got) == 1, name
+        _as_documented(name, got[0])
+        want = in_tasks[name][0]
+        assert got[0]["decoder"] == want["decoder"], name
+        if got[0]["status"] == "ok":
+            a, b = np.array(got[0]["embedding"]), np.array(want["embedding"])
+            assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) >= 0.999, name

@@ -63,6 +63,23 @@ def test_fp16_without_gpus(trained):
         plan_job(spec(root, ckpt, inference={"precision": "fp16", "device": "cpu"}))
 
 
+def test_decoding_on_the_replica_is_refused_where_it_cannot_run(tmp_path):
+    """decode_on: replica decodes sampled frames in replicas: not a soundtrack, and not
+    in mode: decode_only, which starts none. Refused at planning, naming the field."""
+    (tmp_path / "m.csv").write_text("path\na.mp4\n")
+    base = {"name": "t", "manifest": str(tmp_path / "m.csv"),
+            "output": {"path": str(tmp_path / "out")},
+            "resources": {"decode_on": "replica"}}
+    model = {"model": {"arch": "r3d_18", "weights": "none"}}
+    audio = parse_jobspec({**base, "task": "audio", "model": {"weights": "none"}})
+    with pytest.raises(ConfigError, match="resources.decode_on: replica .* audio task"):
+        plan_job(audio)
+    with pytest.raises(ConfigError, match="resources.decode_on: replica .* decode_only"):
+        plan_job(parse_jobspec({**base, **model, "mode": "decode_only"}))
+    assert not (tmp_path / "out").exists()
+    assert plan_job(parse_jobspec({**base, **model})).spec.resources.decode_on == "replica"
+
+
 def _written_by(root, **spec_over):
     """An output directory as a finished run of ``spec`` leaves it."""
     from pipeline.output.rows import SCHEMA_VERSION

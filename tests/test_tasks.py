@@ -279,7 +279,7 @@ class CrashyJobSpec(JobSpec):
     task: Literal["crashy"] = "crashy"
 
 
-def _decord_that_crashes_on_killer(src, spec, start_s=None, end_s=None):
+def _decord_that_crashes_on_killer(src, spec, start_s=None, end_s=None, indices=None):
     """decord, except that on one file it takes its process down, as a native crash would."""
     import signal
 
@@ -287,7 +287,7 @@ def _decord_that_crashes_on_killer(src, spec, start_s=None, end_s=None):
 
     if "killer" in str(src):
         os.kill(os.getpid(), signal.SIGSEGV)
-    return decode_with_decord(src, spec, start_s, end_s)
+    return decode_with_decord(src, spec, start_s, end_s, indices)
 
 
 def _crashing_stage(batch, spec, guard=None):

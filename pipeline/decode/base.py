@@ -31,12 +31,14 @@ if TYPE_CHECKING:  # the decode worker's child process starts without pydantic
     from pipeline.spec import DecodeResourcesSpec, SamplingSpec
 
 # How messages and plans name each decoder.
-NAMES = {"decord": "decord", "pyav": "PyAV"}
+NAMES = {"decord": "decord", "pyav": "PyAV", "torchcodec": "torchcodec",
+         "nvdec": "torchcodec on NVDEC"}
 
 
 def other(decoder: str) -> str:
-    """The fallback of ``decoder``."""
-    return "pyav" if decoder == "decord" else "decord"
+    """The fallback of ``decoder``: PyAV for decord and torchcodec (PyAV ships its own
+    FFmpeg), decord for PyAV."""
+    return "decord" if decoder == "pyav" else "pyav"
 
 
 # Spec keys a checkpoint's sampling record fills in when a job spec leaves them out, and
@@ -62,6 +64,9 @@ class DecodeSpec:
     # Whole frames fitted into (height, width) and padded, instead of short side + crop.
     canvas: tuple[int, int] | None = None
     rate: float | None = None  # frames per second to sample (at most clips x frames)
+    # Only open the file and choose its frames: the result has metadata and indices, no
+    # frames (decoding on the replica: the decode task probes, the replica decodes).
+    probe_only: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int, int, int]:
@@ -85,6 +90,12 @@ class DecodeSpec:
             raise ConfigError(f"sampling.crop_size ({crop}) is larger than "
                               f"sampling.short_side ({short}); raise short_side or lower "
                               "crop_size")
+        if res.decoder == "torchcodec":
+            from pipeline.decode.optional import unavailable
+
+            if unavailable():
+                raise ConfigError(f"resources.decoder: torchcodec: {unavailable()}; or use "
+                                  "decord or pyav")
         trained = trained or {}
         clip = {key: trained[rec] if key not in s.model_fields_set and rec in trained
                 else getattr(s, key) for key, rec in TRAINED_KEYS.items()}
@@ -110,9 +121,14 @@ class DecodeSpec:
         return center_crop(frames, self.crop_size)
 
     def indices(self, num_frames: int, fps: float, start_s: float | None,
-                end_s: float | None, timestamps=None, keyframes=None) -> np.ndarray:
+                end_s: float | None, timestamps=None, keyframes=None,
+                given: np.ndarray | None = None) -> np.ndarray:
         """The frame indices to decode, ``(clips, frames)``: the segment's clips, moved to
-        the nearest keyframes when the spec asks for it and the decoder knows them."""
+        the nearest keyframes when the spec asks for it and the decoder knows them.
+        ``given``: indices a probe chose already (decoding on the replica), used as they
+        are."""
+        if given is not None:
+            return np.asarray(given, dtype=np.int64).reshape(self.clips, self.frames)
         first, last = segment_frames(num_frames, fps, start_s, end_s, timestamps)
         if self.rate:
             idx = rate_indices(first, last, fps, self.rate, self.clips * self.frames)
@@ -158,7 +174,7 @@ class DecodeSpec:
 
 @dataclass
 class DecodedVideo:
-    frames: np.ndarray
+    frames: Any  # numpy uint8; a torch tensor on the GPU (NVDEC); None from a probe
     decoder: str
     num_frames: int
     fps: float

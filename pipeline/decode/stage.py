@@ -180,20 +180,23 @@ def decode_batch(batch: Batch, spec: DecodeSpec, guard=None) -> Batch:
     stays one dense tensor. ``guard``: see :func:`each_row`."""
     n = len(batch["video_id"])
     out = _common(n)
-    frames = np.zeros((n, *spec.shape), dtype=np.uint8)
+    # A probe (decoding on the replica) chooses the frames and decodes none.
+    frames = None if spec.probe_only else np.zeros((n, *spec.shape), dtype=np.uint8)
     indices = np.full((n, spec.clips * spec.frames), -1, dtype=np.int64)
     for i, video, err, dt in each_row(batch, spec, guard):
         out["decode_s"][i] = dt
         if video is None:
             out["status"][i], out["error"][i] = "error", err
             continue
-        frames[i] = video.frames
+        if frames is not None:
+            frames[i] = video.frames
         if video.indices is not None:
             indices[i] = video.indices
         out["decoder"][i], out["decode_note"][i] = video.decoder, video.note
         for k in META:
             out[k][i] = getattr(video, k)
-    return {**batch, **out, "frames": frames, "frame_indices": indices}
+    out["frame_indices"] = indices
+    return {**batch, **out} if frames is None else {**batch, **out, "frames": frames}
 
 
 def decode_sequence_batch(batch: Batch, spec: SequenceSpec, guard=None) -> Batch:

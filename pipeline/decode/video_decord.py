@@ -13,17 +13,23 @@ from pipeline.decode.base import DecodedVideo, DecodeSpec, reader_input
 
 
 def decode_with_decord(src: str | bytes, spec: DecodeSpec, start_s: float | None = None,
-                       end_s: float | None = None) -> DecodedVideo:
-    """The sampled clips of ``src`` (from :func:`~pipeline.decode.base.open_source`)."""
+                       end_s: float | None = None, indices: np.ndarray | None = None
+                       ) -> DecodedVideo:
+    """The sampled clips of ``src`` (from :func:`~pipeline.decode.base.open_source`);
+    ``indices``: the frames a probe chose (decoding on the replica). With
+    ``spec.probe_only``, the indices and metadata without frames."""
     import decord
 
     probe = decord.VideoReader(reader_input(src), ctx=decord.cpu(0), num_threads=spec.threads)
     n, fps = len(probe), float(probe.get_avg_fps())
     ts = None
-    if start_s is not None or end_s is not None:
+    if (start_s is not None or end_s is not None) and indices is None:
         ts = probe.get_frame_timestamp(range(n))[:, 0] if n else None
-    keys = probe.get_key_indices() if spec.snap_to_keyframes and n else None
-    idx = spec.indices(n, fps, start_s, end_s, ts, keys)
+    keys = probe.get_key_indices() if spec.snap_to_keyframes and n and indices is None \
+        else None
+    idx = spec.indices(n, fps, start_s, end_s, ts, keys, given=indices)
+    if spec.probe_only:  # no picture decoded: the frame size is the replica's to learn
+        return DecodedVideo(None, "decord", n, fps, 0, 0, indices=idx.reshape(-1))
     uniq, inverse = np.unique(idx, return_inverse=True)
     # decord reports no frame size before decoding, and its width/height are the output
     # size after rotation, so decode the first frame (a keyframe: one frame's work) at full

@@ -173,10 +173,12 @@ def _decode_again(src, wanted: set[int], spec: DecodeSpec, packets: _Packets, sp
 
 
 def decode_with_pyav(src: str | bytes, spec: DecodeSpec, start_s: float | None = None,
-                     end_s: float | None = None) -> DecodedVideo:
+                     end_s: float | None = None, indices: np.ndarray | None = None
+                     ) -> DecodedVideo:
     """Demux once to count frames and read timestamps, then decode only what the sampled
     frames need from the same packets (falling back to decoding every packet, from a
-    fresh open, if that misses any)."""
+    fresh open, if that misses any). ``indices``: the frames a probe chose (decoding on
+    the replica). With ``spec.probe_only``, the indices and metadata without frames."""
     with _av_open(src) as container:
         stream = _video_stream(container)
         packets, kept = _demux(container, stream)
@@ -192,7 +194,11 @@ def decode_with_pyav(src: str | bytes, spec: DecodeSpec, start_s: float | None =
             ts = (np.sort(np.asarray(pts, dtype=np.float64)) - min(pts)) * tb
         if spec.snap_to_keyframes and ranks is not None:
             keys = sorted(ranks[p] for p, key in zip(pts, packets.keyframe) if key)
-        idx = spec.indices(n, fps, start_s, end_s, ts, keys)
+        idx = spec.indices(n, fps, start_s, end_s, ts, keys, given=indices)
+        if spec.probe_only:
+            ctx = stream.codec_context
+            return DecodedVideo(None, "pyav", n, fps, ctx.width, ctx.height,
+                                indices=idx.reshape(-1))
         wanted = set(int(i) for i in np.unique(idx))
         if kept is not None:
             result = _pyav_frames(stream, kept, wanted, spec, packets)

@@ -98,7 +98,8 @@ def _decode_video(req: dict, source) -> tuple[dict, bytes]:
     canvas = req["spec"].get("canvas")
     spec = DecodeSpec(**{**req["spec"], "canvas": tuple(canvas) if canvas else None})
     video = decode_video(req["path"], spec, req["start_s"], req["end_s"], source)
-    frames = np.ascontiguousarray(video.frames, dtype=np.uint8)
+    frames = np.zeros((0,), np.uint8) if spec.probe_only else \
+        np.ascontiguousarray(video.frames, dtype=np.uint8)
     return {"decoder": video.decoder, "num_frames": video.num_frames, "fps": video.fps,
             "width": video.width, "height": video.height, "note": video.note,
             "shape": list(frames.shape), "indices": None if video.indices is None else
@@ -292,10 +293,12 @@ def _video(reply: dict, payload: bytes, spec: DecodeSpec) -> DecodedVideo:
     the shape the spec asks for."""
     if not reply.get("ok"):
         raise VideoError(str(reply.get("stage", "decode")), str(reply.get("message", "")))
-    if tuple(reply["shape"]) != spec.shape or len(payload) != int(np.prod(spec.shape)):
+    shape = (0,) if spec.probe_only else spec.shape  # a probe returns no frames
+    if tuple(reply["shape"]) != shape or len(payload) != int(np.prod(shape)):
         raise VideoError("decode", f"the decoder returned frames of shape {reply['shape']}, "
-                         f"not {list(spec.shape)}")
-    frames = np.frombuffer(payload, dtype=np.uint8).reshape(spec.shape).copy()
+                         f"not {list(shape)}")
+    frames = None if spec.probe_only else \
+        np.frombuffer(payload, dtype=np.uint8).reshape(spec.shape).copy()
     indices = reply.get("indices")
     if indices is not None:
         indices = np.asarray(indices, dtype=np.int64)

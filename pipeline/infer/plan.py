@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from pipeline.dataflow import window_rows
 from pipeline.decode.base import DecodeSpec
+from pipeline.decode.stage import decode_batch
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.layout import ReplicaLayout
 from pipeline.infer.resume import left_to_do
@@ -111,8 +112,24 @@ def assemble(spec: JobSpec, policy: str, model: Any, inputs: Inputs) -> JobPlan:
     if inf.precision == "fp16" and (inf.device == "cpu" or spec.resources.gpus_per_replica == 0):
         raise ConfigError("inference.precision: fp16 needs a GPU; use bf16 (or fp32) on CPU")
     task = get_task(spec.task)
+    check_decode_on(spec, task)
     return JobPlan(spec, task, model, task.decode_spec(spec, model), inputs, policy,
                    split_spec(spec))
+
+
+def check_decode_on(spec: JobSpec, task: Task) -> None:
+    """``resources.decode_on: replica`` decodes sampled video frames (``decode_batch``), in
+    a job that has replicas."""
+    if spec.resources.decode_on != "replica":
+        return
+    if task.decode_stage is not decode_batch:
+        raise ConfigError(f"resources.decode_on: replica decodes sampled video frames; the "
+                          f"{task.name} task decodes {task.decode_stage.__name__}, in decode "
+                          "tasks only: remove decode_on (or set it to tasks)")
+    if spec.mode == "decode_only":
+        raise ConfigError("resources.decode_on: replica leaves decoding to the replicas, "
+                          "which mode: decode_only does not start; set decode_on: tasks to "
+                          "measure decoding alone")
 
 
 def split_spec(spec: JobSpec) -> SplitSpec | None:
@@ -144,8 +161,8 @@ def describe(plan: JobPlan, layout: ReplicaLayout | None = None) -> str:
         + (f" ({i.already_done} already done, {i.todo.num_rows} to go)"
            if i.already_done else ""),
         *([f"  shots  : {_split(plan.split, s.segments.shots_from)}"] if plan.split else []),
-        f"  decode : {d.describe()}; {res.videos_per_decode_task} videos/task, "
-        f"{res.cpus_per_decode_task:g} CPU/task, parallelism "
+        f"  decode : {_where(res.decode_on)}{d.describe()}; {res.videos_per_decode_task} "
+        f"videos/task, {res.cpus_per_decode_task:g} CPU/task, parallelism "
         f"{res.decode_parallelism or 'auto'}",
         model,
         f"  output : {plan.output} (if it exists: {plan.policy})"
@@ -154,6 +171,13 @@ def describe(plan: JobPlan, layout: ReplicaLayout | None = None) -> str:
     if s.mode == "infer":
         out += [f"  note   : {n}" for n in lines.notes]
     return "\n".join(out)
+
+
+def _where(decode_on: str) -> str:
+    if decode_on == "tasks":
+        return ""
+    return ("on the replicas (NVDEC through torchcodec on a GPU, else the CPU decoders), "
+            "frames chosen by a probe in decode tasks: ")
 
 
 def _split(split: SplitSpec, shots_from: str | None) -> str:

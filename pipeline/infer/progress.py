@@ -94,13 +94,25 @@ class ReportingReplica:
     (``pipeline.decode.stage.pack_failed``) are unpacked, one call per carrier."""
 
     def __init__(self, replica: type, kwargs: dict, job: str, task: str, tracker_name: str,
-                 namespace: str, per_shot: bool = False):
+                 namespace: str, per_shot: bool = False, decode=None, device: str = "cpu"):
         self.replica = replica(**kwargs)
         self.reporter = Reporter(job, task, tracker_name, namespace)
         self.per_shot = per_shot  # segments: shots: the rows get the batch's shot columns
+        # decode_on: replica: ``decode`` (a DecodeSpec) is decoded here, on the replica's
+        # device (``device``: inference.device as the replica resolves it).
+        self.decoder = None
+        if decode is not None:
+            from pipeline.decode.on_replica import ReplicaDecoder
+            from pipeline.model.runtime import pick_device
+
+            self.decoder = ReplicaDecoder(decode, pick_device(device),
+                                          getattr(replica, "device_frames", False))
 
     def _rows(self, part: Batch) -> pa.Table:
-        table = self.replica(dense_samples(part))
+        part = dense_samples(part)
+        if self.decoder is not None:
+            part = self.decoder(part)
+        table = self.replica(part)
         return with_shot_columns(table, part) if self.per_shot else table
 
     def __call__(self, batch: Batch) -> pa.Table:

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline import dataflow
+from pipeline.decode.on_replica import probe_batch
 from pipeline.errors import JobFailed
 from pipeline.infer.layout import ReplicaLayout, resolve_layout
 from pipeline.infer.plan import JobPlan, assemble, check_inputs, describe
@@ -140,13 +141,17 @@ def build_dataset(plan: JobPlan, layout: ReplicaLayout, reporter: ProgressReport
                                 decode_stage=task.decode_stage, schema=plan.schema,
                                 provenance=plan.provenance, task=task.name, guard=guard,
                                 **track)
-    replica, kwargs = task.replica(spec, plan.model, layout.runtime(spec))
+    runtime = layout.runtime(spec)
+    replica, kwargs = task.replica(spec, plan.model, runtime)
+    stage, on_replica = task.decode_stage, {}
+    if res.decode_on == "replica":  # decode tasks probe; each replica decodes its batches
+        stage, on_replica = probe_batch, {"decode": plan.decode, "device": runtime.device}
     return dataflow.through_replicas(
-        dataflow.decoded(ds, plan.decode, res, task.decode_stage, whole_blocks=True,
+        dataflow.decoded(ds, plan.decode, res, stage, whole_blocks=True,
                          guard=guard, on_start=DecodeClock(**track)),
         ReportingReplica,
         {"replica": replica, "kwargs": kwargs, "job": spec.name, "task": task.name,
-         "per_shot": plan.split is not None, **track},
+         "per_shot": plan.split is not None, **on_replica, **track},
         replicas=res.replicas, batch_size=spec.inference.batch_size,
         cpus=res.cpus_per_replica, gpus=layout.gpus,
         in_flight=res.batches_in_flight_per_replica)

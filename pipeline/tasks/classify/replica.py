@@ -112,6 +112,9 @@ def prediction_columns(n: int, ok: np.ndarray, emb: np.ndarray | None,
 class ClassifyReplica:
     """One model replica; Ray Data constructs it once per actor, tests call it directly."""
 
+    # Takes frames already on its device (a torch tensor: decode_on replica, on a GPU).
+    device_frames = True
+
     def __init__(self, config: ClassifyConfig):
         import torch
 
@@ -144,10 +147,13 @@ class ClassifyReplica:
         (``centre``: of the frames' :func:`centre_view`)."""
         import torch
 
-        host = torch.from_numpy(frames)
-        if self.device.type == "cuda":  # page-locked, so the copy runs asynchronously
-            host = host.pin_memory()
-        x = host.to(self.device, non_blocking=True)
+        if isinstance(frames, torch.Tensor):  # decoded on the replica's device
+            x = frames.to(self.device)
+        else:
+            host = torch.from_numpy(frames)
+            if self.device.type == "cuda":  # page-locked, so the copy runs asynchronously
+                host = host.pin_memory()
+            x = host.to(self.device, non_blocking=True)
         x = self.normalize(centre_view(x) if centre else x)
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)
