@@ -97,10 +97,14 @@ def _run_job(spec, policy: str | None, address: str | None, verbose: bool):
 
 def _dry_run(spec, policy: str | None) -> None:
     """Plan the job, check a sample of its paths, print both; start and write nothing."""
+    from pipeline.infer.feeding import plan_feed
     from pipeline.infer.plan import check_paths, describe, plan_job
 
     plan = plan_job(spec, policy)
     typer.echo(describe(plan))
+    if spec.mode == "infer":
+        for line in plan_feed(plan).lines(spec.resources.decode_on):
+            typer.echo(line)
     checked, missing = check_paths(plan)
     typer.echo(f"checked {checked} sampled paths: {checked - len(missing)} exist"
                + (f", missing: {', '.join(missing[:5])}" if missing else ""))

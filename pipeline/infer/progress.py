@@ -95,6 +95,9 @@ class ReportingReplica:
 
     def __init__(self, replica: type, kwargs: dict, job: str, task: str, tracker_name: str,
                  namespace: str, per_shot: bool = False, decode=None, device: str = "cpu"):
+        from pipeline.infer.gpu_check import refuse_unseen_gpu
+
+        refuse_unseen_gpu()  # a GPU this replica's torch cannot see: fail, do not run on CPU
         self.replica = replica(**kwargs)
         self.reporter = Reporter(job, task, tracker_name, namespace)
         self.per_shot = per_shot  # segments: shots: the rows get the batch's shot columns

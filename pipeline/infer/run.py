@@ -173,18 +173,31 @@ def execute(plan: JobPlan, log: Callable[[str], None] = print,
         handle = connect(spec.resources, None, log)
     run = uuid.uuid4().hex[:12]
     try:
+        layout = resolve_layout(spec) if spec.mode == "infer" else None
+        checked = _check_gpus(layout, log)  # before anything is written: it may refuse
         lease = OutputLease(plan.output, run, spec.name, log).acquire()
     except BaseException:
         disconnect(handle)
         raise
     try:
-        return _run(plan, handle, run, lease, log, view)
+        return _run(plan, handle, run, lease, log, view, layout, checked)
     finally:
         lease.release()
 
 
+def _check_gpus(layout: ReplicaLayout | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """GPU replicas: that their torch sees the GPUs Ray gives them (the job record's
+    ``gpu_check``); raises ConfigError when it does not."""
+    if layout is None or layout.gpus <= 0:
+        return {}
+    from pipeline.infer.gpu_check import check_gpus
+
+    return {"gpu_check": check_gpus(layout.gpus, log)}
+
+
 def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
-         log: Callable[[str], None], view) -> dict[str, Any]:
+         log: Callable[[str], None], view, layout: ReplicaLayout | None,
+         checked: dict[str, Any]) -> dict[str, Any]:
     """The job under its output lease: the data files of this run are named after ``run``
     (the job record lists every run), and the record says ``finished`` only once the rows
     are counted and complete."""
@@ -193,8 +206,8 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
     spec, out = plan.spec, plan.output
     started = handle.started  # the job's wall time counts from connecting to Ray
     try:
-        layout = resolve_layout(spec) if spec.mode == "infer" else None
         log(describe(plan, layout))
+        gpu = {**checked, **_feeding(plan, layout, log)}
         found = prepare_output(out, plan.policy, spec.model_dump(mode="json"),
                                resume_keys=plan.task.resume_keys)
         previous = found if plan.policy == "resume" else None
@@ -204,6 +217,7 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
         runs = (None if previous is not None and "runs" not in previous
                 else [*(previous or {}).get("runs", []), run])
         base = {"runs": runs} if runs is not None else {}
+        base.update(gpu)
         write_job_record(out, {**_record(plan, None, 0.0, started, handle.dashboard_url),
                                **base, "state": "running"})
         progress: dict[str, Any] = {}
@@ -233,6 +247,22 @@ def _run(plan: JobPlan, handle: RayHandle, run: str, lease: OutputLease,
         raise JobFailed(problem)
     _check_error_fraction(plan, counts)
     return record
+
+
+def _feeding(plan: JobPlan, layout: ReplicaLayout | None, log: Callable[[str], None]
+             ) -> dict[str, Any]:
+    """GPU replicas: the cores the job needs per GPU (``pipeline.infer.feeding``), printed
+    with the plan; the job record's ``feeding``."""
+    if layout is None or layout.gpus <= 0:
+        return {}
+    import ray
+
+    from pipeline.infer.feeding import plan_feed
+
+    feed = plan_feed(plan, ray.cluster_resources())
+    for line in feed.lines(plan.spec.resources.decode_on):
+        log(line)
+    return {"feeding": feed.record()}
 
 
 def _write_windows(plan: JobPlan, layout: ReplicaLayout | None, reporter: ProgressReporter,

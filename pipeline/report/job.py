@@ -62,10 +62,36 @@ def job_card(view: RowsView) -> str:
         ("sampling", describe_sampling(rec)),
         ("segments", _segments(rec.get("spec", {}).get("segments"))),
         ("started (UTC)", rec.get("started_utc")), ("wall time", _seconds(rec.get("wall_s"))),
-        ("videos/s", _rate(rec.get("videos_per_s"))), ("dashboard", rec.get("dashboard_url")),
+        ("videos/s", _rate(rec.get("videos_per_s"))),
+        ("GPU feeding", _feeding(rec.get("feeding"))), ("GPU check", _gpu_check(rec)),
+        ("dashboard", rec.get("dashboard_url")),
         ("runs", ", ".join(rec.get("runs", []))),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
         ("output", view.out.location)])
+
+
+def _feeding(feed: dict[str, Any] | None) -> str | None:
+    """The job's GPU feed plan (``pipeline.infer.feeding``) in one line."""
+    if not feed or feed.get("decode_core_s") is None:
+        return None
+    text = f"decode {feed['decode_core_s']:.3g} CPU core-s per video"
+    if feed.get("replica_core_s"):
+        text += f" (+ {feed['replica_core_s']:g} on the replica)"
+    if feed.get("gpu_videos_per_s"):
+        text += (f"; model ~{feed['gpu_videos_per_s']:,.0f} videos/s on one "
+                 f"{feed['accelerator']}: {feed['cores_needed_per_gpu']:,.0f} cores per GPU "
+                 f"needed, {feed['cores_per_gpu']:g} there; GPUs ~{feed['gpu_busy']:.0%} busy")
+    return text
+
+
+def _gpu_check(rec: dict[str, Any]) -> str | None:
+    check = rec.get("gpu_check")
+    if not check:
+        return None
+    if not check.get("checked"):
+        return "not checked at the start (no GPU node yet); each replica checked its own"
+    return (f"torch {check.get('torch')} sees {check.get('device_count')} CUDA device(s) "
+            f"(CUDA_VISIBLE_DEVICES={check.get('cuda_visible_devices')})")
 
 
 def _detector(model: dict[str, Any]) -> str | None:
