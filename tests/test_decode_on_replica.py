@@ -77,6 +77,7 @@ def test_a_file_that_fails_on_the_replica_becomes_its_error_row(tmp_path):
     path.unlink()
     out = ReplicaDecoder(spec(), "cpu")(probed)
     assert out["status"][0] == "error" and out["error"][0].startswith("read: file not found")
+    assert out["decoder"][0] is None
     assert out["frames"].shape == (1, *spec().shape) and not out["frames"].any()
 
 

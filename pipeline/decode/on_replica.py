@@ -107,8 +107,9 @@ class ReplicaDecoder:
         frames = self._empty(n)
         for i, (video, err, dt) in zip(rows, results):
             out["decode_s"][i] += dt
-            if video is None:
+            if video is None:  # as a failed decode in a decode task: no decoder named
                 out["status"][i], out["error"][i] = "error", err
+                out["decoder"][i] = out["decode_note"][i] = None
                 continue
             frames[i] = self._placed(video.frames)
             out["decoder"][i], out["decode_note"][i] = video.decoder, video.note
