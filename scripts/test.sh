@@ -4,8 +4,12 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The system packages install while pip fills .venv; the venv's extra comes after it.
+bash scripts/test_tools.sh os &
+tools=$!
 bash scripts/setup.sh
-bash scripts/test_tools.sh
+wait "$tools"
+bash scripts/test_tools.sh python
 . .venv/bin/activate
 ruff check pipeline tests
 python -m pytest "$@"
