@@ -28,8 +28,10 @@ from pipeline.decode.stage import decode_batch
 from pipeline.errors import VideoError
 
 # Videos a GPU replica decodes at once: NVDEC engines work in parallel (an H100 has 7),
-# and each decode's host work (demuxing, kernel launches) overlaps the others'.
-GPU_DECODES_AT_ONCE = 4
+# and each decode's host work (demuxing, kernel launches) overlaps the others'. Measured
+# on an H100 with 2 cores (benchmarks/README.md, GPU): 4 at once 36.6 videos/s, 8 47.1,
+# 16 51.0 (using 2.3 cores rather than 2.1).
+GPU_DECODES_AT_ONCE = 8
 
 
 def probe_batch(batch, spec: DecodeSpec, guard=None):
