@@ -10,7 +10,7 @@ from pipeline.decode.base import DecodeSpec
 from pipeline.decode.stage import decode_batch
 from pipeline.decode.worker import KEPT_ENV, DecodeWorker, _video
 from pipeline.errors import VideoError
-from pipeline.synth import write_video
+from pipeline.synth import moving_texture, write_video
 
 
 def spec(timeout_s=None):
@@ -113,11 +113,14 @@ def test_a_video_that_needs_more_memory_than_allowed_is_an_error_row(tmp_path):
     512 MiB limit that fails in the child, and the row says so; the worker goes on."""
     huge = write_video(tmp_path / "huge.mp4", np.full((1, 8192, 8192, 3), 90, np.uint8),
                        options={"x264-params": "level=6.2"})
+    good = write_video(tmp_path / "good.mp4", moving_texture(10, 64, 80, seed=1))
     worker = DecodeWorker(timeout_s=60, memory_mb=512)
     try:
         with pytest.raises(VideoError) as e:
             worker.decode(str(huge), spec())
         assert e.value.stage == "decode"
+        # The next file decodes (in a fresh child when the last one ran out of memory).
+        assert worker.decode(str(good), spec()).frames.shape == spec().shape
     finally:
         worker.close()
 

@@ -257,7 +257,12 @@ class DecodeWorker:
                              "hung on this file; raise resources.decode_timeout_s if it is "
                              "just very long)") from None
         if not reply.get("ok"):
-            raise VideoError(str(reply.get("stage", "decode")), str(reply.get("message", "")))
+            message = str(reply.get("message", ""))
+            if "resources.decode_memory_mb" in message:
+                # A child that ran out of memory may keep what it got near the limit: the
+                # next file starts in a fresh one rather than failing in this one.
+                self.close()
+            raise VideoError(str(reply.get("stage", "decode")), message)
         return reply, payload
 
     def _wait(self, deadline: float) -> None:
