@@ -9,9 +9,9 @@ import pytest
 
 from pipeline.decode.base import DecodeSpec, open_source
 from pipeline.decode.on_replica import ReplicaDecoder, probe_batch
+from pipeline.decode.optional import unavailable
 from pipeline.decode.stage import decode_batch
 from pipeline.decode.video_decord import decode_with_decord
-from pipeline.decode.optional import unavailable
 from pipeline.synth import moving_texture, write_video
 
 SAMPLES = ("imageio__cockatoo.mp4", "mmaction2__test.mp4", "moviepy__chaplin.mp4",

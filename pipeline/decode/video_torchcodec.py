@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.decode.base import DecodedVideo, DecodeSpec
 
+
 def resize_on_device(frames, spec: DecodeSpec):
     """uint8 ``(k, H, W, 3)`` torch frames -> ``(k, h, w, 3)`` at the spec's output size
     (short side resized and centre-cropped, or fitted into the canvas and padded), on the
