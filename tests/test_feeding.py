@@ -47,6 +47,8 @@ def test_a_busy_enough_gpu_gets_no_warning_and_unknowns_say_so():
 def test_the_cluster_says_which_accelerator():
     assert accelerator_of({"CPU": 16, "GPU": 1, "accelerator_type:H100": 1}) == "H100"
     assert accelerator_of({"accelerator_type:A10G": 1}) == "A10G"
+    assert accelerator_of({"accelerator_type:L40S": 1}) == "L40S"
+    assert accelerator_of({"accelerator_type:L4": 1}) == "L4"
     assert accelerator_of({"accelerator_type:B200": 1}) is None
     assert accelerator_of({"CPU": 2}) is None
 

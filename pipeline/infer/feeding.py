@@ -123,7 +123,7 @@ def accelerator_of(resources: dict[str, float]) -> str | None:
     for key in resources:
         if key.startswith("accelerator_type:"):
             name = key.split(":", 1)[1].upper()
-            for known in TFLOPS:
+            for known in sorted(TFLOPS, key=len, reverse=True):  # L40S before L4
                 if name.startswith(known):
                     return known
     return None
