@@ -16,7 +16,6 @@ without that child: docs/security.md says what that gives up.
 from __future__ import annotations
 
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -24,8 +23,7 @@ import numpy as np
 
 from pipeline.decode.base import NAMES, DecodedVideo, DecodeSpec, open_source, short_error
 from pipeline.decode.fallback import decode_video
-from pipeline.decode.stage import decode_batch
-from pipeline.errors import VideoError
+from pipeline.decode.stage import attempted, decode_batch, float_or_none
 
 # Videos a GPU replica decodes at once: NVDEC engines work in parallel (an H100 has 7),
 # and each decode's host work (demuxing, kernel launches) overlaps the others'. Measured
@@ -43,10 +41,6 @@ def probe_batch(batch, spec: DecodeSpec, guard=None):
     out["width"] = np.full(len(out["width"]), np.nan)
     out["height"] = np.full(len(out["height"]), np.nan)
     return out
-
-
-def _float_or_none(v) -> float | None:
-    return None if v is None or v != v else float(v)
 
 
 class ReplicaDecoder:
@@ -88,16 +82,9 @@ class ReplicaDecoder:
         return video
 
     def _one(self, batch, i: int):
-        t0 = time.perf_counter()
-        try:
-            video = self._decode(str(batch["path"][i]), _float_or_none(batch["start_s"][i]),
-                                 _float_or_none(batch["end_s"][i]), batch["frame_indices"][i])
-            return video, None, time.perf_counter() - t0
-        except VideoError as e:
-            return None, str(e), time.perf_counter() - t0
-        except Exception as e:  # noqa: BLE001  (a native-library surprise: one error row)
-            return None, f"decode: unexpected {type(e).__name__}: {short_error(e)}", \
-                time.perf_counter() - t0
+        return attempted(lambda: self._decode(
+            str(batch["path"][i]), float_or_none(batch["start_s"][i]),
+            float_or_none(batch["end_s"][i]), batch["frame_indices"][i]))
 
     def __call__(self, batch):
         n = len(batch["video_id"])

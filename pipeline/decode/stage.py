@@ -35,12 +35,21 @@ def timed_decode(path: str, spec: DecodeSpec | AudioSpec | SequenceSpec,
     frames (a ``DecodeSpec``), every frame (a ``SequenceSpec``) or its soundtrack's windows
     (an ``AudioSpec``), in the confined worker when the spec has a time limit; never raises
     for a bad file."""
+    def run():
+        decode, method = _DECODERS[type(spec)]
+        if spec.timeout_s:
+            decode = getattr(worker_for(spec.timeout_s, spec.memory_mb), method)
+        return decode(path, spec, start_s, end_s)
+
+    return attempted(run)
+
+
+def attempted(decode):
+    """``(decode() | None, error | None, seconds)``: a bad file's :class:`VideoError`, or
+    any other exception, becomes the row's reason; never raises."""
     t0 = time.perf_counter()
     try:
-        run, method = _DECODERS[type(spec)]
-        if spec.timeout_s:
-            run = getattr(worker_for(spec.timeout_s, spec.memory_mb), method)
-        return run(path, spec, start_s, end_s), None, time.perf_counter() - t0
+        return decode(), None, time.perf_counter() - t0
     except VideoError as e:
         return None, str(e), time.perf_counter() - t0
     except Exception as e:  # a bug or a native-library surprise: still one error row
@@ -48,7 +57,7 @@ def timed_decode(path: str, spec: DecodeSpec | AudioSpec | SequenceSpec,
             time.perf_counter() - t0
 
 
-def _float_or_none(v) -> float | None:
+def float_or_none(v) -> float | None:
     return None if v is None or v != v else float(v)
 
 
@@ -73,8 +82,8 @@ def each_row(batch: Batch, spec: DecodeSpec | AudioSpec, guard=None):
         if path is None or path != path or not str(path).strip():
             decoded, err, dt = None, "read: the manifest row has an empty path", 0.0
         else:
-            decoded, err, dt = timed_decode(str(path), spec, _float_or_none(batch["start_s"][i]),
-                                            _float_or_none(batch["end_s"][i]))
+            decoded, err, dt = timed_decode(str(path), spec, float_or_none(batch["start_s"][i]),
+                                            float_or_none(batch["end_s"][i]))
         if guard is not None:
             guard.done(video_id)
         yield i, decoded, err, dt
